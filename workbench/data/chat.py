@@ -1,0 +1,83 @@
+"""Chat-format datasets (`messages`, optional `tools`): validation with locations, never silent drops."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench.data.records import Record, read_records
+
+ROLES = {"system", "user", "assistant", "tool"}
+SHOWN_LOCATIONS = 8
+
+
+@dataclass
+class DataReport:
+    """What was found wrong in a dataset: problem -> locations. Used for printing and MLflow."""
+
+    source: str
+    unit: str
+    total: int = 0
+    problems: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, problem: str, location: int) -> None:
+        self.problems[problem].append(location)
+
+    def lines(self) -> list[str]:
+        out = []
+        for problem, where in sorted(self.problems.items()):
+            shown = ", ".join(map(str, where[:SHOWN_LOCATIONS])) + (", ..." if len(where) > SHOWN_LOCATIONS else "")
+            plural = "s" if len(where) > 1 else ""
+            out.append(f"{self.source}: {len(where)} record{plural} {problem} ({self.unit}{plural} {shown})")
+        return out
+
+    def bad_locations(self) -> set[int]:
+        return {loc for where in self.problems.values() for loc in where}
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        metrics = {f"{prefix}/records": float(self.total)}
+        for problem, where in self.problems.items():
+            key = problem.split("(")[0].strip().replace(" ", "_").replace("'", "")
+            metrics[f"{prefix}/{key}"] = float(len(where))
+        return metrics
+
+
+def load_chat_records(path: Path, source: str) -> tuple[list[Record], DataReport]:
+    """Read a chat dataset and check every record; returns all readable records and the report."""
+    result = read_records(path)
+    report = DataReport(source=source, unit=result.unit, total=len(result.records) + len(result.unreadable))
+    for location, reason in result.unreadable:
+        report.add(f"unreadable: {reason}", location)
+    for record in result.records:
+        for problem in chat_record_problems(record.data):
+            report.add(problem, record.location)
+    return result.records, report
+
+
+def chat_record_problems(data: dict) -> list[str]:
+    """The problems of one chat record, as short phrases that read after 'N records ...'."""
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return ["without a 'messages' list"]
+    problems = set()
+    for message in messages:
+        if not isinstance(message, dict):
+            problems.add("with a message that is not a mapping")
+            continue
+        role = message.get("role")
+        if role is None:
+            problems.add("with a message missing its 'role'")
+        elif role not in ROLES:
+            problems.add(f"with an unknown role (not one of {', '.join(sorted(ROLES))})")
+        content = message.get("content")
+        if not isinstance(content, str):
+            problems.add("with a message missing its 'content' text")
+        elif not content.strip():
+            problems.add("with an empty turn")
+    if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
+        problems.add("with no assistant turn")
+    tools = data.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        problems.add("with 'tools' that is not a list")
+    return sorted(problems)

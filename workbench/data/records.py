@@ -1,0 +1,115 @@
+"""Read dataset files as records that remember where they came from (line or row number)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import StageError
+
+
+@dataclass(frozen=True)
+class Record:
+    """One example and its location: a 1-based line for JSONL, a 1-based row otherwise."""
+
+    location: int
+    data: Any
+
+
+@dataclass
+class ReadResult:
+    records: list[Record]
+    unreadable: list[tuple[int, str]]
+    """(line, reason) for lines that are not valid JSON objects."""
+    unit: str
+    """'line' or 'row': how `Record.location` counts."""
+
+
+def read_records(path: Path) -> ReadResult:
+    """Load JSONL, JSON (a list), Parquet, or a saved Hugging Face dataset folder."""
+    if not path.exists():
+        raise StageError(f"{path}: file not found")
+    if path.is_dir():
+        return _rows(_load_hf_folder(path))
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return _read_jsonl(path)
+    if suffix == ".json":
+        try:
+            value = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise StageError(f"{path}: not valid JSON: {error}") from None
+        if not isinstance(value, list):
+            raise StageError(f"{path}: a .json dataset must be a list of records")
+        return _rows(value)
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return _rows(pq.read_table(path).to_pylist())
+    raise StageError(f"{path}: unsupported data format '{suffix}' (use .jsonl, .json, .parquet or a dataset folder)")
+
+
+def _read_jsonl(path: Path) -> ReadResult:
+    records, unreadable = [], []
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                unreadable.append((number, "not UTF-8"))
+                continue
+            if not text.strip():
+                continue
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as error:
+                unreadable.append((number, f"invalid JSON ({error.msg})"))
+                continue
+            if not isinstance(value, dict):
+                unreadable.append((number, "not a JSON object"))
+                continue
+            records.append(Record(number, value))
+    return ReadResult(records, unreadable, "line")
+
+
+def _rows(rows: list[Any]) -> ReadResult:
+    records, unreadable = [], []
+    for number, row in enumerate(rows, start=1):
+        if isinstance(row, dict):
+            records.append(Record(number, row))
+        else:
+            unreadable.append((number, "not a mapping"))
+    return ReadResult(records, unreadable, "row")
+
+
+def _load_hf_folder(path: Path) -> list[dict]:
+    from datasets import DatasetDict, load_from_disk
+
+    try:
+        dataset = load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as error:
+        raise StageError(f"{path}: not a saved Hugging Face dataset ({error})") from None
+    if isinstance(dataset, DatasetDict):
+        if "train" not in dataset:
+            raise StageError(f"{path}: dataset has splits {list(dataset)} but no 'train' split")
+        dataset = dataset["train"]
+    return dataset.to_list()
+
+
+def iter_texts(path: Path):
+    """Text for tokenizer training: message contents of chat records, `text` fields, or plain lines."""
+    if path.suffix.lower() == ".txt":
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            yield from (line.rstrip("\n") for line in handle)
+        return
+    for record in read_records(path).records:
+        data = record.data
+        if isinstance(data.get("text"), str):
+            yield data["text"]
+        for message in data.get("messages") or []:
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                yield message["content"]
+        if data.get("tools"):
+            yield json.dumps(data["tools"])

@@ -1,0 +1,35 @@
+"""Errors that reach the user as one clear line each, never as a traceback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class WorkbenchError(Exception):
+    """An error caused by the user's input or environment; the CLI prints it without a traceback."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a recipe, located by file, line and field path."""
+
+    file: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class RecipeError(WorkbenchError):
+    """Every problem found in one recipe file, reported together."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class StageError(WorkbenchError):
+    """A stage could not run because of its input (bad data, missing model, mismatched tokenizer)."""

@@ -1,0 +1,132 @@
+"""The recipe schema: typed, documented, strict (a typo fails at load time).
+
+Stage configs are not listed here: each stage kind registers its own config class (see
+`workbench.stages.registry`), so new kinds plug in without touching the loader.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]*$"
+
+
+class StrictModel(BaseModel):
+    """Base for every config: unknown keys are errors and field docstrings become descriptions."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, populate_by_name=True)
+
+
+class TrackingConfig(StrictModel):
+    """Where MLflow records the run."""
+
+    uri: str | None = None
+    """MLflow tracking URI. Default: the MLFLOW_TRACKING_URI environment variable if set, else a
+    SQLite store at `<work_dir>/mlflow.db`."""
+
+    experiment: str | None = None
+    """MLflow experiment name. Default: the recipe's name."""
+
+
+class TokenizerTraining(StrictModel):
+    """Train a byte-level BPE tokenizer locally (no download) from the given data files."""
+
+    files: list[str] = Field(min_length=1)
+    """Data files whose text trains the tokenizer: chat JSONL (message contents are used) or plain text."""
+
+    vocab_size: int = Field(default=2048, ge=300, le=262144)
+    """Vocabulary size, special tokens included."""
+
+
+class TokenizerSpec(StrictModel):
+    """The one tokenizer every stage of the recipe shares: an existing one, or one trained locally."""
+
+    path: str | None = None
+    """A tokenizer folder (or model folder) on disk, or a Hugging Face hub id."""
+
+    train: TokenizerTraining | None = None
+    """Train a tokenizer locally instead of loading one."""
+
+    def model_post_init(self, _context: Any) -> None:
+        if (self.path is None) == (self.train is None):
+            raise ValueError("give exactly one of 'path' or 'train'")
+
+
+class StageConfig(StrictModel):
+    """Fields every stage has. Each stage kind subclasses this with `kind: Literal[...]`."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    """Unique stage name; later stages refer to this stage by it."""
+
+    kind: str
+    """The stage kind (init, sft, ...)."""
+
+    description: str = ""
+    """Free text for humans; does not affect the stage's hash."""
+
+    # Fields that name earlier stages and fields that name data files; the loader checks both.
+    stage_ref_fields: ClassVar[tuple[str, ...]] = ()
+    data_file_fields: ClassVar[tuple[str, ...]] = ()
+    # Fields that do not change the stage's output and so stay out of its content hash.
+    unhashed_fields: ClassVar[frozenset[str]] = frozenset({"name", "description"})
+
+    def stage_refs(self) -> list[tuple[str, str]]:
+        """(field name, referenced stage name) for every reference to another stage."""
+        refs = []
+        for field in self.stage_ref_fields:
+            value = getattr(self, field)
+            for name in value if isinstance(value, list) else [value]:
+                if name is not None:
+                    refs.append((field, name))
+        return refs
+
+    def data_files(self) -> list[tuple[str, str]]:
+        """(field name, path) for every data file this stage reads."""
+        files = []
+        for field in self.data_file_fields:
+            value = getattr(self, field)
+            for path in value if isinstance(value, list) else [value]:
+                if path is not None:
+                    files.append((field, path))
+        return files
+
+
+class Recipe(StrictModel):
+    """A recipe: named stages chained by name, one tokenizer and chat template for all of them."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    """Recipe name: names the output folder and the MLflow experiment."""
+
+    description: str = ""
+    """Free text for humans."""
+
+    work_dir: str = "runs"
+    """Where stage outputs, caches and the default MLflow store live (relative to the project root)."""
+
+    seed: int = 0
+    """Global seed; each stage may override it."""
+
+    tokenizer: TokenizerSpec
+    """The tokenizer pinned for every stage."""
+
+    chat_template: str = "lfm2"
+    """Chat template pinned for every stage: a built-in name (`lfm2`) or a path to a `.jinja` file."""
+
+    trust_remote_code: bool = False
+    """Allow model code from the hub to run. Off unless the recipe asks for it explicitly."""
+
+    tracking: TrackingConfig = TrackingConfig()
+    """MLflow tracking settings."""
+
+    stages: list[dict[str, Any]] = Field(min_length=1)
+    """The stages, each with a `name` and a `kind`; validated by the kind's own schema."""
+
+    @field_validator("work_dir")
+    @classmethod
+    def _no_parent_escape(cls, value: str) -> str:
+        if re.search(r"(^|/)\.\.(/|$)", value):
+            raise ValueError("work_dir must not contain '..'")
+        return value

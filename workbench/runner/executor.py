@@ -1,0 +1,173 @@
+"""Run a recipe: stages in dependency order, cached stages skipped, each in its own MLflow child run."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from workbench.errors import StageError, WorkbenchError
+from workbench.recipe.loader import LoadedRecipe
+from workbench.runner.context import StageContext, StageInput
+from workbench.runner.plan import Plan, PlannedStage, make_plan, work_root
+from workbench.runner.store import write_json_atomic
+from workbench.runner.tokenizer import ensure_tokenizer
+from workbench.stages.registry import stage_kinds
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    name: str
+    status: str
+    """'ran', 'resumed' or 'cached'."""
+    dir: Path
+    seconds: float
+
+
+def run_recipe(
+    loaded: LoadedRecipe,
+    force: set[str] = frozenset(),
+    only: set[str] = frozenset(),
+    console: Console | None = None,
+) -> list[StageOutcome]:
+    """Execute the recipe; returns what happened to each selected stage."""
+    from workbench.tracking import Tracker, default_tracking_uri, environment_tags
+
+    console = console or Console()
+    _check_names(loaded, force | only)
+    plan = make_plan(loaded)
+    selected = [s for s in plan.stages if not only or s.name in only]
+    forced = loaded.descendants(set(force)) if force else set()
+    _check_only_inputs(plan, selected, only)
+
+    recipe = loaded.recipe
+    root = work_root(loaded)
+    with _exclusive(plan.store.root):
+        uri = default_tracking_uri(recipe.tracking.uri, root)
+        sqlite_default = uri.startswith("sqlite:///") and not recipe.tracking.uri
+        tracker = Tracker(uri, recipe.tracking.experiment or recipe.name, root / "mlartifacts" if sqlite_default else None)
+        for run_id in tracker.reap_dead_runs():
+            console.print(f"[yellow]marked MLflow run {run_id} KILLED: its process is gone[/]")
+        tags = {"workbench.recipe": recipe.name, "workbench.recipe_file": str(loaded.path)}
+        parent = tracker.start_parent(recipe.name, tags | environment_tags(loaded.root))
+        parent.log_text(loaded.path.read_text(encoding="utf-8"), "recipe/recipe.yaml")
+        parent.log_text(yaml.safe_dump(_resolved(loaded, plan), sort_keys=False), "recipe/resolved.yaml")
+        console.print(f"MLflow run {parent.run_id} at {uri}")
+        status, outcomes = "FAILED", []
+        try:
+            tokenizer_dir = ensure_tokenizer(loaded, plan.store.root, plan.tokenizer_hash, plan.chat_template)
+            for stage in selected:
+                if stage.status == "cached" and stage.name not in forced:
+                    outcomes.append(_log_cached(tracker, plan, stage, tags, console))
+                else:
+                    outcomes.append(_execute(loaded, tracker, plan, stage, tags, tokenizer_dir, stage.name in forced, console))
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            tracker.end_parent(status)
+    return outcomes
+
+
+def _check_names(loaded: LoadedRecipe, names: set[str]) -> None:
+    unknown = sorted(names - set(loaded.stages))
+    if unknown:
+        raise WorkbenchError(f"{loaded.path}: no stage named {', '.join(repr(n) for n in unknown)}")
+
+
+def _check_only_inputs(plan: Plan, selected: list[PlannedStage], only: set[str]) -> None:
+    statuses = {s.name: s.status for s in plan.stages}
+    for stage in selected:
+        missing = [dep for dep in stage.inputs if dep not in only and statuses[dep] != "cached"]
+        if only and missing:
+            raise WorkbenchError(
+                f"--only {stage.name}: input stage '{missing[0]}' has no finished output for its current hash; "
+                f"run it first (or add --only {missing[0]})"
+            )
+
+
+@contextmanager
+def _exclusive(store_root: Path) -> Iterator[None]:
+    """One `workbench run` per recipe at a time: two would write the same stage folders."""
+    store_root.mkdir(parents=True, exist_ok=True)
+    with open(store_root / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WorkbenchError(f"another workbench run is using {store_root}; wait for it to finish") from None
+        yield
+
+
+def _resolved(loaded: LoadedRecipe, plan: Plan) -> dict:
+    recipe = loaded.recipe.model_dump(mode="json", exclude={"stages"})
+    hashes = plan.by_name()
+    recipe["stages"] = [
+        loaded.stages[name].model_dump(mode="json", by_alias=True) | {"hash": hashes[name].hash} for name in loaded.order
+    ]
+    return recipe
+
+
+def _stage_tags(stage: PlannedStage, tags: dict[str, str]) -> dict[str, str]:
+    return tags | {"workbench.stage": stage.name, "workbench.kind": stage.kind, "workbench.stage_hash": stage.hash}
+
+
+def _log_cached(tracker, plan: Plan, stage: PlannedStage, tags: dict, console: Console) -> StageOutcome:
+    info = plan.store.read_info(stage.name, stage.hash)
+    cached_tags = {"workbench.cached": "true", "workbench.source_run_id": str(info.get("mlflow_run_id"))}
+    with tracker.stage_run(stage.name, _stage_tags(stage, tags) | cached_tags) as run:
+        run.log_metrics(info.get("metrics", {}))
+        run.log_dict(info, "stage.json")
+    console.print(f"[green]✓[/] {stage.name} ({stage.kind}) cached [dim]{stage.hash[:12]}[/]")
+    return StageOutcome(stage.name, "cached", plan.store.final_dir(stage.name, stage.hash), 0.0)
+
+
+def _execute(loaded, tracker, plan: Plan, stage: PlannedStage, tags, tokenizer_dir, fresh, console) -> StageOutcome:
+    from workbench.modeling.tokenizer import tokenizer_fingerprint
+    from workbench.tracking import flatten
+
+    config = loaded.stages[stage.name]
+    inputs = {
+        dep: StageInput(dep, plan.store.final_dir(dep, h), plan.store.read_info(dep, h)) for dep, h in stage.inputs.items()
+    }
+    pinned = tokenizer_fingerprint(tokenizer_dir)
+    for dep, given in inputs.items():
+        if given.info.get("tokenizer_fingerprint") not in (None, pinned):
+            raise StageError(f"stage '{stage.name}': input '{dep}' was made with a different tokenizer than the recipe pins")
+    resuming = not fresh and stage.status == "resume"
+    tmp = plan.store.prepare(stage.name, stage.hash, fresh=fresh)
+    verb = "resuming" if resuming else "running"
+    console.print(f"[cyan]▶[/] {stage.name} ({stage.kind}) {verb} [dim]{stage.hash[:12]}[/]")
+    started = time.time()
+    with tracker.stage_run(stage.name, _stage_tags(stage, tags) | {"workbench.resumed": str(resuming).lower()}) as run:
+        run.log_params(flatten(config.model_dump(mode="json", by_alias=True), "stage"))
+        ctx = StageContext(loaded, config, stage.hash, tmp, inputs, tokenizer_dir, run, console)
+        result = stage_kinds()[stage.kind].run(ctx)
+        info = {
+            "name": stage.name,
+            "kind": stage.kind,
+            "hash": stage.hash,
+            "inputs": stage.inputs,
+            "config": config.model_dump(mode="json", by_alias=True),
+            "metrics": result.metrics,
+            "details": result.details,
+            "mlflow_run_id": run.run_id,
+            "tokenizer_fingerprint": pinned,
+            "started": started,
+            "seconds": round(time.time() - started, 3),
+            "resumed": resuming,
+            "pid": os.getpid(),
+        }
+        write_json_atomic(tmp / "stage.json", info)
+        run.log_metrics(result.metrics)
+        run.log_dict(info, "stage.json")
+        final = plan.store.commit(stage.name, stage.hash)
+    console.print(f"[green]✓[/] {stage.name} done in {info['seconds']:.1f}s → {final}")
+    return StageOutcome(stage.name, "resumed" if resuming else "ran", final, info["seconds"])

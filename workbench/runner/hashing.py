@@ -1,0 +1,50 @@
+"""Content hashes: files, tokenizer specs and stages. A stage's hash decides whether it is cached."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+_file_memo: dict[tuple[str, int, int], str] = {}
+
+
+def digest_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def digest_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, or of a folder's files (names and bytes). Memoised per (path, size, mtime)."""
+    if path.is_dir():
+        entries = sorted(p for p in path.rglob("*") if p.is_file())
+        return digest_json({str(p.relative_to(path)): file_digest(p) for p in entries})
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _file_memo:
+        sha = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(block)
+        _file_memo[key] = sha.hexdigest()
+    return _file_memo[key]
+
+
+def data_digest(root: Path, relative: str) -> str:
+    """Digest of a data reference: a local file or folder's content; a remote URI hashes as its text."""
+    local = root / relative
+    if "://" not in relative and local.exists():
+        return file_digest(local)
+    return digest_text(relative)
+
+
+def env_fingerprint() -> dict[str, str]:
+    """Things outside the recipe that change results: our version (and the seed is in the config)."""
+    from workbench import __version__
+
+    return {"workbench": __version__, "salt": os.environ.get("WORKBENCH_CACHE_SALT", "")}

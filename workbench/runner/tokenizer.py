@@ -1,0 +1,46 @@
+"""Materialise the recipe's one pinned tokenizer (trained locally or loaded) into the work folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from itertools import chain
+from pathlib import Path
+
+from workbench.errors import StageError
+from workbench.recipe.loader import LoadedRecipe
+from workbench.runner.store import SHORT_HASH
+
+
+def ensure_tokenizer(loaded: LoadedRecipe, store_root: Path, spec_hash: str, chat_template: str) -> Path:
+    """The folder of the pinned tokenizer; built once per spec hash, written atomically."""
+    final = store_root / "_tokenizer" / spec_hash[:SHORT_HASH]
+    if (final / "tokenizer_config.json").is_file():
+        return final
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = _build(loaded, chat_template)
+    tokenizer.save_pretrained(tmp)
+    os.rename(tmp, final)
+    return final
+
+
+def _build(loaded: LoadedRecipe, chat_template: str):
+    from workbench.data.records import iter_texts
+    from workbench.modeling.tokenizer import train_bpe_tokenizer
+
+    spec = loaded.recipe.tokenizer
+    if spec.train is not None:
+        texts = chain.from_iterable(iter_texts(loaded.resolve(f)) for f in spec.train.files)
+        return train_bpe_tokenizer(texts, spec.train.vocab_size, chat_template)
+    from transformers import AutoTokenizer
+
+    local = loaded.resolve(spec.path)
+    source = str(local) if local.exists() else spec.path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=loaded.recipe.trust_remote_code)
+    except (OSError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise StageError(f"tokenizer '{spec.path}' could not be loaded: {first}") from None
+    tokenizer.chat_template = chat_template
+    return tokenizer

@@ -1,0 +1,187 @@
+"""MLflow tracking: one parent run per `workbench run`, one nested child run per stage.
+
+The child run is made the *active* fluent run while its stage executes, so the Hugging Face
+Trainer's own MLflowCallback (which logs into the active run when there is one) streams its
+metrics there instead of opening a stray top-level run (transformers issue 15663).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+MAX_PARAM_LENGTH = 6000
+# Environment variables that would make the HF MLflowCallback start or resume a run of its own.
+_CALLBACK_RUN_VARIABLES = ("MLFLOW_RUN_ID", "MLFLOW_NESTED_RUN", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID")
+
+
+def default_tracking_uri(recipe_uri: str | None, work_dir: Path) -> str:
+    """The recipe's `tracking.uri`, else MLFLOW_TRACKING_URI, else a SQLite store in the work folder."""
+    if recipe_uri:
+        return recipe_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(work_dir / 'mlflow.db').resolve()}"
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, str]:
+    """{'a': {'b': 1}, 'c': [1, 2]} -> {'a.b': '1', 'c': '[1, 2]'}; values cut to MLflow's limit."""
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: str(value)[:MAX_PARAM_LENGTH]}
+
+
+def process_tags() -> dict[str, str]:
+    """Who owns a run, so a later start can tell whether its process is gone."""
+    import psutil
+
+    pid = os.getpid()
+    return {
+        "workbench.host": socket.gethostname(),
+        "workbench.pid": str(pid),
+        "workbench.pid_started": f"{psutil.Process(pid).create_time():.3f}",
+    }
+
+
+def environment_tags(project_root: Path) -> dict[str, str]:
+    """Package versions and the git commit, when there is one."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    tags = {}
+    for package in ("workbench", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "mlflow"):
+        try:
+            tags[f"workbench.version.{package}"] = version(package)
+        except PackageNotFoundError:
+            continue
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=project_root, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode == 0:
+            tags["mlflow.source.git.commit"] = commit.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return tags
+
+
+class StageTracker:
+    """Logging into one stage's child run by its id (safe whatever run is active)."""
+
+    def __init__(self, client, run_id: str):
+        self.client, self.run_id = client, run_id
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+        import time
+
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, step or 0) for key, value in metrics.items()]
+        for start in range(0, len(batch), 500):
+            self.client.log_batch(self.run_id, metrics=batch[start : start + 500])
+
+    def log_params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(key, value) for key, value in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
+    def log_dict(self, value: Any, artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, value, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+
+class Tracker:
+    """Opens the parent run and the stage runs of one `workbench run`."""
+
+    def __init__(self, uri: str, experiment: str, artifact_root: Path | None):
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.mlflow = mlflow
+        self.uri = uri
+        mlflow.set_tracking_uri(uri)
+        self.client = MlflowClient(uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            location = artifact_root.resolve().as_uri() if artifact_root is not None else None
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        else:
+            self.experiment_id = found.experiment_id
+        self.parent_id: str | None = None
+
+    def reap_dead_runs(self) -> list[str]:
+        """Mark KILLED the RUNNING runs of this host whose process no longer exists."""
+        import psutil
+
+        host = socket.gethostname()
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"attributes.status = 'RUNNING' and tags.`workbench.host` = '{host}'",
+            max_results=1000,
+        )
+        reaped = []
+        for run in runs:
+            pid = int(run.data.tags.get("workbench.pid", "0"))
+            started = run.data.tags.get("workbench.pid_started")
+            try:
+                alive = f"{psutil.Process(pid).create_time():.3f}" == started
+            except (psutil.NoSuchProcess, ValueError):
+                alive = False
+            if not alive:
+                self.client.set_terminated(run.info.run_id, status="KILLED")
+                reaped.append(run.info.run_id)
+        return reaped
+
+    def start_parent(self, run_name: str, tags: dict[str, str]) -> StageTracker:
+        while self.mlflow.active_run() is not None:  # a leftover fluent run must not become our parent
+            self.mlflow.end_run()
+        run = self.mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name, tags=tags | process_tags())
+        self.parent_id = run.info.run_id
+        return StageTracker(self.client, self.parent_id)
+
+    def end_parent(self, status: str) -> None:
+        self.mlflow.flush_async_logging()
+        self.mlflow.end_run(status=status)
+
+    @contextlib.contextmanager
+    def stage_run(self, stage: str, tags: dict[str, str]) -> Iterator[StageTracker]:
+        """A nested child run, active for the duration; ended FAILED/KILLED if the stage raises."""
+        run = self.mlflow.start_run(
+            experiment_id=self.experiment_id, run_name=stage, nested=True, tags=tags | process_tags()
+        )
+        status = "FAILED"
+        saved = {name: os.environ.pop(name) for name in _CALLBACK_RUN_VARIABLES if name in os.environ}
+        try:
+            yield StageTracker(self.client, run.info.run_id)
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            os.environ.update(saved)
+            self.mlflow.flush_async_logging()
+            # The Trainer callback may have ended our run already; end it only if it is still active.
+            active = self.mlflow.active_run()
+            if active is not None and active.info.run_id == run.info.run_id:
+                self.mlflow.end_run(status=status)
+            else:
+                self.client.set_terminated(run.info.run_id, status=status)

@@ -1,0 +1,1 @@
+"""Pieces shared by the training stages: checkpoints, samples, chat datasets."""
