@@ -84,8 +84,8 @@ def load_recipe(path: str | Path, root: str | Path | None = None, check_files: b
     except UnicodeDecodeError:
         raise RecipeError([Problem(display, None, "", "file is not UTF-8 text")]) from None
     out = _Collector(display, lines)
-    for line, message in duplicates:
-        out.problems.append(Problem(display, line, "", message))
+    for line, where, message in duplicates:
+        out.problems.append(Problem(display, line, format_path(where), message))
     if not isinstance(data, dict):
         out.add((), "a recipe must be a mapping with 'name', 'tokenizer' and 'stages'")
         raise RecipeError(out.problems)

@@ -32,22 +32,22 @@ class LineMap:
         return None
 
 
-def load_yaml_with_lines(text: str) -> tuple[Any, LineMap, list[tuple[int, str]]]:
-    """Parse `text` safely; return (data, line map, [(line, duplicate-key message)]).
+def load_yaml_with_lines(text: str) -> tuple[Any, LineMap, list[tuple[int, Path_, str]]]:
+    """Parse `text` safely; return (data, line map, [(line, path, duplicate-key message)]).
 
     Raises yaml.YAMLError on syntax errors (the caller turns its mark into file:line).
     """
     node = yaml.compose(text, Loader=yaml.SafeLoader)
     data = yaml.safe_load(text)
     lines = LineMap()
-    duplicates: list[tuple[int, str]] = []
+    duplicates: list[tuple[int, Path_, str]] = []
     if node is not None:
         lines.record((), node.start_mark.line + 1)
         _walk(node, (), lines, duplicates)
     return data, lines, duplicates
 
 
-def _walk(node: yaml.Node, path: Path_, lines: LineMap, duplicates: list[tuple[int, str]]) -> None:
+def _walk(node: yaml.Node, path: Path_, lines: LineMap, duplicates: list[tuple[int, Path_, str]]) -> None:
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:
@@ -57,11 +57,8 @@ def _walk(node: yaml.Node, path: Path_, lines: LineMap, duplicates: list[tuple[i
                 _walk(value_node, path, lines, duplicates)
                 continue
             if key in seen:
-                where = ".".join(str(p) for p in path)
-                prefix = f"{where}: " if where else ""
-                duplicates.append(
-                    (line, f"{prefix}duplicate key '{key}' (first at line {seen[key]}); YAML would keep only the last")
-                )
+                message = f"duplicate key '{key}' (first at line {seen[key]}); YAML would keep only the last"
+                duplicates.append((line, path, message))
                 continue
             seen[key] = line
             lines.record(path + (key,), line)
