@@ -1,0 +1,134 @@
+"""Shared fixtures: an offline environment, a real MLflow server process, and a tiny project."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ.update(
+    HF_HUB_OFFLINE="1",
+    TRANSFORMERS_OFFLINE="1",
+    HF_DATASETS_OFFLINE="1",
+    TOKENIZERS_PARALLELISM="false",
+    MLFLOW_DISABLE_TELEMETRY="true",
+    DO_NOT_TRACK="true",
+    DISABLE_MLFLOW_INTEGRATION="FALSE",
+)
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 with its own SQLite store; yields its URI."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    mlflow = Path(sys.executable).with_name("mlflow")
+    log = (root / "server.log").open("w")
+    process = subprocess.Popen(
+        [
+            str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port),
+            "--backend-store-uri", f"sqlite:///{root / 'store.db'}",
+            "--artifacts-destination", str(root / "artifacts"), "--workers", "1",
+        ],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}") from None
+            time.sleep(0.5)
+    else:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise RuntimeError("mlflow server did not become healthy in 120 s")
+    yield uri
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+TINY_ARCH = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "full_attn_idxs": [1],
+    "max_position_embeddings": 512,
+    "block_auto_adjust_ff_dim": False,
+}
+
+
+def write_chat_subset(source: Path, target: Path, count: int) -> None:
+    lines = source.read_text().splitlines()[:count]
+    target.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def tiny_project(tmp_path, monkeypatch):
+    """A project folder with a small slice of the quickstart data, a tiny architecture and a recipe
+    factory `make(extra_sft_yaml, **fields)` that writes `recipe.yaml` and returns its path."""
+    import yaml
+
+    (tmp_path / "data").mkdir()
+    write_chat_subset(REPO / "datasets/quickstart/sft.jsonl", tmp_path / "data/train.jsonl", 96)
+    write_chat_subset(REPO / "datasets/quickstart/sft_eval.jsonl", tmp_path / "data/eval.jsonl", 16)
+    (tmp_path / "arch.yaml").write_text(yaml.safe_dump(TINY_ARCH))
+    monkeypatch.chdir(tmp_path)
+
+    def make(sft: dict | None = None, tracking_uri: str | None = None, name: str = "tiny") -> Path:
+        stage = {
+            "name": "sft", "kind": "sft", "from": "base", "data": "data/train.jsonl",
+            "eval_data": "data/eval.jsonl", "max_length": 192, "max_steps": 4, "batch_size": 8,
+            "learning_rate": 3e-3, "logging_steps": 1, "save_steps": 2, "sample_count": 1,
+        }  # fmt: skip
+        recipe = {
+            "name": name,
+            "tokenizer": {"train": {"files": ["data/train.jsonl"], "vocab_size": 400}},
+            "stages": [{"name": "base", "kind": "init", "architecture": "arch.yaml"}, stage | (sft or {})],
+        }
+        if tracking_uri:
+            recipe["tracking"] = {"uri": tracking_uri}
+        path = tmp_path / "recipe.yaml"
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+        return path
+
+    make.root = tmp_path
+    return make
+
+
+def workbench_cli() -> list[str]:
+    return [str(Path(sys.executable).with_name("workbench"))]
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text())
+
+
+def clean(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
