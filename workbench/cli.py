@@ -15,7 +15,9 @@ from rich.table import Table
 
 from workbench.errors import RecipeError, WorkbenchError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Declarative post-training for small language models.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Declarative post-training for small language models."
+)
 console = Console()
 errors = Console(stderr=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ class DataReport:
     def metrics(self, prefix: str) -> dict[str, float]:
         metrics = {f"{prefix}/records": float(self.total)}
         for problem, where in self.problems.items():
-            key = problem.split("(")[0].strip().replace(" ", "_").replace("'", "")
+            key = re.sub(r"[^0-9A-Za-z]+", "_", problem.split("(")[0]).strip("_")
             metrics[f"{prefix}/{key}"] = float(len(where))
         return metrics
 

@@ -56,7 +56,8 @@ def run_recipe(
         for run_id in tracker.reap_dead_runs():
             console.print(f"[yellow]marked MLflow run {run_id} KILLED: its process is gone[/]")
         tags = {"workbench.recipe": recipe.name, "workbench.recipe_file": str(loaded.path)}
-        parent = tracker.start_parent(recipe.name, tags | environment_tags(loaded.root))
+        tags |= environment_tags(loaded.root)
+        parent = tracker.start_parent(recipe.name, tags)
         parent.log_text(loaded.path.read_text(encoding="utf-8"), "recipe/recipe.yaml")
         parent.log_text(yaml.safe_dump(_resolved(loaded, plan), sort_keys=False), "recipe/resolved.yaml")
         console.print(f"MLflow run {parent.run_id} at {uri}")
@@ -120,9 +121,12 @@ def _stage_tags(stage: PlannedStage, tags: dict[str, str]) -> dict[str, str]:
 
 
 def _log_cached(tracker, plan: Plan, stage: PlannedStage, tags: dict, console: Console) -> StageOutcome:
+    from workbench.tracking import flatten
+
     info = plan.store.read_info(stage.name, stage.hash)
     cached_tags = {"workbench.cached": "true", "workbench.source_run_id": str(info.get("mlflow_run_id"))}
     with tracker.stage_run(stage.name, _stage_tags(stage, tags) | cached_tags) as run:
+        run.log_params(flatten(info.get("config", {}), "stage"))
         run.log_metrics(info.get("metrics", {}))
         run.log_dict(info, "stage.json")
     console.print(f"[green]✓[/] {stage.name} ({stage.kind}) cached [dim]{stage.hash[:12]}[/]")

@@ -1,0 +1,169 @@
+"""The runner end to end on a tiny model: caching, --force/--only, MLflow structure, data errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+from transformers import AutoModelForCausalLM
+
+from workbench.errors import StageError, WorkbenchError
+from workbench.recipe import load_recipe
+from workbench.runner.executor import run_recipe
+from workbench.runner.plan import make_plan
+
+pytestmark = pytest.mark.slow
+
+
+def run(path, **kwargs):
+    return {o.name: o for o in run_recipe(load_recipe(path), **kwargs)}
+
+
+def runs_by_parent(uri: str, experiment: str):
+    client = MlflowClient(uri)
+    found = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    parents = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
+    children = {p.info.run_id: [r for r in found if r.data.tags.get("mlflow.parentRunId") == p.info.run_id] for p in parents}
+    return client, found, parents, children
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One finished tiny project shared by the read-only tests below."""
+    import os
+
+    from tests.conftest import REPO, TINY_ARCH, write_chat_subset
+
+    import yaml
+
+    root = tmp_path_factory.mktemp("finished")
+    (root / "data").mkdir()
+    write_chat_subset(REPO / "datasets/quickstart/sft.jsonl", root / "data/train.jsonl", 96)
+    write_chat_subset(REPO / "datasets/quickstart/sft_eval.jsonl", root / "data/eval.jsonl", 16)
+    (root / "arch.yaml").write_text(yaml.safe_dump(TINY_ARCH))
+    recipe = {
+        "name": "tiny",
+        "tokenizer": {"train": {"files": ["data/train.jsonl"], "vocab_size": 400}},
+        "stages": [
+            {"name": "base", "kind": "init", "architecture": "arch.yaml"},
+            {"name": "sft", "kind": "sft", "from": "base", "data": "data/train.jsonl", "eval_data": "data/eval.jsonl",
+             "max_length": 256, "max_steps": 6, "batch_size": 8, "learning_rate": 3e-3, "logging_steps": 1,
+             "save_steps": 3, "sample_count": 1},
+        ],
+    }  # fmt: skip
+    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        first = run(root / "recipe.yaml")
+        second = run(root / "recipe.yaml")
+    finally:
+        os.chdir(cwd)
+    return root, first, second
+
+
+def test_second_run_trains_nothing(finished):
+    root, first, second = finished
+    assert {n: o.status for n, o in first.items()} == {"base": "ran", "sft": "ran"}
+    assert {n: o.status for n, o in second.items()} == {"base": "cached", "sft": "cached"}
+    assert first["sft"].dir == second["sft"].dir
+    assert not list(root.glob("runs/tiny/*/*.tmp")), "no temporary folder is left behind"
+
+
+def test_stage_output_contract(finished):
+    _, first, _ = finished
+    info = json.loads((first["sft"].dir / "stage.json").read_text())
+    assert info["name"] == "sft" and info["kind"] == "sft" and info["inputs"].keys() == {"base"}
+    assert (first["sft"].dir / "model" / "config.json").is_file()
+    assert (first["sft"].dir / "model" / "tokenizer.json").is_file()
+    assert not (first["sft"].dir / "checkpoints").exists()
+
+
+def test_sft_lowers_the_held_out_loss(finished):
+    _, first, _ = finished
+    metrics = json.loads((first["sft"].dir / "stage.json").read_text())["metrics"]
+    assert metrics["eval/loss"] < metrics["eval/loss_before"] - 0.05
+
+
+def test_mlflow_parent_and_one_child_per_stage(finished):
+    root, first, _ = finished
+    client, found, parents, children = runs_by_parent(f"sqlite:///{root}/runs/mlflow.db", "tiny")
+    assert len(parents) == 2 and len(found) == 6, "no stray runs: 2 parents with 2 children each"
+    for parent in parents:
+        assert parent.info.status == "FINISHED"
+        assert sorted(r.info.run_name for r in children[parent.info.run_id]) == ["base", "sft"]
+        artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "recipe")}
+        assert artifacts == {"recipe/recipe.yaml", "recipe/resolved.yaml"}
+    sft_run_id = json.loads((first["sft"].dir / "stage.json").read_text())["mlflow_run_id"]
+    sft = client.get_run(sft_run_id)
+    assert len(client.get_metric_history(sft_run_id, "loss")) == 6, "the Trainer streamed a loss per step"
+    assert sft.data.params["stage.learning_rate"] == "0.003"
+    assert sft.data.tags["workbench.stage_hash"] == json.loads((first["sft"].dir / "stage.json").read_text())["hash"]
+    assert "workbench.version.transformers" in sft.data.tags
+    assert {a.path for a in client.list_artifacts(sft_run_id)} >= {"stage.json", "samples.json"}
+    cached = [r for r in found if r.data.tags.get("workbench.cached") == "true" and r.info.run_name == "sft"]
+    assert cached[0].data.metrics["eval/loss"] == sft.data.metrics["eval/loss"]
+
+
+def test_plan_reports_cached(finished, monkeypatch):
+    root, _, _ = finished
+    monkeypatch.chdir(root)
+    assert [s.status for s in make_plan(load_recipe(root / "recipe.yaml")).stages] == ["cached", "cached"]
+
+
+def test_changing_data_invalidates_only_the_stage_that_reads_it(tiny_project):
+    path = tiny_project()
+    run(path)
+    with open(tiny_project.root / "data/eval.jsonl", "a") as handle:
+        handle.write(open(tiny_project.root / "data/train.jsonl").readline())
+    assert [s.status for s in make_plan(load_recipe(path)).stages] == ["cached", "run"]
+
+
+def test_force_reruns_a_stage_and_its_descendants(tiny_project):
+    path = tiny_project()
+    run(path)
+    outcomes = run(path, force={"base"})
+    assert {n: o.status for n, o in outcomes.items()} == {"base": "ran", "sft": "ran"}
+
+
+def test_only_runs_one_stage_and_needs_finished_inputs(tiny_project):
+    path = tiny_project()
+    with pytest.raises(WorkbenchError, match="input stage 'base' has no finished output"):
+        run(path, only={"sft"})
+    assert set(run(path, only={"base"})) == {"base"}
+    assert {n: o.status for n, o in run(path, only={"sft"}).items()} == {"sft": "ran"}
+
+
+def test_real_mlflow_server(tiny_project, mlflow_server):
+    path = tiny_project(tracking_uri=mlflow_server, name="served")
+    run(path)
+    client, found, parents, children = runs_by_parent(mlflow_server, "served")
+    assert len(parents) == 1 and len(found) == 3
+    (sft,) = [r for r in children[parents[0].info.run_id] if r.info.run_name == "sft"]
+    assert len(client.get_metric_history(sft.info.run_id, "loss")) == 4
+    assert "stage.json" in {a.path for a in client.list_artifacts(sft.info.run_id)}
+
+
+def test_lora_stage_writes_a_plain_merged_model(tiny_project):
+    path = tiny_project({"lora": {"r": 4, "alpha": 8}})
+    outcome = run(path)["sft"]
+    model = AutoModelForCausalLM.from_pretrained(outcome.dir / "model")
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    assert (outcome.dir / "adapter" / "adapter_config.json").is_file()
+
+
+def test_invalid_records_stop_the_stage_with_their_lines(tiny_project):
+    data = tiny_project.root / "data/train.jsonl"
+    lines = data.read_text().splitlines()
+    lines[2] = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  "}]})
+    lines[4] = "{not json"
+    data.write_text("\n".join(lines) + "\n")
+    path = tiny_project()
+    with pytest.raises(StageError) as caught:
+        run(path)
+    message = str(caught.value)
+    assert "data/train.jsonl: 1 record with an empty turn (line 3)" in message
+    assert "data/train.jsonl: 1 record unreadable: invalid JSON" in message and "(line 5)" in message
+    outcome = run(tiny_project({"invalid_records": "drop"}))["sft"]
+    assert outcome.status == "ran"
