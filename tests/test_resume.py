@@ -1,0 +1,59 @@
+"""kill -9 in the middle of training: nothing is marked done, the next run resumes, MLflow says KILLED."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import workbench_cli
+from workbench.recipe import load_recipe
+from workbench.runner.plan import make_plan
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for_checkpoint(root, process, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if list(root.glob("runs/tiny/sft/*.tmp/checkpoints/checkpoint-*/trainer_state.json")):
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"run ended before a checkpoint was written:\n{process.stdout.read()}")
+        time.sleep(0.2)
+    raise AssertionError("no checkpoint appeared")
+
+
+def test_killed_stage_resumes_and_is_never_marked_done_early(tiny_project):
+    path = tiny_project({"max_steps": 30, "save_steps": 2})
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [*workbench_cli(), "run", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True, env=env,
+    )  # fmt: skip
+    wait_for_checkpoint(tiny_project.root, process)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+    sft = {s.name: s for s in make_plan(load_recipe(path)).stages}["sft"]
+    assert sft.status == "resume"
+    assert not list(tiny_project.root.glob("runs/tiny/sft/*/stage.json")), "a killed stage is not marked done"
+
+    second = subprocess.run([*workbench_cli(), "run", str(path)], capture_output=True, text=True, env=env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "resuming from checkpoint-" in second.stdout
+    assert "marked MLflow run" in second.stdout and "KILLED" in second.stdout
+    (done,) = tiny_project.root.glob("runs/tiny/sft/*/stage.json")
+    info = json.loads(done.read_text())
+    assert info["resumed"] is True and info["metrics"]["train/steps"] == 30.0
+
+    client = MlflowClient(f"sqlite:///{tiny_project.root}/runs/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    statuses = sorted((r.info.run_name, r.info.status) for r in runs)
+    assert ("sft", "KILLED") in statuses and ("tiny", "KILLED") in statuses
+    assert not [r for r in runs if r.info.status == "RUNNING"]
