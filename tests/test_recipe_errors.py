@@ -79,7 +79,9 @@ CASES = {
     ),
     "wrong type": (
         HEADER + SFT + "    epochs: many\n",
-        ["r.yaml:13: stages[1].epochs: Input should be a valid number, unable to parse string as a number (got 'many')"],
+        [
+            "r.yaml:13: stages[1].epochs: Input should be a valid number, unable to parse string as a number (got 'many')"
+        ],
     ),
     "out of range": (
         HEADER + SFT + "    batch_size: 0\n",
@@ -91,7 +93,7 @@ CASES = {
     ),
     "missing data file": (
         HEADER + "  - name: sft\n    kind: sft\n    from: base\n    data: data/missing.jsonl\n",
-        [f"r.yaml:12: stages[1].data: file not found: 'data/missing.jsonl' (relative to {{root}})"],
+        ["r.yaml:12: stages[1].data: file not found: 'data/missing.jsonl' (relative to {root})"],
     ),
     "duplicate key": (
         HEADER + SFT + "    data: data/chat.jsonl\n",
@@ -113,7 +115,10 @@ CASES = {
         HEADER + "  - name: [unclosed\n",
         ["r.yaml:10: invalid YAML: expected ',' or ']', but got '<stream end>'"],
     ),
-    "not a mapping": ("- just\n- a list\n", ["r.yaml:1: a recipe must be a mapping with 'name', 'tokenizer' and 'stages'"]),
+    "not a mapping": (
+        "- just\n- a list\n",
+        ["r.yaml:1: a recipe must be a mapping with 'name', 'tokenizer' and 'stages'"],
+    ),
 }
 
 

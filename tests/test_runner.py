@@ -24,7 +24,9 @@ def runs_by_parent(uri: str, experiment: str):
     client = MlflowClient(uri)
     found = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     parents = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
-    children = {p.info.run_id: [r for r in found if r.data.tags.get("mlflow.parentRunId") == p.info.run_id] for p in parents}
+    children = {
+        p.info.run_id: [r for r in found if r.data.tags.get("mlflow.parentRunId") == p.info.run_id] for p in parents
+    }
     return client, found, parents, children
 
 
@@ -33,9 +35,9 @@ def finished(tmp_path_factory):
     """One finished tiny project shared by the read-only tests below."""
     import os
 
-    from tests.conftest import REPO, TINY_ARCH, write_chat_subset
-
     import yaml
+
+    from tests.conftest import REPO, TINY_ARCH, write_chat_subset
 
     root = tmp_path_factory.mktemp("finished")
     (root / "data").mkdir()

@@ -16,7 +16,10 @@ from rich.table import Table
 from workbench.errors import RecipeError, WorkbenchError
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Declarative post-training for small language models."
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Declarative post-training for small language models.",
 )
 console = Console()
 errors = Console(stderr=True)
@@ -74,8 +77,12 @@ def plan(recipe: RecipeArg) -> None:
 @app.command()
 def run(
     recipe: RecipeArg,
-    force: Annotated[list[str] | None, typer.Option("--force", help="Re-run this stage (and what depends on it) even if cached.")] = None,
-    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this stage; its inputs must be finished.")] = None,
+    force: Annotated[
+        list[str] | None, typer.Option("--force", help="Re-run this stage (and what depends on it) even if cached.")
+    ] = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Run only this stage; its inputs must be finished.")
+    ] = None,
     debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
 ) -> None:
     """Run a recipe: every stage whose output is not cached, in dependency order."""

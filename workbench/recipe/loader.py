@@ -78,9 +78,7 @@ def load_recipe(path: str | Path, root: str | Path | None = None, check_files: b
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         reason = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise RecipeError(
-            [Problem(display, mark.line + 1 if mark else None, "", f"invalid YAML: {reason}")]
-        ) from None
+        raise RecipeError([Problem(display, mark.line + 1 if mark else None, "", f"invalid YAML: {reason}")]) from None
     except UnicodeDecodeError:
         raise RecipeError([Problem(display, None, "", "file is not UTF-8 text")]) from None
     out = _Collector(display, lines)
@@ -187,7 +185,9 @@ def _validate_stages(raw: Any, out: _Collector) -> dict[str, _StageEntry]:
             out.add(where, f"missing required field 'kind' (one of: {', '.join(sorted(kinds))})")
         elif kind_name not in kinds:
             hint = did_you_mean(str(kind_name), list(kinds))
-            out.add(where + ("kind",), f"unknown stage kind '{kind_name}'{hint}; known kinds: {', '.join(sorted(kinds))}")
+            out.add(
+                where + ("kind",), f"unknown stage kind '{kind_name}'{hint}; known kinds: {', '.join(sorted(kinds))}"
+            )
         name = entry.get("name")
         if isinstance(name, str) and name in stages:
             first = out.lines.line_of(("stages", stages[name].index, "name"))

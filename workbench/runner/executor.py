@@ -52,7 +52,9 @@ def run_recipe(
     with _exclusive(plan.store.root):
         uri = default_tracking_uri(recipe.tracking.uri, root)
         sqlite_default = uri.startswith("sqlite:///") and not recipe.tracking.uri
-        tracker = Tracker(uri, recipe.tracking.experiment or recipe.name, root / "mlartifacts" if sqlite_default else None)
+        tracker = Tracker(
+            uri, recipe.tracking.experiment or recipe.name, root / "mlartifacts" if sqlite_default else None
+        )
         for run_id in tracker.reap_dead_runs():
             console.print(f"[yellow]marked MLflow run {run_id} KILLED: its process is gone[/]")
         tags = {"workbench.recipe": recipe.name, "workbench.recipe_file": str(loaded.path)}
@@ -68,7 +70,9 @@ def run_recipe(
                 if stage.status == "cached" and stage.name not in forced:
                     outcomes.append(_log_cached(tracker, plan, stage, tags, console))
                 else:
-                    outcomes.append(_execute(loaded, tracker, plan, stage, tags, tokenizer_dir, stage.name in forced, console))
+                    outcomes.append(
+                        _execute(loaded, tracker, plan, stage, tags, tokenizer_dir, stage.name in forced, console)
+                    )
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -111,7 +115,8 @@ def _resolved(loaded: LoadedRecipe, plan: Plan) -> dict:
     recipe = loaded.recipe.model_dump(mode="json", exclude={"stages"})
     hashes = plan.by_name()
     recipe["stages"] = [
-        loaded.stages[name].model_dump(mode="json", by_alias=True) | {"hash": hashes[name].hash} for name in loaded.order
+        loaded.stages[name].model_dump(mode="json", by_alias=True) | {"hash": hashes[name].hash}
+        for name in loaded.order
     ]
     return recipe
 
@@ -139,12 +144,15 @@ def _execute(loaded, tracker, plan: Plan, stage: PlannedStage, tags, tokenizer_d
 
     config = loaded.stages[stage.name]
     inputs = {
-        dep: StageInput(dep, plan.store.final_dir(dep, h), plan.store.read_info(dep, h)) for dep, h in stage.inputs.items()
+        dep: StageInput(dep, plan.store.final_dir(dep, h), plan.store.read_info(dep, h))
+        for dep, h in stage.inputs.items()
     }
     pinned = tokenizer_fingerprint(tokenizer_dir)
     for dep, given in inputs.items():
         if given.info.get("tokenizer_fingerprint") not in (None, pinned):
-            raise StageError(f"stage '{stage.name}': input '{dep}' was made with a different tokenizer than the recipe pins")
+            raise StageError(
+                f"stage '{stage.name}': input '{dep}' was made with a different tokenizer than the recipe pins"
+            )
     resuming = not fresh and stage.status == "resume"
     tmp = plan.store.prepare(stage.name, stage.hash, fresh=fresh)
     verb = "resuming" if resuming else "running"

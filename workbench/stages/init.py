@@ -48,4 +48,6 @@ def run(ctx: StageContext) -> StageResult:
     return StageResult(metrics={"parameters": float(parameters)})
 
 
-register(StageKind(name="init", config=InitStageConfig, run=run, summary="random-weight model from an architecture file"))
+register(
+    StageKind(name="init", config=InitStageConfig, run=run, summary="random-weight model from an architecture file")
+)

@@ -225,7 +225,11 @@ def _peft_config(lora: LoraSettings | None):
     from peft import LoraConfig
 
     return LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules, task_type="CAUSAL_LM"
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
     )
 
 
@@ -241,7 +245,7 @@ def _finalize(ctx: StageContext, trainer, is_lora: bool):
 def _log_samples(ctx: StageContext, prompts, before: list[str], after: list[str]) -> None:
     rows = [
         {"prompt": p["messages"][-1]["content"], "reference": p["reference"], "before": b, "after": a}
-        for p, b, a in zip(prompts, before, after)
+        for p, b, a in zip(prompts, before, after, strict=True)
     ]
     ctx.tracker.log_dict(rows, "samples.json")
     for row in rows[:2]:
@@ -250,4 +254,6 @@ def _log_samples(ctx: StageContext, prompts, before: list[str], after: list[str]
         ctx.console.print(f"  [dim]after: [/] {row['after'][:100]!r}")
 
 
-register(StageKind(name="sft", config=SFTStageConfig, run=run, summary="supervised fine-tuning with trl (full or LoRA)"))
+register(
+    StageKind(name="sft", config=SFTStageConfig, run=run, summary="supervised fine-tuning with trl (full or LoRA)")
+)

@@ -36,7 +36,9 @@ def load_training_chats(
     records, report = load_chat_records(ctx.resolve(relative), relative)
     bad = report.bad_locations()
     if bad and invalid == "error":
-        raise StageError("\n".join(report.lines()) + "\n(fix the data, or set invalid_records: drop to skip these records)")
+        raise StageError(
+            "\n".join(report.lines()) + "\n(fix the data, or set invalid_records: drop to skip these records)"
+        )
     kept = [r for r in records if r.location not in bad]
     long_locations = set()
     for record in kept:

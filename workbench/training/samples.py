@@ -11,7 +11,9 @@ def prompts_from_records(records: list[dict[str, Any]], count: int) -> list[dict
     for data in records:
         messages = data["messages"]
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        prompts.append({"messages": messages[:last], "tools": data.get("tools"), "reference": messages[last]["content"]})
+        prompts.append(
+            {"messages": messages[:last], "tools": data.get("tools"), "reference": messages[last]["content"]}
+        )
         if len(prompts) == count:
             break
     return prompts

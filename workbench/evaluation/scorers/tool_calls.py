@@ -202,7 +202,7 @@ def _match_all(gold: list[ToolCall], calls: list[ToolCall], parameters: dict[str
     if unmatched is None:
         return ToolCallScore(True, "ok")
     want = gold[unmatched]
-    same_name = (reason for reason, call in zip(reasons[unmatched], calls) if call.name == want.name and reason)
+    same_name = (reason for reason, call in zip(reasons[unmatched], calls, strict=True) if call.name == want.name and reason)
     return ToolCallScore(False, next(same_name, "wrong function name"))
 
 
@@ -275,7 +275,7 @@ def _value_matches(want: Any, got: Any, schema: dict) -> bool:
         )
     if isinstance(want, list) and isinstance(got, list):
         items = schema.get("items", {})
-        return len(want) == len(got) and all(_value_matches(w, g, items) for w, g in zip(want, got))
+        return len(want) == len(got) and all(_value_matches(w, g, items) for w, g in zip(want, got, strict=True))
     if type(want) is type(got):
         return want == got
     numbers = {_json_type(want), _json_type(got)} <= {"integer", "number"}
