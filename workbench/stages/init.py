@@ -35,13 +35,16 @@ class InitStageConfig(StageConfig):
 def run(ctx: StageContext) -> StageResult:
     from transformers import AutoTokenizer
 
+    from workbench.errors import StageError
     from workbench.modeling.architecture import build_model, load_architecture
     from workbench.runner.context import StageResult
 
     config: InitStageConfig = ctx.config
     tokenizer = AutoTokenizer.from_pretrained(ctx.tokenizer_dir)
-    architecture = load_architecture(ctx.resolve(config.architecture))
-    model = build_model(architecture, tokenizer, seed=ctx.seed)
+    try:
+        model = build_model(load_architecture(ctx.resolve(config.architecture)), tokenizer, seed=ctx.seed)
+    except (ValueError, TypeError) as error:
+        raise StageError(f"stage '{config.name}': {error}") from None
     ctx.save_model(model, tokenizer)
     parameters = sum(p.numel() for p in model.parameters())
     ctx.console.print(f"  built {model.config.model_type} with {parameters:,} parameters")
