@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from huggingface_hub.errors import StrictDataclassError
 from transformers import Lfm2Config, Lfm2ForCausalLM, PreTrainedTokenizerBase
 
 # The LFM2-specific `Lfm2Config` fields, minus the token ids: those always come from the tokenizer.
@@ -14,12 +15,12 @@ LAYER_TYPES = ("conv", "full_attention")
 
 
 def load_architecture(path: Path) -> dict:
-    """Read an architecture file; every unknown key or inconsistent layer layout is reported at once."""
+    """Read an architecture file; unknown keys, an inconsistent layer layout and bad values are reported at once."""
     architecture = yaml.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(architecture, dict):
         raise ValueError(f"{path}: expected a mapping of Lfm2Config keyword arguments")
     errors = [_unknown_key_error(key) for key in architecture if key not in ARCHITECTURE_KEYS]
-    errors += _layout_errors(architecture)
+    errors += _layout_errors(architecture) + _value_errors(architecture)
     if errors:
         raise ValueError(f"{path}: " + "; ".join(errors))
     return architecture
@@ -45,6 +46,20 @@ def _layout_errors(architecture: dict) -> list[str]:
         return errors
     if attention is not None and not all(0 <= index < layers for index in attention):
         return [f"full_attn_idxs {attention} must lie in 0..{layers - 1}"]
+    return []
+
+
+def _value_errors(architecture: dict) -> list[str]:
+    try:
+        config = Lfm2Config(**architecture)
+    except StrictDataclassError as error:
+        return [" ".join(str(error).split())]
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    if config.hidden_size % heads or heads % kv_heads:
+        return [
+            f"num_attention_heads {heads} must divide hidden_size {config.hidden_size} and be a multiple of "
+            f"num_key_value_heads {kv_heads}"
+        ]
     return []
 
 
