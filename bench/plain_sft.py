@@ -29,6 +29,7 @@ def main(model_dir: str, data: str, output_dir: str, settings_json: str) -> None
         lr_scheduler_type="cosine",
         max_length=settings["max_length"],
         assistant_only_loss=True,
+        bf16=False,
         logging_steps=10,
         save_strategy="no",
         report_to=[],

@@ -8,14 +8,12 @@ from typing import Any
 def prompts_from_records(records: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
     """Each record's conversation up to its last assistant turn, with that turn as the reference."""
     prompts = []
-    for data in records:
+    for data in records[:count]:
         messages = data["messages"]
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         prompts.append(
             {"messages": messages[:last], "tools": data.get("tools"), "reference": messages[last]["content"]}
         )
-        if len(prompts) == count:
-            break
     return prompts
 
 
