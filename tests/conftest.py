@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -124,11 +122,3 @@ def tiny_project(tmp_path, monkeypatch):
 
 def workbench_cli() -> list[str]:
     return [str(Path(sys.executable).with_name("workbench"))]
-
-
-def read_json(path: Path):
-    return json.loads(path.read_text())
-
-
-def clean(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -75,23 +75,19 @@ class StageConfig(StrictModel):
 
     def stage_refs(self) -> list[tuple[str, str]]:
         """(field name, referenced stage name) for every reference to another stage."""
-        refs = []
-        for field in self.stage_ref_fields:
-            value = getattr(self, field)
-            for name in value if isinstance(value, list) else [value]:
-                if name is not None:
-                    refs.append((field, name))
-        return refs
+        return self._values_of(self.stage_ref_fields)
 
     def data_files(self) -> list[tuple[str, str]]:
         """(field name, path) for every data file this stage reads."""
-        files = []
-        for field in self.data_file_fields:
+        return self._values_of(self.data_file_fields)
+
+    def _values_of(self, fields: tuple[str, ...]) -> list[tuple[str, str]]:
+        """(field, value) for each set value of `fields`; list fields give one pair per item."""
+        found = []
+        for field in fields:
             value = getattr(self, field)
-            for path in value if isinstance(value, list) else [value]:
-                if path is not None:
-                    files.append((field, path))
-        return files
+            found.extend((field, item) for item in (value if isinstance(value, list) else [value]) if item is not None)
+        return found
 
 
 class Recipe(StrictModel):
