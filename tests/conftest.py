@@ -87,34 +87,40 @@ def write_chat_subset(source: Path, target: Path, count: int) -> None:
     target.write_text("\n".join(lines) + "\n")
 
 
-@pytest.fixture
-def tiny_project(tmp_path, monkeypatch):
-    """A project folder with a small slice of the quickstart data, a tiny architecture and a recipe
-    factory `make(extra_sft_yaml, **fields)` that writes `recipe.yaml` and returns its path."""
+def write_tiny_project(root: Path, sft: dict | None = None, tracking_uri: str | None = None, name: str = "tiny") -> Path:
+    """Write a tiny project into `root` (a small slice of the quickstart data, a tiny architecture,
+    and `recipe.yaml`: init -> 4-step SFT with `sft` overriding fields); returns the recipe path."""
     import yaml
 
-    (tmp_path / "data").mkdir()
-    write_chat_subset(REPO / "datasets/quickstart/sft.jsonl", tmp_path / "data/train.jsonl", 96)
-    write_chat_subset(REPO / "datasets/quickstart/sft_eval.jsonl", tmp_path / "data/eval.jsonl", 16)
-    (tmp_path / "arch.yaml").write_text(yaml.safe_dump(TINY_ARCH))
+    (root / "data").mkdir(exist_ok=True)
+    write_chat_subset(REPO / "datasets/quickstart/sft.jsonl", root / "data/train.jsonl", 96)
+    write_chat_subset(REPO / "datasets/quickstart/sft_eval.jsonl", root / "data/eval.jsonl", 16)
+    (root / "arch.yaml").write_text(yaml.safe_dump(TINY_ARCH))
+    stage = {
+        "name": "sft", "kind": "sft", "from": "base", "data": "data/train.jsonl",
+        "eval_data": "data/eval.jsonl", "max_length": 192, "max_steps": 4, "batch_size": 8,
+        "learning_rate": 3e-3, "logging_steps": 1, "save_steps": 2, "sample_count": 1,
+    }  # fmt: skip
+    recipe = {
+        "name": name,
+        "tokenizer": {"train": {"files": ["data/train.jsonl"], "vocab_size": 400}},
+        "stages": [{"name": "base", "kind": "init", "architecture": "arch.yaml"}, stage | (sft or {})],
+    }
+    if tracking_uri:
+        recipe["tracking"] = {"uri": tracking_uri}
+    path = root / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def tiny_project(tmp_path, monkeypatch):
+    """A tiny project in `tmp_path` (the working directory) and a recipe factory
+    `make(sft_overrides, tracking_uri, name)` that rewrites `recipe.yaml` and returns its path."""
     monkeypatch.chdir(tmp_path)
 
     def make(sft: dict | None = None, tracking_uri: str | None = None, name: str = "tiny") -> Path:
-        stage = {
-            "name": "sft", "kind": "sft", "from": "base", "data": "data/train.jsonl",
-            "eval_data": "data/eval.jsonl", "max_length": 192, "max_steps": 4, "batch_size": 8,
-            "learning_rate": 3e-3, "logging_steps": 1, "save_steps": 2, "sample_count": 1,
-        }  # fmt: skip
-        recipe = {
-            "name": name,
-            "tokenizer": {"train": {"files": ["data/train.jsonl"], "vocab_size": 400}},
-            "stages": [{"name": "base", "kind": "init", "architecture": "arch.yaml"}, stage | (sft or {})],
-        }
-        if tracking_uri:
-            recipe["tracking"] = {"uri": tracking_uri}
-        path = tmp_path / "recipe.yaml"
-        path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-        return path
+        return write_tiny_project(tmp_path, sft, tracking_uri, name)
 
     make.root = tmp_path
     return make

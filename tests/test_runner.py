@@ -35,26 +35,10 @@ def finished(tmp_path_factory):
     """One finished tiny project shared by the read-only tests below."""
     import os
 
-    import yaml
-
-    from tests.conftest import REPO, TINY_ARCH, write_chat_subset
+    from tests.conftest import write_tiny_project
 
     root = tmp_path_factory.mktemp("finished")
-    (root / "data").mkdir()
-    write_chat_subset(REPO / "datasets/quickstart/sft.jsonl", root / "data/train.jsonl", 96)
-    write_chat_subset(REPO / "datasets/quickstart/sft_eval.jsonl", root / "data/eval.jsonl", 16)
-    (root / "arch.yaml").write_text(yaml.safe_dump(TINY_ARCH))
-    recipe = {
-        "name": "tiny",
-        "tokenizer": {"train": {"files": ["data/train.jsonl"], "vocab_size": 400}},
-        "stages": [
-            {"name": "base", "kind": "init", "architecture": "arch.yaml"},
-            {"name": "sft", "kind": "sft", "from": "base", "data": "data/train.jsonl", "eval_data": "data/eval.jsonl",
-             "max_length": 256, "max_steps": 6, "batch_size": 8, "learning_rate": 3e-3, "logging_steps": 1,
-             "save_steps": 3, "sample_count": 1},
-        ],
-    }  # fmt: skip
-    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    write_tiny_project(root, {"max_length": 256, "max_steps": 6, "save_steps": 3})
     cwd = os.getcwd()
     os.chdir(root)
     try:
