@@ -1,0 +1,50 @@
+"""`argilla://WORKSPACE/DATASET` as a stage's data: pull it into a local versioned preference dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+from workbench.errors import StageError
+
+SCHEME = "argilla://"
+
+
+class ArgillaSource(NamedTuple):
+    """The pulled data for a stage: hash it into the stage's cache key, log `metrics` to its run."""
+
+    path: Path
+    """`preferences.jsonl` (one {"prompt": [chat messages], "chosen": str, "rejected": str} per line)."""
+    content_hash: str
+    """sha256 of the pairs: the same annotations give the same hash."""
+    metrics: dict[str, float]
+    """Counts (pairs, ties, both_bad, undecided, incomplete, annotators) and agreement."""
+
+
+def is_argilla_uri(value: str) -> bool:
+    return str(value).startswith(SCHEME)
+
+
+def parse_argilla_uri(uri: str) -> tuple[str, str]:
+    parts = uri[len(SCHEME) :].split("/") if is_argilla_uri(uri) else []
+    if len(parts) != 2 or not all(parts):
+        raise StageError(f"{uri!r}: expected argilla://WORKSPACE/DATASET")
+    return parts[0], parts[1]
+
+
+def resolve_argilla_source(uri: str, work_dir: Path) -> ArgillaSource:
+    """Pull `uri` from the server at $ARGILLA_API_URL with $ARGILLA_API_KEY into
+    `<work_dir>/argilla/<workspace>/<dataset>/<hash>/` and return the JSONL path, hash and metrics."""
+    from workbench.annotate.client import connect
+    from workbench.annotate.pull import pull_preferences
+
+    workspace, name = parse_argilla_uri(uri)
+    result = pull_preferences(connect(), workspace, name, Path(work_dir) / "argilla")
+    if result.metrics["pairs"] == 0:
+        raise StageError(f"{uri}: no usable preference pairs yet ({_summary(result.metrics)})")
+    return ArgillaSource(result.path / "preferences.jsonl", result.content_hash, result.metrics)
+
+
+def _summary(metrics: dict[str, float]) -> str:
+    keys = ("records", "incomplete", "ties", "both_bad", "undecided")
+    return ", ".join(f"{key} {int(metrics[key])}" for key in keys)
