@@ -1,0 +1,138 @@
+"""Semi-online pairs: judges on known responses, pair selection, and the `pairs` stage end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from workbench.preference.judges import Candidate, RewardModelJudge, VerifierJudge
+from workbench.preference.pairs import PairStats, judge_prompt, prompt_item, select_pair
+from workbench.recipe import load_recipe
+from workbench.runner.executor import run_recipe
+
+SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+TOOLS = [{"name": "get_time", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+
+
+def _candidate(record: dict, response: str) -> Candidate:
+    item = prompt_item(1, record)
+    return Candidate(record, item.prompt, item.tools, response)
+
+
+def _chat(user: str, reply: str, **fields) -> dict:
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]} | fields
+
+
+def test_verifier_judge_scores_each_task_with_the_evaluation_checkers():
+    judge = VerifierJudge()
+    lowercase = _chat("Answer in lowercase.", "ok", instruction_id_list=["change_case:english_lowercase"], kwargs=[{}])
+    as_json = _chat("Give JSON.", "{}", json_schema=SCHEMA)
+    tool = _chat("Time in Oslo?", "", tools=TOOLS, tool_calls=[{"name": "get_time", "arguments": {"city": "Oslo"}}])
+    plain = _chat("Hi", "Hello")
+    candidates = [
+        _candidate(lowercase, "the cat sleeps on the warm mat all day long."),
+        _candidate(lowercase, "THE CAT SLEEPS ON THE WARM MAT ALL DAY LONG."),
+        _candidate(as_json, '{"name": "Ada"}'),
+        _candidate(as_json, '{"age": 3}'),
+        _candidate(as_json, "no json here"),
+        _candidate(tool, '<|tool_call_start|>[get_time(city="Oslo")]<|tool_call_end|>'),
+        _candidate(tool, '<|tool_call_start|>[get_time(city="Rome")]<|tool_call_end|>'),
+        _candidate(tool, "It is noon."),
+        _candidate(plain, "Hello"),
+    ]
+    assert judge.score(candidates) == [1.0, 0.0, 1.0, 0.5, 0.0, 1.0, 0.5, 0.0, None]
+
+
+def test_selection_drops_ties_and_small_gaps():
+    assert select_pair([0.5, 1.0, 0.0, 1.0], min_gap=0.0) == (1, 2)
+    assert select_pair([1.0, 1.0], min_gap=0.0) == "tie"
+    assert select_pair([0.5, 0.75], min_gap=0.5) == "under_gap"
+
+
+def test_reference_reply_joins_the_pool_and_outcomes_are_counted():
+    record = _chat("Give JSON.", '{"name": "Ada"}', json_schema=SCHEMA, task="json_schema")
+    item, stats = prompt_item(7, record), PairStats()
+    pair = judge_prompt(item, ["nope", '{"x": 1}'], VerifierJudge(), True, 0.0, stats)
+    assert pair["chosen"] == '{"name": "Ada"}' and pair["rejected"] == "nope" and pair["chosen_is_reference"]
+    assert pair["messages"] == record["messages"][:1] and pair["source_line"] == 7 and pair["task"] == "json_schema"
+    assert judge_prompt(item, ["nope", "nope"], VerifierJudge(), False, 0.0, stats) is None
+    assert stats.outcomes == {"paired": 1, "tie": 1} and stats.chosen_is_reference == 1
+
+
+@pytest.fixture(scope="module")
+def reward_model_dir(tmp_path_factory):
+    """A tiny randomly initialised sequence-classification model with the quickstart-style tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from workbench.modeling.chat_template import LFM2_CHAT_TEMPLATE
+    from workbench.modeling.tokenizer import train_bpe_tokenizer
+
+    folder = tmp_path_factory.mktemp("reward-model")
+    tokenizer = train_bpe_tokenizer(["good answer", "bad answer", "question"] * 20, 300, LFM2_CHAT_TEMPLATE)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, num_labels=1, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    LlamaForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_reward_model_judge_scores_batched_like_one_by_one(reward_model_dir):
+    record = _chat("question", "good answer")
+    candidates = [_candidate(record, text) for text in ("good answer", "bad answer and more words", "x")]
+    judge = RewardModelJudge(reward_model_dir, batch_size=3)
+    together = judge.score(candidates)
+    alone = [judge.score([c])[0] for c in candidates]
+    assert together == pytest.approx(alone, abs=1e-5)
+    assert len(set(together)) == 3
+
+
+@pytest.mark.slow
+def test_pairs_stage_feeds_a_preference_stage(sft_project, monkeypatch, reward_model_dir):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(sft_project.root)
+    pairs = {"name": "pairs", "kind": "pairs", "from": "sft", "data": "data/prompts.jsonl", "samples": 3,
+             "max_new_tokens": 24, "batch_size": 8}  # fmt: skip
+    rm_pairs = pairs | {"name": "rm_pairs", "max_prompts": 6, "include_reference": False,
+                        "judge": "reward_model", "reward_model": str(reward_model_dir)}  # fmt: skip
+    pref = {"name": "online_pref", "kind": "preference", "from": "sft", "pairs_from": "pairs", "preset": "lfm2",
+            "max_length": 256, "max_steps": 4, "batch_size": 4, "learning_rate": 1e-3, "sample_count": 0}  # fmt: skip
+    outcomes = {o.name: o for o in run_recipe(load_recipe(sft_project([pairs, rm_pairs, pref])))}
+    info = json.loads((outcomes["pairs"].dir / "stage.json").read_text())
+    metrics = info["metrics"]
+    written = [json.loads(line) for line in (outcomes["pairs"].dir / "pairs.jsonl").read_text().splitlines()]
+    print("\npairs stage:", {k: v for k, v in metrics.items()})
+    dropped = sum(metrics[f"pairs/dropped_{why}"] for why in ("tie", "under_gap", "unjudgeable"))
+    assert metrics["pairs/prompts"] == 24 and metrics["pairs/written"] == len(written) > 0
+    assert metrics["pairs/written"] + dropped == 24
+    assert all(p["chosen_score"] > p["rejected_score"] and p["chosen"] != p["rejected"] for p in written)
+    assert metrics["generation/samples"] == 72
+    rm_metrics = json.loads((outcomes["rm_pairs"].dir / "stage.json").read_text())["metrics"]
+    assert rm_metrics["pairs/written"] + rm_metrics["pairs/dropped_tie"] == 6
+    assert rm_metrics["pairs/chosen_is_reference"] == 0
+    trained = json.loads((outcomes["online_pref"].dir / "stage.json").read_text())
+    assert trained["metrics"]["data/train/chosen_tokens_mean"] > 0 and trained["metrics"]["train/steps"] == 4
+    client = MlflowClient(f"sqlite:///{sft_project.root / 'runs' / 'mlflow.db'}")
+    artifacts = [a.path for a in client.list_artifacts(info["mlflow_run_id"], "pairs")]
+    assert artifacts == ["pairs/pairs.jsonl"]
+
+
+def test_shipped_pairs_agree_with_the_verifiers():
+    from tests.conftest import REPO
+
+    lines = (REPO / "datasets/quickstart/preference_eval.jsonl").read_text().splitlines()
+    judge, better = VerifierJudge(), 0
+    for line in lines:
+        pair = json.loads(line)
+        record = {"messages": pair["messages"] + [{"role": "assistant", "content": pair["chosen"]}]} | pair
+        chosen, rejected = judge.score([_candidate(record, pair["chosen"]), _candidate(record, pair["rejected"])])
+        if chosen is None:  # a tool answer after a tool result: no verifier applies
+            continue
+        assert chosen >= rejected, pair
+        better += chosen > rejected
+    assert better >= 0.8 * len(lines)

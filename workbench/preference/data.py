@@ -1,0 +1,183 @@
+"""Preference pairs: read, normalize to trl's conversational format, validate, apply length policies.
+
+Accepted record shapes (one per line of JSONL, or rows of JSON / Parquet / a dataset folder):
+
+- ours: `{"messages": [prompt turns], "chosen": "text", "rejected": "text", "tools": [...]}`;
+- trl explicit prompt: `{"prompt": [turns] or "text", "chosen": [assistant turns] or "text", "rejected": ...}`;
+- trl implicit prompt: `{"chosen": [full conversation], "rejected": [full conversation]}` (shared prefix = prompt).
+
+A string prompt becomes one user turn and a string response one assistant turn: every stage of a recipe
+renders through the one pinned chat template. Problems are counted with their line numbers; nothing is
+dropped without being reported.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from workbench.data.chat import ROLES, DataReport
+from workbench.data.records import read_records
+from workbench.errors import StageError
+
+InvalidPolicy = Literal["error", "drop"]
+OverlengthPolicy = Literal["drop", "truncate", "error"]
+OVERLENGTH = "longer than max_length"
+PROMPT_FILLS = "with a prompt that fills max_length (no response token would be left)"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One normalized preference pair and where it came from."""
+
+    location: int
+    prompt: list[dict[str, Any]]
+    chosen: list[dict[str, Any]]
+    rejected: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None
+
+    def example(self) -> dict[str, Any]:
+        """The record as trl's DPOTrainer takes it (tools as a JSON string, as trl decodes it)."""
+        return {
+            "prompt": self.prompt,
+            "chosen": self.chosen,
+            "rejected": self.rejected,
+            "tools": json.dumps(self.tools) if self.tools else None,
+        }
+
+
+@dataclass
+class PairData:
+    pairs: list[Pair]
+    report: DataReport
+    chosen_tokens: list[int]
+    """Response tokens of each kept pair's chosen side (same order as `pairs`)."""
+    rejected_tokens: list[int]
+
+    def examples(self) -> list[dict[str, Any]]:
+        return [pair.example() for pair in self.pairs]
+
+
+def _as_turns(value: Any, role: str) -> list[dict[str, Any]] | None:
+    if isinstance(value, str):
+        return [{"role": role, "content": value}]
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list):
+        return value
+    return None
+
+
+def _turn_problems(turns: list, what: str) -> list[str]:
+    problems = set()
+    for turn in turns:
+        if not isinstance(turn, dict) or not isinstance(turn.get("content"), str):
+            problems.add(f"with a {what} turn missing its 'content' text")
+        elif turn.get("role") not in ROLES:
+            problems.add(f"with a {what} turn of unknown role (not one of {', '.join(sorted(ROLES))})")
+    return sorted(problems)
+
+
+def _split_implicit(chosen: list, rejected: list) -> tuple[list, list, list]:
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+        shared += 1
+    # The prompt ends at the last non-assistant turn of the shared prefix, so both responses start there.
+    while shared > 0 and isinstance(chosen[shared - 1], dict) and chosen[shared - 1].get("role") == "assistant":
+        shared -= 1
+    return chosen[:shared], chosen[shared:], rejected[shared:]
+
+
+def normalize_pair(location: int, data: dict[str, Any]) -> tuple[Pair | None, list[str]]:
+    """The pair in a record, or None and the problems that stop it (short phrases after 'N records ...')."""
+    missing = [side for side in ("chosen", "rejected") if data.get(side) in (None, "", [])]
+    if missing:
+        return None, [f"with a prompt but no '{side}' response" for side in missing]
+    prompt_value = data.get("prompt", data.get("messages"))
+    chosen, rejected = _as_turns(data["chosen"], "assistant"), _as_turns(data["rejected"], "assistant")
+    if chosen is None or rejected is None:
+        return None, ["with a 'chosen' or 'rejected' that is neither text nor a list of turns"]
+    if prompt_value is None:
+        prompt, chosen, rejected = _split_implicit(chosen, rejected)
+    else:
+        prompt = _as_turns(prompt_value, "user")
+    if not prompt:
+        return None, ["without a prompt ('prompt' or 'messages')"]
+    problems = (
+        _turn_problems(prompt, "prompt") + _turn_problems(chosen, "response") + _turn_problems(rejected, "response")
+    )
+    if problems:
+        return None, problems
+    tools = data.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        return None, ["with 'tools' that is not a list"]
+    for side, turns in (("chosen", chosen), ("rejected", rejected)):
+        if not turns or not any(turn["content"].strip() for turn in turns):
+            problems.append(f"with an empty {side} response")
+    if chosen == rejected:
+        problems.append("with chosen identical to rejected")
+    if problems:
+        return None, problems
+    return Pair(location, prompt, chosen, rejected, tools or None), []
+
+
+def _token_count(tokenizer, messages: list[dict], tools, generation_prompt: bool = False) -> int:
+    ids = tokenizer.apply_chat_template(messages, tools=tools, tokenize=True, add_generation_prompt=generation_prompt)
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    return len(ids)
+
+
+def load_pairs(
+    path: Path,
+    source: str,
+    tokenizer,
+    max_length: int,
+    invalid: InvalidPolicy,
+    overlength: OverlengthPolicy,
+) -> PairData:
+    """Read and check every pair; raise StageError (every problem listed) where the policies say stop."""
+    read = read_records(path)
+    report = DataReport(source=source, unit=read.unit, total=len(read.records) + len(read.unreadable))
+    for location, reason in read.unreadable:
+        report.add(f"unreadable: {reason}", location)
+    pairs = []
+    for record in read.records:
+        pair, problems = normalize_pair(record.location, record.data)
+        for problem in problems:
+            report.add(problem, record.location)
+        if pair is not None:
+            pairs.append(pair)
+    if report.problems and invalid == "error":
+        raise StageError("\n".join(report.lines()) + "\n(fix the data, or set invalid_records: drop to skip them)")
+    kept, chosen_tokens, rejected_tokens, too_long = [], [], [], []
+    for pair in pairs:
+        prompt_len = _token_count(tokenizer, pair.prompt, pair.tools, generation_prompt=True)
+        full = [_token_count(tokenizer, pair.prompt + side, pair.tools) for side in (pair.chosen, pair.rejected)]
+        if prompt_len >= max_length:  # nothing of the response would be left to train on, even truncated
+            report.add(PROMPT_FILLS, pair.location)
+            too_long.append(pair.location)
+            continue
+        if max(full) > max_length:
+            report.add(f"{OVERLENGTH}={max_length} tokens (prompt + response)", pair.location)
+            too_long.append(pair.location)
+            if overlength == "drop":
+                continue
+        kept.append(pair)
+        chosen_tokens.append(full[0] - prompt_len)
+        rejected_tokens.append(full[1] - prompt_len)
+    if too_long and overlength == "error":
+        raise StageError("\n".join(report.lines()) + "\n(raise max_length, or set overlength: drop or truncate)")
+    if not kept:
+        raise StageError(f"{source}: no usable preference pairs left\n" + "\n".join(report.lines()))
+    return PairData(kept, report, chosen_tokens, rejected_tokens)
+
+
+def report_actions(report: DataReport, overlength: OverlengthPolicy) -> list[str]:
+    """Each report line with what happened to those records."""
+    lines = []
+    for line in report.lines():
+        truncated = OVERLENGTH in line and overlength == "truncate"
+        lines.append(f"{line} — {'truncated' if truncated else 'dropped'}")
+    return lines

@@ -1,0 +1,125 @@
+"""Judges that score candidate responses for semi-online pairs; higher is better, None = cannot judge.
+
+- `VerifierJudge`: the evaluation suites' own checkers, by the scoring fields a record carries:
+  IFEval instructions (`instruction_id_list` + `kwargs`, lm-eval's checkers, strict), JSON-schema
+  validity (`json_schema`), tool-call correctness against gold calls (`tool_calls`, with `tools`).
+- `RewardModelJudge`: a sequence-classification model folder; its first logit on the rendered
+  conversation (prompt + response) is the score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from workbench.evaluation.scorers import parse_tool_calls, score_json, score_tool_calls
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One response to judge, with the record (scoring fields) and prompt it answers."""
+
+    record: dict[str, Any]
+    prompt: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None
+    response: str
+
+
+class Judge(Protocol):
+    def score(self, candidates: list[Candidate]) -> list[float | None]: ...
+
+
+def _last_user_text(prompt: list[dict[str, Any]]) -> str:
+    return next((turn["content"] for turn in reversed(prompt) if turn.get("role") == "user"), "")
+
+
+def instruction_score(candidate: Candidate) -> float | None:
+    """Fraction of the record's IFEval instructions the response follows (strict), or None without any."""
+    ids = candidate.record.get("instruction_id_list")
+    if not ids:
+        return None
+    from workbench.evaluation.ifeval import check_instructions
+
+    result = check_instructions(_last_user_text(candidate.prompt), candidate.response, ids, candidate.record["kwargs"])
+    return sum(result["inst_strict"]) / len(result["inst_strict"])
+
+
+def json_score(candidate: Candidate) -> float | None:
+    """1 if the response holds JSON valid under the record's schema, 0.5 if it holds invalid JSON, else 0."""
+    schema = candidate.record.get("json_schema")
+    if schema is None:
+        return None
+    found = score_json(candidate.response, schema)
+    return 1.0 if found.valid else 0.5 if found.parsed else 0.0
+
+
+def tool_call_score(candidate: Candidate) -> float | None:
+    """1 if the calls match the gold calls, 0.5 if calls parse but are wrong, else 0.
+
+    Only for the turn that should make the call: a prompt that already holds a tool result asks for
+    the answer after it, which the gold calls do not describe.
+    """
+    gold = candidate.record.get("tool_calls")
+    if gold is None or any(turn.get("role") == "tool" for turn in candidate.prompt):
+        return None
+    category = "irrelevance" if not gold else "simple" if len(gold) == 1 else "parallel"
+    if score_tool_calls(candidate.response, gold, candidate.tools, category=category).correct:
+        return 1.0
+    parsed = parse_tool_calls(candidate.response)
+    return 0.5 if parsed.error is None and parsed.calls else 0.0
+
+
+VERIFIERS = (instruction_score, json_score, tool_call_score)
+
+
+class VerifierJudge:
+    """The mean of every verifier that applies to the record; None when none does."""
+
+    def score(self, candidates: list[Candidate]) -> list[float | None]:
+        scores = []
+        for candidate in candidates:
+            found = [s for s in (verify(candidate) for verify in VERIFIERS) if s is not None]
+            scores.append(sum(found) / len(found) if found else None)
+        return scores
+
+
+class RewardModelJudge:
+    """Scores with a sequence-classification reward model (its first logit), batched."""
+
+    def __init__(self, path: Path, batch_size: int = 16, max_length: int = 1024, trust_remote_code: bool = False):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            path, dtype=torch.float32, trust_remote_code=trust_remote_code
+        ).eval()
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        # The classifier reads the last non-pad token, which it finds through the config's pad id.
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.tokenizer.padding_side = "right"
+        self.batch_size, self.max_length = batch_size, max_length
+
+    def _text(self, candidate: Candidate) -> str:
+        conversation = candidate.prompt + [{"role": "assistant", "content": candidate.response}]
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(conversation, tools=candidate.tools, tokenize=False)
+        return "\n".join(f"{turn['role']}: {turn['content']}" for turn in conversation)
+
+    def score(self, candidates: list[Candidate]) -> list[float | None]:
+        import torch
+
+        scores: list[float | None] = []
+        for start in range(0, len(candidates), self.batch_size):
+            texts = [self._text(c) for c in candidates[start : start + self.batch_size]]
+            batch = self.tokenizer(
+                texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
+                add_special_tokens=False,
+            )  # fmt: skip
+            with torch.no_grad():
+                logits = self.model(**batch).logits
+            scores.extend(float(value) for value in logits[:, 0])
+        return scores

@@ -1,0 +1,365 @@
+"""`preference`: pairwise preference optimization (DPO, length-normalized DPO, SimPO, APO-zero, LFM2's objective)
+on trl's DPOTrainer, with reference log-probs cached across runs.
+
+The loss is `workbench.losses.preference` (see docs/preference-loss.md); the stage is documented in
+docs/preference.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field, model_validator
+
+from workbench.losses.preference import LossFn, PreferenceLossConfig, Preset, resolve
+from workbench.recipe.schema import StageConfig
+from workbench.stages.pairs import PAIRS_FILE
+from workbench.stages.registry import StageKind, register
+from workbench.stages.sft import LoraSettings
+
+if TYPE_CHECKING:
+    from workbench.preference.data import PairData
+    from workbench.runner.context import StageContext, StageResult
+
+REF_CACHE_FOLDER = "_ref_logps"
+LOSS_FIELDS = ("beta", "margin", "delta", "loss_fn", "length_normalize", "reference_free")
+
+
+class PreferenceStageConfig(StageConfig):
+    """Train on chosen/rejected pairs with the generalized (optionally length-normalized) preference loss."""
+
+    kind: Literal["preference"]
+    """Stage kind."""
+
+    from_: str | None = Field(default=None, alias="from")
+    """Earlier stage whose model is the policy to train (and, by default, the frozen reference)."""
+
+    model: str | None = None
+    """Or: a model folder on disk or a Hugging Face hub id to start from."""
+
+    reference_from: str | None = None
+    """Earlier stage whose model is the reference. Default: the starting model itself."""
+
+    data: str | None = None
+    """Preference pairs file: `messages`/`prompt` + `chosen` + `rejected` (also trl's formats; docs/preference.md)."""
+
+    pairs_from: str | None = None
+    """Earlier `pairs` stage whose generated pairs to train on (with `data`'s, when both are given)."""
+
+    eval_data: str | None = None
+    """Held-out pairs: loss, reward margins and preference accuracy before and after training."""
+
+    preset: Preset = Preset.LFM2
+    """Named loss settings: dpo, ln_dpo, simpo, apo_zero or lfm2; the fields below override single values."""
+
+    beta: float | None = Field(default=None, gt=0)
+    """Override: inverse temperature on the (normalized) log-ratios."""
+
+    margin: float | None = Field(default=None, ge=0)
+    """Override: target reward margin inside f (SimPO's gamma)."""
+
+    delta: float | None = Field(default=None, ge=0)
+    """Override: weight of the APO-zero anchor term."""
+
+    loss_fn: LossFn | None = None
+    """Override: pairwise f, one of logistic (DPO), hinge (SLiC), squared (IPO), none (anchor only)."""
+
+    length_normalize: bool | None = None
+    """Override: divide log-ratios by the number of response tokens."""
+
+    reference_free: bool | None = None
+    """Override: use the policy log-prob as the reward, with no reference model (SimPO)."""
+
+    max_length: int = Field(default=1024, ge=8)
+    """Longest prompt + response in tokens; see `overlength` for longer pairs."""
+
+    epochs: float = Field(default=1.0, gt=0)
+    """Passes over the pairs (ignored when max_steps is set)."""
+
+    max_steps: int | None = Field(default=None, ge=1)
+    """Stop after this many optimizer steps."""
+
+    batch_size: int = Field(default=8, ge=1)
+    """Pairs per device per step."""
+
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    """Steps accumulated per optimizer update."""
+
+    learning_rate: float = Field(default=5e-7, gt=0)
+    """Peak learning rate (preference optimization wants far smaller ones than SFT)."""
+
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    """Learning-rate schedule."""
+
+    warmup: float = Field(default=0.1, ge=0)
+    """Warm-up: a fraction of total steps if < 1, else a number of steps."""
+
+    weight_decay: float = Field(default=0.0, ge=0)
+    """AdamW weight decay."""
+
+    lora: LoraSettings | None = None
+    """Train LoRA adapters; the reference is then the base with adapters disabled (no second model)."""
+
+    precompute_ref_log_probs: bool = True
+    """Compute reference log-probs once before training (trl's precompute path) instead of every step."""
+
+    cache_reference: bool = True
+    """Keep precomputed reference log-probs in `<work_dir>/<recipe>/_ref_logps/`, keyed by (reference model,
+    tokenized pairs), so re-runs, resumed runs and sweeps skip the reference passes."""
+
+    padding_free: bool = False
+    """Passed to trl; trl 1.16 falls back to padded batches (its padding-free DPO path is being rewritten)."""
+
+    bf16: bool = False
+    """Train in bfloat16 mixed precision (GPUs; off on CPU)."""
+
+    seed: int | None = None
+    """Training seed. Default: the recipe's seed."""
+
+    invalid_records: Literal["error", "drop"] = "error"
+    """Malformed pairs (no prompt, missing or empty response, chosen == rejected): stop, or drop them (reported)."""
+
+    overlength: Literal["drop", "truncate", "error"] = "drop"
+    """Pairs longer than max_length (always reported with their lines): drop, truncate the end, or stop."""
+
+    logging_steps: int = Field(default=10, ge=1)
+    """Log training metrics every N steps."""
+
+    save_steps: int = Field(default=100, ge=1)
+    """Checkpoint every N steps; an interrupted stage resumes from the last one."""
+
+    sample_count: int = Field(default=3, ge=0)
+    """Held-out prompts to generate from before and after training (logged to MLflow)."""
+
+    stage_ref_fields = ("from_", "reference_from", "pairs_from")
+    data_file_fields = ("data", "eval_data")
+    unhashed_fields = StageConfig.unhashed_fields | {"logging_steps", "save_steps", "sample_count", "cache_reference"}
+
+    @model_validator(mode="after")
+    def _check(self) -> PreferenceStageConfig:
+        if (self.from_ is None) == (self.model is None):
+            raise ValueError("give exactly one of 'from' (an earlier stage) or 'model' (a path or hub id)")
+        if self.data is None and self.pairs_from is None:
+            raise ValueError("give 'data' (a pairs file) or 'pairs_from' (a pairs stage), or both")
+        self.loss_config()
+        return self
+
+    def loss_config(self) -> PreferenceLossConfig:
+        """The preset's settings with this stage's overrides applied (ValueError if they contradict)."""
+        overrides = {name: getattr(self, name) for name in LOSS_FIELDS if getattr(self, name) is not None}
+        return resolve(self.preset, **overrides)
+
+
+def run(ctx: StageContext) -> StageResult:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from workbench.preference.trainer import PreferenceTrainer
+    from workbench.runner.context import StageResult
+    from workbench.stages.sft import _finalize, _load_model, _peft_config
+    from workbench.training.checkpoints import last_complete_checkpoint
+    from workbench.training.samples import generate_samples
+
+    config: PreferenceStageConfig = ctx.config
+    loss_config = config.loss_config()
+    tokenizer = AutoTokenizer.from_pretrained(ctx.tokenizer_dir)
+    model = _load_model(ctx, AutoModelForCausalLM)
+    train = _load_all_pairs(ctx, tokenizer, "data/train", _train_sources(ctx))
+    held_out = _load_all_pairs(ctx, tokenizer, "data/eval", [(config.eval_data, None)]) if config.eval_data else None
+    ref_model = (
+        _reference_model(ctx, AutoModelForCausalLM)
+        if config.reference_from and not loss_config.reference_free
+        else None
+    )
+    cache = _ref_cache(ctx, loss_config)
+    prompts = _sample_prompts(held_out or train, config.sample_count)
+    before = generate_samples(model, tokenizer, prompts)
+    trainer = PreferenceTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=_training_args(ctx, loss_config, evaluate=held_out is not None),
+        train_dataset=_dataset(train.examples()),
+        eval_dataset=_dataset(held_out.examples()) if held_out else None,
+        processing_class=tokenizer,
+        peft_config=_peft_config(config.lora),
+        loss_config=loss_config,
+        ref_cache=cache,
+    )
+    metrics = _data_metrics(train, "data/train")
+    resume = last_complete_checkpoint(ctx.checkpoint_dir)
+    if held_out and resume is None:
+        metrics |= _eval_metrics(trainer.evaluate(), "_before")
+    if resume is not None:
+        ctx.console.print(f"  resuming from {resume.name}")
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    metrics |= {"train/loss": output.training_loss, "train/steps": float(trainer.state.global_step)}
+    if held_out:
+        metrics |= _eval_metrics(trainer.evaluate(), "")
+    trained = _finalize(ctx, trainer, config.lora is not None)
+    ctx.save_model(trained, tokenizer)
+    after = generate_samples(trained, tokenizer, prompts)
+    metrics |= _sample_metrics(ctx, tokenizer, prompts, before, after)
+    details = {"loss": loss_config.model_dump(mode="json"), "ref_cache": _cache_details(cache)}
+    if cache is not None:
+        metrics |= {"ref_cache/hits": float(len(cache.hits)), "ref_cache/misses": float(len(cache.misses))}
+        ctx.console.print(f"  reference log-probs: cached {cache.hits or '-'}, computed {cache.misses or '-'}")
+    return StageResult(metrics=metrics, details=details)
+
+
+def _train_sources(ctx: StageContext) -> list[tuple[str | None, Path | None]]:
+    """(recipe-relative data path, None) for `data`; (display name, pairs file) for a `pairs_from` stage."""
+    config: PreferenceStageConfig = ctx.config
+    sources: list[tuple[str | None, Path | None]] = []
+    if config.data:
+        sources.append((config.data, None))
+    if config.pairs_from:
+        sources.append((f"{config.pairs_from}/{PAIRS_FILE}", ctx.inputs[config.pairs_from].dir / PAIRS_FILE))
+    return sources
+
+
+def _load_all_pairs(ctx: StageContext, tokenizer, prefix: str, sources) -> PairData:
+    """Load and validate each source, report what was dropped, and concatenate the kept pairs."""
+    from workbench.preference.data import PairData, load_pairs, report_actions
+
+    config: PreferenceStageConfig = ctx.config
+    loaded = []
+    for name, path in sources:
+        data = load_pairs(
+            path or ctx.resolve(name), name, tokenizer, config.max_length, config.invalid_records, config.overlength
+        )
+        for line in report_actions(data.report, config.overlength):
+            ctx.console.print(f"  [yellow]data:[/] {line}")
+        ctx.console.print(f"  data: {name}: using {len(data.pairs)} of {data.report.total} pairs")
+        key = f"{prefix}/{Path(name).stem}" if len(sources) > 1 else prefix
+        ctx.tracker.log_metrics(data.report.metrics(key) | {f"{key}/used": float(len(data.pairs))})
+        if data.report.problems:
+            ctx.tracker.log_text("\n".join(data.report.lines()) + "\n", f"data/{key.replace('/', '_')}_report.txt")
+        loaded.append(data)
+    first = loaded[0]
+    for other in loaded[1:]:
+        first = PairData(
+            first.pairs + other.pairs,
+            first.report,
+            first.chosen_tokens + other.chosen_tokens,
+            first.rejected_tokens + other.rejected_tokens,
+        )
+    return first
+
+
+def _reference_model(ctx: StageContext, auto_class):
+    import torch
+
+    path = ctx.inputs[ctx.config.reference_from].model_dir
+    return auto_class.from_pretrained(path, dtype=torch.float32, trust_remote_code=ctx.loaded.recipe.trust_remote_code)
+
+
+def _ref_cache(ctx: StageContext, loss_config: PreferenceLossConfig):
+    from workbench.preference.ref_cache import RefLogpCache
+    from workbench.runner.hashing import data_digest, file_digest
+
+    config: PreferenceStageConfig = ctx.config
+    if not (config.cache_reference and config.precompute_ref_log_probs) or loss_config.reference_free:
+        return None
+    if config.reference_from:
+        identity = file_digest(ctx.inputs[config.reference_from].model_dir)
+    elif config.from_:
+        identity = file_digest(ctx.inputs[config.from_].model_dir)
+    else:
+        identity = data_digest(ctx.loaded.root, config.model)
+    # The stage writes into <work_dir>/<recipe>/<stage>/<hash>.tmp; the cache sits at the recipe level.
+    return RefLogpCache(ctx.tmp_dir.parent.parent / REF_CACHE_FOLDER, reference=identity)
+
+
+def _training_args(ctx: StageContext, loss_config: PreferenceLossConfig, evaluate: bool):
+    from trl import DPOConfig
+
+    config: PreferenceStageConfig = ctx.config
+    return DPOConfig(
+        output_dir=str(ctx.checkpoint_dir),
+        run_name=config.name,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup,
+        weight_decay=config.weight_decay,
+        max_length=config.max_length,
+        beta=loss_config.beta,
+        precompute_ref_log_probs=config.precompute_ref_log_probs and not loss_config.reference_free,
+        padding_free=config.padding_free,
+        prediction_loss_only=True,
+        bf16=config.bf16,
+        seed=ctx.seed,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        eval_strategy="no",
+        report_to=["mlflow"],
+        dataloader_num_workers=0,
+        dataset_num_proc=None,
+    )
+
+
+def _dataset(examples):
+    from datasets import Dataset
+
+    return Dataset.from_list(examples)
+
+
+def _data_metrics(data: PairData, prefix: str) -> dict[str, float]:
+    count = len(data.pairs)
+    return {
+        f"{prefix}/chosen_tokens_mean": sum(data.chosen_tokens) / count,
+        f"{prefix}/rejected_tokens_mean": sum(data.rejected_tokens) / count,
+    }
+
+
+def _eval_metrics(raw: dict[str, float], suffix: str) -> dict[str, float]:
+    """trl's `eval_rewards/margins` -> `eval/rewards_margins{suffix}` (and so on), runtime figures left out."""
+    kept = {}
+    for key, value in raw.items():
+        name = key.removeprefix("eval_")
+        if name.startswith(("rewards/", "logps/", "lengths/")) or name == "loss":
+            kept[f"eval/{name.replace('/', '_')}{suffix}"] = float(value)
+    return kept
+
+
+def _sample_prompts(data: PairData, count: int) -> list[dict]:
+    return [
+        {"messages": pair.prompt, "tools": pair.tools, "reference": pair.chosen[-1]["content"]}
+        for pair in data.pairs[:count]
+    ]
+
+
+def _sample_metrics(ctx: StageContext, tokenizer, prompts, before: list[str], after: list[str]) -> dict[str, float]:
+    from workbench.stages.sft import _log_samples
+
+    if not prompts:
+        return {}
+    _log_samples(ctx, prompts, before, after)
+
+    def mean_tokens(texts: list[str]) -> float:
+        return sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts) / len(texts)
+
+    return {"samples/mean_tokens_before": mean_tokens(before), "samples/mean_tokens_after": mean_tokens(after)}
+
+
+def _cache_details(cache) -> dict | None:
+    if cache is None:
+        return None
+    return {"dir": str(cache.root), "hits": cache.hits, "misses": cache.misses}
+
+
+register(
+    StageKind(
+        name="preference",
+        config=PreferenceStageConfig,
+        run=run,
+        summary="preference optimization (dpo, ln_dpo, simpo, apo_zero, lfm2) on trl's DPOTrainer",
+    )
+)
