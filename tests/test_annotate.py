@@ -405,3 +405,65 @@ def test_engine_progress_and_metadata_metrics(argilla, contract):
         score = owner.get(f"/metadata-properties/{properties['score_a']}/metrics").json()
         scores = [p.score_a for p in pairs.values() if p.score_a is not None]
         assert (score["min"], score["max"]) == (min(scores), max(scores))
+
+
+# --- the annotation UI in a real browser --------------------------------------------------------------
+
+
+def chromium_driver():
+    """Headless Debian chromium through its own chromedriver (no browser download); skip when absent."""
+    import shutil
+
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (browser and driver):
+        pytest.skip("needs Debian's chromium and chromium-driver (.ci/run installs them from the apt cache)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    options.binary_location = browser
+    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=options)
+
+
+@pytest.mark.slow
+def test_annotator_ranks_a_pair_in_the_browser_and_the_pull_sees_it(argilla, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    pairs = tmp_path / "pairs.jsonl"
+    unjudged = {key: PAIRS[0][key] for key in ("prompt", "chosen", "rejected")}  # no scores: no pre-filled suggestion
+    write_pairs(pairs, [unjudged])
+    owner = connect(argilla, KEYS["owner"])
+    push_pairs(owner, pairs, WORKSPACE, "browser", min_submitted=1)
+    dataset = dataset_id(argilla, "browser")
+
+    browser = chromium_driver()
+    wait = WebDriverWait(browser, 60)
+    try:
+        browser.get(f"{argilla}/sign-in")
+        wait.until(seen.presence_of_element_located((By.NAME, "Username"))).send_keys("alice")
+        browser.find_element(By.NAME, "Password").send_keys("alice-password")
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait.until(lambda b: "/sign-in" not in b.current_url)
+
+        browser.get(f"{argilla}/dataset/{dataset}/annotation-mode")
+        wait.until(seen.presence_of_element_located((By.CSS_SELECTOR, "label[for=preference_a]")))
+        page = browser.find_element(By.TAG_NAME, "body").text
+        # the push shuffles A/B: find the side that shows the JSON answer and prefer it
+        side_a = page.split("Response A", 1)[1].split("Response B", 1)[0]
+        better = "a" if PAIRS[0]["chosen"] in side_a else "b"
+        assert not browser.find_element(By.ID, f"preference_{better}").is_selected()
+        browser.find_element(By.CSS_SELECTOR, f"label[for=preference_{better}]").click()
+        browser.find_element(By.CSS_SELECTOR, "[contenteditable=true]").send_keys("valid JSON, as asked")
+        submit = wait.until(seen.element_to_be_clickable((By.CSS_SELECTOR, "button.button--submit")))
+        submit.click()
+        with http(argilla, "alice") as alice:
+            wait.until(lambda _: search(alice, dataset, pending_filter())["total"] == 0)
+    finally:
+        browser.quit()
+
+    result = pull_preferences(owner, WORKSPACE, "browser", tmp_path / "datasets")
+    assert result.metrics["pairs"] == 1 and result.provenance["annotators"] == ["alice"]
+    row = json.loads((result.path / "preferences.jsonl").read_text())
+    assert (row["chosen"], row["rejected"]) == (PAIRS[0]["chosen"], PAIRS[0]["rejected"])
