@@ -8,6 +8,7 @@ import sys
 
 import httpx
 import pytest
+import yaml
 from conftest import free_port
 
 from workbench.annotate.agreement import krippendorff_alpha, percent_agreement
@@ -467,3 +468,54 @@ def test_annotator_ranks_a_pair_in_the_browser_and_the_pull_sees_it(argilla, tmp
     assert result.metrics["pairs"] == 1 and result.provenance["annotators"] == ["alice"]
     row = json.loads((result.path / "preferences.jsonl").read_text())
     assert (row["chosen"], row["rejected"]) == (PAIRS[0]["chosen"], PAIRS[0]["rejected"])
+
+
+# --- a recipe trains on the pulled annotations ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_preference_stage_trains_on_argilla_data_and_new_annotations_retrain(argilla, tiny_project, monkeypatch):
+    from workbench.recipe import load_recipe
+    from workbench.runner.executor import run_recipe
+
+    pairs = tiny_project.root / "candidates.jsonl"
+    write_pairs(pairs, PAIRS[:3])
+    owner = connect(argilla, KEYS["owner"])
+    push_pairs(owner, pairs, WORKSPACE, "recipe-data", min_submitted=1)
+    dataset = dataset_id(argilla, "recipe-data")
+    prefer_chosen = chooser({"JSON": "chosen", "colour": "chosen", "weather": "chosen"})
+    assert answer_queue(argilla, "alice", dataset, prefer_chosen) == 3
+
+    monkeypatch.setenv("ARGILLA_API_URL", argilla)
+    monkeypatch.setenv("ARGILLA_API_KEY", KEYS["owner"])
+    preference = {"name": "prefs", "kind": "preference", "from": "base", "data": "argilla://preference/recipe-data",
+                  "max_length": 192, "max_steps": 2, "batch_size": 2, "learning_rate": 1e-3, "sample_count": 0}  # fmt: skip
+    recipe_path = tiny_project({"max_steps": 1})
+    recipe = yaml.safe_load(recipe_path.read_text())
+    recipe["stages"] = [recipe["stages"][0], preference]  # init -> preference, no SFT needed here
+    recipe_path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+
+    def run() -> dict:
+        return {outcome.name: outcome for outcome in run_recipe(load_recipe(recipe_path))}
+
+    first = run()
+    assert first["prefs"].status == "ran"
+    info = json.loads((first["prefs"].dir / "stage.json").read_text())
+    client = mlflow_client(tiny_project.root)
+    logged = client.get_run(info["mlflow_run_id"]).data.metrics
+    assert logged["argilla/pairs"] == 3 and logged["argilla/annotators"] == 1
+    assert logged["data/train/used"] == 3
+
+    assert run()["prefs"].status == "cached", "no new annotations: cache hit"
+
+    write_pairs(pairs, PAIRS[:4])  # one more pair, judged by alice: the data hash changes, the stage re-runs
+    push_pairs(owner, pairs, WORKSPACE, "recipe-data")
+    assert answer_queue(argilla, "alice", dataset, lambda record: "a") == 1
+    third = run()
+    assert third["prefs"].status == "ran" and third["prefs"].dir != first["prefs"].dir
+
+
+def mlflow_client(root):
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{root}/runs/mlflow.db")

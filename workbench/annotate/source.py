@@ -32,14 +32,30 @@ def parse_argilla_uri(uri: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
+# One pull per recipe run: the plan pulls (the hash decides caching) and the stage trains on that same version,
+# even if annotators submit more in between. `forget_pulls()` starts a new run.
+_pulled: dict[tuple[str, str], ArgillaSource] = {}
+
+
+def forget_pulls() -> None:
+    _pulled.clear()
+
+
 def resolve_argilla_source(uri: str, work_dir: Path) -> ArgillaSource:
     """Pull `uri` from the server at $ARGILLA_API_URL with $ARGILLA_API_KEY into
     `<work_dir>/argilla/<workspace>/<dataset>/<hash>/` and return the JSONL path, hash and metrics."""
+    key = (uri, str(Path(work_dir).resolve()))
+    if key not in _pulled:
+        _pulled[key] = _pull(uri, Path(work_dir))
+    return _pulled[key]
+
+
+def _pull(uri: str, work_dir: Path) -> ArgillaSource:
     from workbench.annotate.client import connect
     from workbench.annotate.pull import pull_preferences
 
     workspace, name = parse_argilla_uri(uri)
-    result = pull_preferences(connect(), workspace, name, Path(work_dir) / "argilla")
+    result = pull_preferences(connect(), workspace, name, work_dir / "argilla")
     if result.metrics["pairs"] == 0:
         raise StageError(f"{uri}: no usable preference pairs yet ({_summary(result.metrics)})")
     return ArgillaSource(result.path / "preferences.jsonl", result.content_hash, result.metrics)

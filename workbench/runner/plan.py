@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.annotate.source import forget_pulls, is_argilla_uri, resolve_argilla_source
 from workbench.recipe.loader import LoadedRecipe
 from workbench.runner.hashing import data_digest, digest_json, digest_text, env_fingerprint
 from workbench.runner.store import StageStore
@@ -40,6 +41,13 @@ def work_root(loaded: LoadedRecipe) -> Path:
     return loaded.resolve(loaded.recipe.work_dir)
 
 
+def _source_digest(loaded: LoadedRecipe, reference: str) -> str:
+    """A data reference's content hash; `argilla://` sources are pulled first, so new annotations re-run."""
+    if is_argilla_uri(reference):
+        return resolve_argilla_source(reference, work_root(loaded)).content_hash
+    return data_digest(loaded.root, reference)
+
+
 def tokenizer_spec_hash(loaded: LoadedRecipe, chat_template: str) -> str:
     """Hash of what determines the pinned tokenizer: its source (or training data and size) and template."""
     spec = loaded.recipe.tokenizer
@@ -61,10 +69,11 @@ def make_plan(loaded: LoadedRecipe) -> Plan:
     store = recipe_store(loaded)
     hashes: dict[str, str] = {}
     planned = []
+    forget_pulls()
     for name in loaded.order:
         config = loaded.stages[name]
         inputs = {dep: hashes[dep] for dep in loaded.dependencies(name)}
-        files = {path: data_digest(loaded.root, path) for _, path in config.data_files()}
+        files = {path: _source_digest(loaded, path) for _, path in config.data_files()}
         model = getattr(config, "model", None)
         if model is not None:
             files[f"model:{model}"] = data_digest(loaded.root, model)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
+from workbench.annotate.source import is_argilla_uri, resolve_argilla_source
 from workbench.losses.preference import LossFn, PreferenceLossConfig, Preset, resolve
 from workbench.recipe.schema import StageConfig
 from workbench.stages.pairs import PAIRS_FILE
@@ -42,7 +43,8 @@ class PreferenceStageConfig(StageConfig):
     """Earlier stage whose model is the reference. Default: the starting model itself."""
 
     data: str | None = None
-    """Preference pairs file: `messages`/`prompt` + `chosen` + `rejected` (also trl's formats; docs/preference.md)."""
+    """Preference pairs file: `messages`/`prompt` + `chosen` + `rejected` (also trl's formats; docs/preference.md),
+    or `argilla://WORKSPACE/DATASET`: annotations pulled from Argilla at plan time; their hash enters the cache key."""
 
     pairs_from: str | None = None
     """Earlier `pairs` stage whose generated pairs to train on (with `data`'s, when both are given)."""
@@ -210,7 +212,14 @@ def _train_sources(ctx: StageContext) -> list[tuple[str | None, Path | None]]:
     """(recipe-relative data path, None) for `data`; (display name, pairs file) for a `pairs_from` stage."""
     config: PreferenceStageConfig = ctx.config
     sources: list[tuple[str | None, Path | None]] = []
-    if config.data:
+    if config.data and is_argilla_uri(config.data):
+        from workbench.runner.plan import work_root
+
+        pulled = resolve_argilla_source(config.data, work_root(ctx.loaded))
+        ctx.tracker.log_metrics({f"argilla/{key}": value for key, value in pulled.metrics.items()})
+        ctx.console.print(f"  data: {config.data}: pulled version {pulled.content_hash[:12]} ({pulled.path})")
+        sources.append((config.data, pulled.path))
+    elif config.data:
         sources.append((config.data, None))
     if config.pairs_from:
         sources.append((f"{config.pairs_from}/{PAIRS_FILE}", ctx.inputs[config.pairs_from].dir / PAIRS_FILE))
