@@ -1,0 +1,154 @@
+"""Merge two LFM2-350M-shaped models (random weights, bf16) on CPU through workbench's mergekit wrapper.
+
+Prints wall time and peak resident memory of the merging process as a multiple of one model's size (goal:
+<= 2.5x, which holds only while mergekit's lazy, tensor-by-tensor loading stays in effect through the
+wrapper). Each merge runs in a fresh subprocess so its peak RSS is its own; an import-only subprocess shows
+the fixed cost of Python + torch + mergekit, and an eager reference (both models loaded whole with
+transformers, averaged, saved) shows what a non-lazy merge costs on the same machine.
+
+    .venv/bin/python bench/merge.py [--methods linear ties] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CHILD_ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def build_inputs(root: Path) -> tuple[Path, Path]:
+    """Two bf16 models from pretrain/lfm2-350m.yaml with different seeds, each built in its own subprocess."""
+    folders = (root / "a", root / "b")
+    for seed, folder in enumerate(folders, start=1):
+        if not (folder / "config.json").is_file():
+            _child(["build", str(folder), str(seed)])
+    return folders
+
+
+def _child(args: list[str]) -> dict:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", *args],
+        capture_output=True, text=True, env=os.environ | CHILD_ENV, cwd=REPO,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"child {args[0]} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def child_build(folder: Path, seed: int) -> dict:
+    import torch
+
+    from workbench.modeling.architecture import build_model, load_architecture
+    from workbench.modeling.chat_template import LFM2_CHAT_TEMPLATE
+    from workbench.modeling.tokenizer import train_bpe_tokenizer
+
+    texts = [line for line in (REPO / "datasets/quickstart/sft.jsonl").read_text().splitlines()[:200]]
+    tokenizer = train_bpe_tokenizer(texts, 1024, LFM2_CHAT_TEMPLATE)
+    model = build_model(load_architecture(REPO / "pretrain/lfm2-350m.yaml"), tokenizer, seed).to(torch.bfloat16)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    model.generation_config.save_pretrained(folder)
+    return {"parameters": sum(p.numel() for p in model.parameters())}
+
+
+def child_merge(method: str, a: str, b: str, out: str) -> dict:
+    import resource
+
+    start = time.perf_counter()
+    from workbench.merging.engine import ResolvedInput, mergekit_config, run_mergekit
+
+    first, second = ResolvedInput("a", Path(a)), ResolvedInput("b", Path(b))
+    if method == "linear":
+        config = mergekit_config("linear", {"weight": 0.5}, [(first, {}), (second, {})], None, {"dtype": "bfloat16"})
+    else:
+        config = mergekit_config(method, {"weight": 1.0, "density": 0.5}, [(second, {})], first, {"dtype": "bfloat16"})
+    imported = time.perf_counter()
+    run_mergekit(config, Path(out), seed=0)
+    done = time.perf_counter()
+    return {
+        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "merge_seconds": done - imported,
+        "import_seconds": imported - start,
+    }
+
+
+def child_imports() -> dict:
+    import resource
+
+    import mergekit.merge  # noqa: F401
+    import torch  # noqa: F401
+
+    import workbench.merging.engine  # noqa: F401
+
+    return {"peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def child_eager(a: str, b: str, out: str) -> dict:
+    """The non-lazy way: both models whole in memory, averaged, saved."""
+    import resource
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    start = time.perf_counter()
+    first = AutoModelForCausalLM.from_pretrained(a, dtype=torch.bfloat16)
+    second = AutoModelForCausalLM.from_pretrained(b, dtype=torch.bfloat16)
+    with torch.no_grad():
+        for mine, theirs in zip(first.parameters(), second.parameters(), strict=True):
+            mine.add_(theirs).mul_(0.5)
+    first.save_pretrained(out)
+    return {
+        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "merge_seconds": time.perf_counter() - start,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="+", default=["linear", "ties"])
+    parser.add_argument("--keep", type=Path, help="keep the input models here (reused by later runs)")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, *rest = args.child
+        handlers = {"build": lambda f, s: child_build(Path(f), int(s)), "merge": child_merge,
+                    "imports": child_imports, "eager": child_eager}  # fmt: skip
+        print(json.dumps(handlers[kind](*rest)))
+        return
+
+    with tempfile.TemporaryDirectory(prefix="bench-merge-") as scratch:
+        root = args.keep or Path(scratch)
+        root.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        a, b = build_inputs(root)
+        size = sum(f.stat().st_size for f in a.glob("*.safetensors"))
+        print(f"inputs: two LFM2-350M-shaped bf16 models, {size / 2**20:.0f} MiB of weights each "
+              f"(built in {time.perf_counter() - started:.0f}s)")  # fmt: skip
+        baseline = _child(["imports"])["peak_rss"]
+        print(f"python + torch + mergekit imports alone: peak RSS {baseline / 2**20:.0f} MiB = {baseline / size:.2f}x")
+        for method in args.methods:
+            out = Path(scratch) / f"out-{method}"
+            result = _child(["merge", method, str(a), str(b), str(out)])
+            print(
+                f"{method:>8} via workbench/mergekit: {result['merge_seconds']:.1f}s, peak RSS "
+                f"{result['peak_rss'] / 2**20:.0f} MiB = {result['peak_rss'] / size:.2f}x one model "
+                f"({(result['peak_rss'] - baseline) / size:.2f}x above the import baseline)"
+            )
+        eager = _child(["eager", str(a), str(b), str(Path(scratch) / "out-eager")])
+        print(
+            f"   eager reference (transformers, both models loaded): {eager['merge_seconds']:.1f}s, peak RSS "
+            f"{eager['peak_rss'] / 2**20:.0f} MiB = {eager['peak_rss'] / size:.2f}x one model"
+        )
+        print("goal: workbench merge peak RSS <= 2.50x one model")
+
+
+if __name__ == "__main__":
+    main()

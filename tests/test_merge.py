@@ -1,0 +1,413 @@
+"""The merge machinery on tiny LFM2 models built from config: every mergekit method, equality with mergekit's
+own CLI, merge identities, compatibility errors, sweeps, templates and recipe validation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from tests.conftest import REPO, TINY_ARCH
+from workbench.errors import RecipeError, StageError, WorkbenchError
+from workbench.merging.compat import CompatibilityError, check_compatible, read_facts, tokenizer_hash
+from workbench.merging.engine import ResolvedInput, mergekit_config, run_mergekit
+from workbench.merging.methods import merge_methods
+from workbench.merging.spec import load_template, resolve_spec
+from workbench.merging.standalone import merge_file
+from workbench.merging.sweep import expand_grid
+
+
+def _texts(path: Path, count: int, offset: int = 0) -> list[str]:
+    lines = path.read_text().splitlines()[offset : offset + count]
+    return [m["content"] for line in lines for m in json.loads(line)["messages"]]
+
+
+def _save(model, tokenizer, folder: Path) -> Path:
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    model.generation_config.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory) -> dict[str, Path]:
+    """Tiny model folders: three compatible ones and one of each kind of incompatibility."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from workbench.modeling.architecture import build_model
+    from workbench.modeling.chat_template import LFM2_CHAT_TEMPLATE
+    from workbench.modeling.tokenizer import train_bpe_tokenizer
+
+    root = tmp_path_factory.mktemp("zoo")
+    data = REPO / "datasets/quickstart/sft.jsonl"
+    tokenizer = train_bpe_tokenizer(_texts(data, 80), 400, LFM2_CHAT_TEMPLATE)
+    other_tokenizer = train_bpe_tokenizer(_texts(data, 80, offset=200), 400, LFM2_CHAT_TEMPLATE)
+    zoo = {
+        f"m{seed}": _save(build_model(TINY_ARCH, tokenizer, seed), tokenizer, root / f"m{seed}") for seed in (1, 2, 3)
+    }
+    zoo["wide"] = _save(build_model(TINY_ARCH | {"intermediate_size": 96}, tokenizer, 4), tokenizer, root / "wide")
+    zoo["bigvocab"] = _save(build_model(TINY_ARCH | {"vocab_size": 512}, tokenizer, 5), tokenizer, root / "bigvocab")
+    zoo["othertok"] = _save(build_model(TINY_ARCH, other_tokenizer, 6), other_tokenizer, root / "othertok")
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, vocab_size=len(tokenizer), tie_word_embeddings=True,
+        )
+    )  # fmt: skip
+    zoo["llama"] = _save(llama, tokenizer, root / "llama")
+    zoo["m1copy"] = Path(shutil.copytree(zoo["m1"], root / "m1copy"))
+    zoo["othertemplate"] = Path(shutil.copytree(zoo["m1"], root / "othertemplate"))
+    (zoo["othertemplate"] / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
+    return zoo
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        tensors.update(load_file(file))
+    return tensors
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    left, right = weights(a), weights(b)
+    assert sorted(left) == sorted(right)
+    for name in left:
+        assert torch.equal(left[name], right[name]), name
+
+
+def inp(zoo, name: str) -> ResolvedInput:
+    return ResolvedInput(name, zoo[name])
+
+
+# --- every mergekit method -------------------------------------------------------------------------------
+
+
+def _method_case(name: str, zoo) -> dict:
+    """A valid config for `name`, built from mergekit's own description of the method's inputs and parameters."""
+    from mergekit.merge_methods import get
+
+    spec = get(name).spec
+    info = merge_methods()[name]
+    base = inp(zoo, "m1") if info.base == "required" else None
+    if info.max_inputs == 1:
+        models = ["m1"]
+    elif info.max_inputs == 2 or (spec.contract.max_non_base == 2):
+        models = ["m2"] if base else ["m2", "m3"]
+    else:
+        models = ["m2", "m3"]
+    required = {p.name: 0.5 for p in spec.parameters if p.required}
+    return mergekit_config(name, required, [(inp(zoo, m), {}) for m in models], base, {"dtype": "float32"})
+
+
+@pytest.mark.parametrize("method", sorted(merge_methods()))
+def test_every_mergekit_method_merges_tiny_lfm2(method, zoo, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / method
+    run_mergekit(_method_case(method, zoo), out, seed=0)
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "generation_config.json"):
+        assert (out / name).is_file(), name
+    merged = weights(out)
+    reference = weights(zoo["m1"])
+    assert {n: t.shape for n, t in merged.items()} == {n: t.shape for n, t in reference.items()}
+    assert all(torch.isfinite(t).all() for t in merged.values())
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model(torch.tensor([[1, 5, 9]])).logits.shape == (1, 3, model.config.vocab_size)
+
+
+# --- equality with mergekit's own CLI ---------------------------------------------------------------------
+
+CLI_CONFIGS = {
+    "ties": {
+        "merge_method": "ties",
+        "base_model": "m1",
+        "models": [{"model": "m2", "parameters": {"weight": 0.7, "density": 0.6}},
+                   {"model": "m3", "parameters": {"weight": 0.4, "density": 0.9}}],
+        "parameters": {"normalize": True},
+        "dtype": "float32",
+    },
+    "dare_ties": {
+        "merge_method": "dare_ties",
+        "base_model": "m1",
+        "models": [{"model": "m2", "parameters": {"weight": 0.5, "density": 0.5}}, {"model": "m3"}],
+        "parameters": {"weight": 0.5, "density": 0.7},
+        "dtype": "float32",
+    },
+    "slerp_gradient": {
+        "merge_method": "slerp",
+        "base_model": "m1",
+        "models": [{"model": "m1"}, {"model": "m2"}],
+        "parameters": {"t": [0.0, 0.3, 1.0]},
+        "dtype": "bfloat16",
+    },
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CLI_CONFIGS))
+def test_workbench_merge_equals_mergekit_yaml(name, zoo, tmp_path, monkeypatch):
+    """The same YAML through `workbench merge` (Python API) and `mergekit-yaml` (its CLI) gives equal tensors."""
+    monkeypatch.chdir(zoo["m1"].parent)
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(yaml.safe_dump(CLI_CONFIGS[name], sort_keys=False))
+    ours = merge_file(config, tmp_path / "ours", seed=7)
+    mergekit_yaml = Path(sys.executable).with_name("mergekit-yaml")
+    subprocess.run(
+        [str(mergekit_yaml), str(config), str(tmp_path / "theirs"), "--random-seed", "7", "--quiet", "--no-write-model-card"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    assert_same_weights(ours, tmp_path / "theirs")
+    card = (ours / "README.md").read_text()
+    assert f"(`{CLI_CONFIGS[name]['merge_method']}`)" in card
+    assert "| m2 | - | " in card, "the card lists each input with its content hash"
+
+
+@pytest.mark.slow
+def test_workbench_merge_command_reports_incompatible_inputs(zoo, tmp_path):
+    from tests.conftest import workbench_cli
+
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({"merge_method": "linear", "models": [{"model": "m1"}, {"model": "wide"}],
+                                      "parameters": {"weight": 1.0}}))  # fmt: skip
+    done = subprocess.run(
+        [*workbench_cli(), "merge", str(config), str(tmp_path / "out")],
+        cwd=zoo["m1"].parent, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "merge inputs 'm1' and 'wide' differ in parameter shapes" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# --- identities -------------------------------------------------------------------------------------------
+
+
+def test_linear_merge_of_a_model_with_itself_returns_it(zoo, tmp_path):
+    models = [(inp(zoo, "m1"), {"weight": 0.5}), (inp(zoo, "m1copy"), {"weight": 0.5})]
+    run_mergekit(mergekit_config("linear", {}, models, None, {"dtype": "float32"}), tmp_path / "out")
+    assert_same_weights(tmp_path / "out", zoo["m1"])
+
+
+@pytest.mark.parametrize(("t", "expected"), [(0.0, "m1"), (1.0, "m2")])
+def test_slerp_at_the_ends_returns_that_model(t, expected, zoo, tmp_path):
+    models = [(inp(zoo, "m1"), {}), (inp(zoo, "m2"), {})]
+    config = mergekit_config("slerp", {"t": t}, models, inp(zoo, "m1"), {"dtype": "float32"})
+    run_mergekit(config, tmp_path / "out")
+    merged, reference = weights(tmp_path / "out"), weights(zoo[expected])
+    for name in reference:
+        torch.testing.assert_close(merged[name], reference[name], rtol=0, atol=1e-6)
+
+
+# --- compatibility checks ---------------------------------------------------------------------------------
+
+
+def _facts(zoo, *names):
+    return [read_facts(name, zoo[name]) for name in names]
+
+
+def test_compatible_inputs_pass(zoo):
+    check_compatible(_facts(zoo, "m1", "m2", "m3", "m1copy"))
+
+
+def test_each_incompatibility_is_one_line_naming_both_models(zoo):
+    cases = {
+        "llama": "merge inputs 'm1' and 'llama' differ in architecture: Lfm2ForCausalLM vs LlamaForCausalLM",
+        "bigvocab": "merge inputs 'm1' and 'bigvocab' differ in vocabulary size: 400 vs 512; "
+        "set tokenizer_source to merge them anyway",
+        "wide": "merge inputs 'm1' and 'wide' differ in parameter shapes: "
+        "model.layers.0.feed_forward.w1.weight is [64, 32] vs [96, 32]",
+        "othertok": f"merge inputs 'm1' and 'othertok' differ in tokenizer files: sha256 "
+        f"{tokenizer_hash(zoo['m1'])[:12]} vs {tokenizer_hash(zoo['othertok'])[:12]}; "
+        "set tokenizer_source (union, base or a model) to merge them anyway",
+        "othertemplate": "merge inputs 'm1' and 'othertemplate' differ in chat template: sha256 ",
+    }
+    for other, message in cases.items():
+        with pytest.raises(CompatibilityError) as caught:
+            check_compatible(_facts(zoo, "m1", other))
+        text = str(caught.value)
+        assert "\n" not in text
+        assert text.startswith(message) if other == "othertemplate" else text == message, text
+    assert str(caught.value).endswith("; set chat_template to choose the output's")
+
+
+def test_parameter_name_difference_is_reported(zoo, tmp_path):
+    from workbench.modeling.architecture import build_model
+
+    deeper = tmp_path / "deeper"
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(zoo["m1"])
+    _save(build_model(TINY_ARCH | {"num_hidden_layers": 3}, tokenizer, 1), tokenizer, deeper)
+    with pytest.raises(
+        CompatibilityError, match=r"differ in parameter names: model\.layers\.2\.\S+ is only in 'deeper'"
+    ):
+        check_compatible([read_facts("m1", zoo["m1"]), read_facts("deeper", deeper)])
+
+
+def test_tokenizer_source_allows_a_merge_across_tokenizers(zoo, tmp_path, monkeypatch):
+    monkeypatch.chdir(zoo["m1"].parent)
+    config = tmp_path / "union.yaml"
+    config.write_text(yaml.safe_dump({
+        "merge_method": "linear", "models": [{"model": "m1"}, {"model": "othertok"}],
+        "parameters": {"weight": 1.0}, "tokenizer_source": "union", "dtype": "float32",
+    }))  # fmt: skip
+    out = merge_file(config, tmp_path / "out")
+    from transformers import AutoTokenizer
+
+    union = AutoTokenizer.from_pretrained(out)
+    first, second = (AutoTokenizer.from_pretrained(zoo[n]) for n in ("m1", "othertok"))
+    assert set(union.get_vocab()) == set(first.get_vocab()) | set(second.get_vocab())
+    assert weights(out)["model.embed_tokens.weight"].shape[0] == len(union.get_vocab())
+
+
+def test_unknown_parameter_in_a_mergekit_file_is_an_error(zoo, tmp_path, monkeypatch):
+    monkeypatch.chdir(zoo["m1"].parent)
+    config = tmp_path / "typo.yaml"
+    config.write_text(
+        yaml.safe_dump({"merge_method": "linear", "models": [{"model": "m1", "parameters": {"wieght": 1}}]})
+    )
+    with pytest.raises(
+        WorkbenchError, match=r"linear takes no parameter 'wieght' \(on model 'm1'; it takes: normalize, weight\)"
+    ):
+        merge_file(config, tmp_path / "out")
+
+
+# --- sweeps and templates ----------------------------------------------------------------------------------
+
+
+def test_grid_expands_methods_shared_and_per_model_sweeps():
+    candidates = expand_grid(
+        ["ties", "dare_ties"],
+        {"density": {"sweep": [0.5, 0.8]}, "normalize": True, "t": [0, 1]},
+        [{"weight": {"sweep": [0.3, 0.7]}}, {"weight": 1.0}],
+        ["sft", "dpo"],
+    )
+    assert len(candidates) == 8
+    assert candidates[0].choices == {"method": "ties", "parameters.density": 0.5, "sft.weight": 0.3}
+    assert candidates[-1].method == "dare_ties"
+    assert candidates[-1].parameters == {"density": 0.8, "normalize": True, "t": [0, 1]}, "lists stay gradients"
+    assert candidates[-1].model_parameters == ({"weight": 0.7}, {"weight": 1.0})
+
+
+def test_template_values_are_overridden_by_the_stage():
+    template = load_template("ties", REPO)
+    spec = resolve_spec(template, None, {"density": 0.7}, {"dtype": "bfloat16", "out_dtype": None})
+    assert spec.methods == ["ties"]
+    assert spec.parameters == {"weight": 1.0, "density": 0.7, "normalize": True}
+    assert spec.settings["dtype"] == "bfloat16"
+    with pytest.raises(StageError, match=r"merge template 'nope' not found .*\(templates: .*ties"):
+        load_template("nope", REPO)
+
+
+@pytest.mark.parametrize("template", sorted(p.stem for p in (REPO / "merges").glob("*.yaml")))
+def test_shipped_templates_name_real_methods_and_parameters(template):
+    from workbench.merging.methods import method_problems
+
+    data = load_template(template, REPO)
+    assert method_problems([data["merge_method"]], data.get("parameters", {}), {}) == []
+
+
+# --- recipe validation -------------------------------------------------------------------------------------
+
+
+def _recipe_problems(tmp_path, merge: dict) -> str:
+    from workbench.recipe import load_recipe
+
+    (tmp_path / "arch.yaml").write_text(yaml.safe_dump(TINY_ARCH))
+    (tmp_path / "d.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    recipe = {
+        "name": "r",
+        "tokenizer": {"train": {"files": ["d.jsonl"]}},
+        "stages": [
+            {"name": "a", "kind": "init", "architecture": "arch.yaml"},
+            {"name": "b", "kind": "init", "architecture": "arch.yaml", "seed": 3},
+            {"name": "m", "kind": "merge"} | merge,
+        ],
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(tmp_path / "recipe.yaml", root=tmp_path)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("merge", "message"),
+    [
+        ({"method": "tie", "base": "a", "models": ["b"]}, "unknown merge method 'tie' (did you mean 'ties'?)"),
+        ({"method": "linear", "models": ["a", "b"], "parameters": {"wieght": 1}}, "linear takes no parameter 'wieght'"),
+        ({"method": "slerp", "models": ["a", "b"], "parameters": {"t": 0.5}}, "slerp needs a `base` model"),
+        ({"method": "linear", "models": ["a", {"from": "b", "parameters": {"weight": {"sweep": [0.2, 0.8]}}}]},
+         "this merge sweeps 2 candidates: add `select` to choose among them"),
+        ({"method": "linear", "models": ["a", "c"]}, "stages[2].models[1]: unknown stage 'c'"),
+        ({"models": ["a", "b"]}, "give `method` (a mergekit merge method) or `template`"),
+        ({"method": "linear", "models": ["a"], "select": {"metric": "json_schema/valid_rate"}},
+         "metric 'json_schema/valid_rate' needs `suite:`"),
+        ({"method": "linear", "models": ["a"], "select": {"metric": "json_schema/valid_rate", "suite": "json_schema",
+          "mode": "max", "constraints": ["tool_use/ast_accuracy >= eval_sft - 0.02"]}},
+         "selection gates take a number, not another stage"),
+    ],
+)  # fmt: skip
+def test_recipe_errors_name_the_problem(merge, message, tmp_path):
+    assert message in _recipe_problems(tmp_path, merge)
+
+
+def test_merge_stage_depends_on_nested_stage_references(tmp_path):
+    from workbench.recipe import load_recipe
+
+    (tmp_path / "arch.yaml").write_text(yaml.safe_dump(TINY_ARCH))
+    (tmp_path / "d.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    merge = {"name": "m", "kind": "merge", "method": "ties", "base": "a",
+             "models": [{"from": "b", "parameters": {"weight": 0.5}}, {"model": "some/hub-model"}]}  # fmt: skip
+    recipe = {
+        "name": "r",
+        "tokenizer": {"train": {"files": ["d.jsonl"]}},
+        "stages": [merge, {"name": "a", "kind": "init", "architecture": "arch.yaml"},
+                   {"name": "b", "kind": "init", "architecture": "arch.yaml"}],
+    }  # fmt: skip
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    loaded = load_recipe(tmp_path / "recipe.yaml", root=tmp_path)
+    assert loaded.order == ["a", "b", "m"]
+    assert loaded.dependencies("m") == ["a", "b"]
+
+
+def test_selection_takes_the_best_candidate_that_passes_the_gates():
+    from workbench.merging.select import Scored, gate_violations, pick_best
+
+    gates = ["tool_use/ast_accuracy >= 0.5"]
+    scored = [
+        Scored(
+            i,
+            metrics := {"json_schema/valid_rate": score, "tool_use/ast_accuracy": gate},
+            gate_violations(gates, metrics),
+        )
+        for i, (score, gate) in enumerate([(0.6, 0.9), (0.9, 0.2), (0.7, 0.5)])
+    ]
+    assert scored[1].violations == ["tool_use/ast_accuracy >= 0.5 (got 0.2)"]
+    assert pick_best(scored, "json_schema/valid_rate", "max").index == 2, "candidate 1 scores best but fails the gate"
+    assert pick_best(scored, "json_schema/valid_rate", "min").index == 0
+    failing = [
+        Scored(0, scored[0].metrics, gate_violations(["tool_use/ast_accuracy < 0.8", "x/y > 1"], scored[0].metrics))
+    ]
+    with pytest.raises(StageError) as caught:
+        pick_best(failing, "json_schema/valid_rate", "max")
+    assert str(caught.value) == (
+        "no merge candidate meets the selection constraints "
+        "(candidate 0: tool_use/ast_accuracy < 0.8 (got 0.9), x/y > 1 (got not measured))"
+    )
+
+
+@pytest.mark.slow
+def test_suite_selection_scores_a_merged_model_with_the_evaluation_suite(zoo):
+    """The seam to workbench.evaluation: a real lm-eval run of one suite on a tiny model folder."""
+    from workbench.merging.select import gate_violations, suite_metrics
+
+    metrics = suite_metrics(zoo["m1"], "json_schema", limit=2, batch_size=2)
+    assert 0.0 <= metrics["json_schema/valid_rate"] <= 1.0
+    assert gate_violations(["json_schema/valid_rate >= 0"], metrics) == []

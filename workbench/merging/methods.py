@@ -1,0 +1,90 @@
+"""mergekit's merge methods, read from its registry, and checks of a config's parameters against them.
+
+mergekit ignores parameters a method does not take (a typo like `wieght` silently falls back to the
+default), so workbench checks names and scopes itself before anything is merged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What workbench needs to know about one mergekit method."""
+
+    name: str
+    shared: frozenset[str]
+    """Parameters set once for the whole merge (`parameters:`)."""
+    per_model: frozenset[str]
+    """Parameters that may differ per input model (a model's `parameters:`, or `parameters:` for all)."""
+    base: str
+    """mergekit's base policy: required, optional, forbidden or ignored."""
+    min_inputs: int
+    max_inputs: int | None
+    reference: str | None
+
+
+@cache
+def merge_methods() -> dict[str, MethodInfo]:
+    """Every method mergekit registers, by name."""
+    from mergekit.merge_methods import registered_methods
+    from mergekit.merge_methods.base import ParameterScope
+
+    found = {}
+    for method in registered_methods():
+        spec = method.spec
+        found[spec.name] = MethodInfo(
+            name=spec.name,
+            shared=frozenset(p.name for p in spec.parameters if p.scope == ParameterScope.SHARED),
+            per_model=frozenset(p.name for p in spec.parameters if p.scope != ParameterScope.SHARED),
+            base=spec.contract.base.value,
+            min_inputs=spec.contract.min_inputs,
+            max_inputs=spec.contract.max_inputs,
+            reference=spec.reference_url,
+        )
+    return found
+
+
+def method_problems(methods: list[str], shared: Iterable[str], per_model: dict[str, Iterable[str]]) -> list[str]:
+    """Why these parameters do not fit `methods`: an unknown method, a name no method takes, a shared one set
+    on a single model. In a method sweep a parameter that only some of the methods take is fine.
+
+    `shared` are the names under `parameters:`; `per_model` maps an input's label to its own parameter names.
+    """
+    import difflib
+
+    known_methods = merge_methods()
+    for method in methods:
+        if method not in known_methods:
+            close = difflib.get_close_matches(method, list(known_methods), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            return [f"unknown merge method '{method}'{hint}; mergekit has: {', '.join(sorted(known_methods))}"]
+    infos = [known_methods[m] for m in methods]
+    takes_shared = frozenset().union(*(i.shared for i in infos))
+    takes_per_model = frozenset().union(*(i.per_model for i in infos))
+    what = " or ".join(methods)
+    takes = ", ".join(sorted(takes_shared | takes_per_model)) or "none"
+    problems = [f"{what} takes no parameter '{name}' (it takes: {takes})" for name in shared
+                if name not in takes_shared | takes_per_model]  # fmt: skip
+    for label, names in per_model.items():
+        for name in names:
+            if name in takes_shared and name not in takes_per_model:
+                problems.append(f"'{name}' is a shared parameter of {what}: set it under `parameters`, not on {label}")
+            elif name not in takes_per_model:
+                problems.append(f"{what} takes no parameter '{name}' (on {label}; it takes: {takes})")
+    return problems
+
+
+def base_problems(methods: list[str], has_base: bool) -> list[str]:
+    """A method that needs a base model without one, or one that forbids it with one."""
+    problems = []
+    for method in methods:
+        policy = merge_methods()[method].base
+        if policy == "required" and not has_base:
+            problems.append(f"{method} needs a `base` model")
+        elif policy == "forbidden" and has_base:
+            problems.append(f"{method} does not take a `base` model")
+    return problems

@@ -1,0 +1,97 @@
+"""Score merge candidates and pick the best: held-out loss on a chat data file, or an evaluation suite's metric
+with gates on the suite's other metrics as constraints."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from workbench.errors import StageError
+
+EVAL_LOSS = "eval_loss"
+
+
+def gate_violations(constraints: list[str], metrics: dict[str, float]) -> list[str]:
+    """The constraints (absolute gates, `suite/metric OP NUMBER`, as in evaluate stages) that `metrics` fail."""
+    from workbench.evaluation.gates import check_gates, parse_gate
+
+    results = check_gates([parse_gate(text) for text in constraints], metrics, {})
+    return [
+        f"{r.gate} (got {'not measured' if r.value is None else f'{r.value:.4g}'})" for r in results if not r.passed
+    ]
+
+
+@dataclass
+class Scored:
+    """One candidate's measurements and whether it may be selected."""
+
+    index: int
+    metrics: dict[str, float]
+    violations: list[str]
+
+
+def pick_best(scored: list[Scored], metric: str, mode: Literal["min", "max"]) -> Scored:
+    """The best candidate that meets every constraint (the first one on ties); a one-line error if none does."""
+    eligible = [s for s in scored if not s.violations and math.isfinite(s.metrics.get(metric, math.nan))]
+    if not eligible:
+        reasons = "; ".join(f"candidate {s.index}: {', '.join(s.violations) or f'{metric} not finite'}" for s in scored)
+        raise StageError(f"no merge candidate meets the selection constraints ({reasons})")
+    sign = 1.0 if mode == "min" else -1.0
+    return min(eligible, key=lambda s: (sign * s.metrics[metric], s.index))
+
+
+def held_out_loss(model_dir: Path, data: Path, source: str, max_length: int) -> tuple[float, dict[str, float]]:
+    """Mean cross-entropy per assistant token over the chat records in `data`, and counts of what was used.
+
+    Malformed records and records with no assistant token inside max_length are skipped and counted.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from workbench.data.chat import load_chat_records
+
+    records, report = load_chat_records(data, source)
+    bad = report.bad_locations()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    total, tokens, used, empty = 0.0, 0, 0, 0
+    with torch.no_grad():
+        for record in records:
+            if record.location in bad:
+                continue
+            ids, labels = _assistant_labels(tokenizer, record.data, max_length)
+            if not any(label != -100 for label in labels[1:]):
+                empty += 1
+                continue
+            logits = model(input_ids=torch.tensor([ids])).logits[0, :-1]
+            target = torch.tensor(labels[1:])
+            total += torch.nn.functional.cross_entropy(logits, target, ignore_index=-100, reduction="sum").item()
+            tokens += int((target != -100).sum())
+            used += 1
+    if not tokens:
+        raise StageError(f"{source}: no record has an assistant turn to score (of {len(records)} records)")
+    counts = {"records_used": float(used), "records_skipped": float(len(bad) + empty)}
+    return total / tokens, counts
+
+
+def _assistant_labels(tokenizer, record: dict, max_length: int) -> tuple[list[int], list[int]]:
+    encoded = tokenizer.apply_chat_template(
+        record["messages"],
+        tools=record.get("tools"),
+        tokenize=True,
+        return_dict=True,
+        return_assistant_tokens_mask=True,
+    )
+    ids = list(encoded["input_ids"])[:max_length]
+    mask = list(encoded["assistant_masks"])[:max_length]
+    return ids, [token if keep else -100 for token, keep in zip(ids, mask, strict=True)]
+
+
+def suite_metrics(model_dir: Path, suite: str, limit: int | None, batch_size: int) -> dict[str, float]:
+    """The metrics of one evaluation suite (`<suite>/<metric>`) on the model in `model_dir`, through
+    workbench.evaluation.api (lm-eval)."""
+    from workbench.evaluation.api import evaluate_model
+
+    return dict(evaluate_model(model_dir, [suite], limit=limit, batch_size=batch_size).metrics)

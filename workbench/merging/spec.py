@@ -1,0 +1,66 @@
+"""Templates in `merges/` and the merge spec a stage resolves to (template values, then the stage's overrides)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from workbench.errors import StageError
+
+TEMPLATE_DIR = "merges"
+# The mergekit keys a template may set; inputs (models, base_model) always come from the stage.
+TEMPLATE_KEYS = ("merge_method", "parameters", "dtype", "out_dtype", "tokenizer_source", "chat_template")
+
+
+@dataclass(frozen=True)
+class MergeSpec:
+    """What to merge with, once template and stage are combined."""
+
+    methods: list[str]
+    """One method, or several to sweep over."""
+    parameters: dict[str, Any]
+    settings: dict[str, Any]
+    """dtype, out_dtype, tokenizer_source, chat_template (None: mergekit's default)."""
+
+
+def template_path(name: str) -> str:
+    """The template file for `name`, relative to the project root."""
+    return f"{TEMPLATE_DIR}/{name}.yaml"
+
+
+def load_template(name: str, root: Path) -> dict[str, Any]:
+    """A template's mergekit keys; unknown keys and a missing file are one-line errors."""
+    path = root / template_path(name)
+    if not path.is_file():
+        known = sorted(p.stem for p in (root / TEMPLATE_DIR).glob("*.yaml"))
+        raise StageError(f"merge template '{name}' not found at {path} (templates: {', '.join(known) or 'none'})")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise StageError(f"{path}: a merge template is a mapping of mergekit keys ({', '.join(TEMPLATE_KEYS)})")
+    unknown = sorted(set(data) - set(TEMPLATE_KEYS))
+    if unknown:
+        raise StageError(f"{path}: unknown key '{unknown[0]}' (a template sets only: {', '.join(TEMPLATE_KEYS)})")
+    if not isinstance(data.get("parameters", {}), dict):
+        raise StageError(f"{path}: `parameters` must be a mapping")
+    return data
+
+
+def resolve_spec(
+    template: dict[str, Any],
+    method: str | list[str] | None,
+    parameters: dict[str, Any],
+    settings: dict[str, Any],
+) -> MergeSpec:
+    """Combine a template with the stage's own values: the stage wins, parameters key by key."""
+    chosen = method if method is not None else template.get("merge_method")
+    if chosen is None:
+        raise StageError("no merge method: set `method` in the stage or `merge_method` in its template")
+    methods = chosen if isinstance(chosen, list) else [chosen]
+    merged_settings = {
+        key: settings.get(key) if settings.get(key) is not None else template.get(key)
+        for key in ("dtype", "out_dtype", "tokenizer_source", "chat_template")
+    }
+    return MergeSpec(methods, {**template.get("parameters", {}), **parameters}, merged_settings)

@@ -1,0 +1,79 @@
+"""Merge sweeps: a grid over methods and parameter values, expanded into concrete candidates.
+
+A swept parameter is written `{sweep: [a, b, ...]}`. A bare list cannot mean a sweep: in mergekit a list
+is a *gradient* (values interpolated across the layers), so `t: [0, 0.5, 1]` keeps its mergekit meaning.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+SWEEP_KEY = "sweep"
+
+
+def is_sweep(value: Any) -> bool:
+    """True for a `{sweep: [...]}` marker."""
+    return isinstance(value, dict) and set(value) == {SWEEP_KEY}
+
+
+def sweep_problems(parameters: dict[str, Any], where: str) -> list[str]:
+    """Malformed sweep markers in one parameter mapping (a `sweep` key beside others, an empty list)."""
+    problems = []
+    for name, value in parameters.items():
+        if isinstance(value, dict) and SWEEP_KEY in value:
+            values = value[SWEEP_KEY]
+            if len(value) != 1:
+                problems.append(f"{where}.{name}: a sweep is `{{sweep: [values]}}` with no other keys")
+            elif not isinstance(values, list) or not values:
+                problems.append(f"{where}.{name}: `sweep` needs a non-empty list of values")
+    return problems
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the grid: the method, shared and per-model parameters, and what was chosen where."""
+
+    index: int
+    method: str
+    parameters: dict[str, Any]
+    model_parameters: tuple[dict[str, Any], ...]
+    """Parameters of each input model, in the order of `models:`."""
+    choices: dict[str, Any] = field(default_factory=dict)
+    """Swept axis -> value picked for this candidate (empty when nothing is swept)."""
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{axis}={value}" for axis, value in self.choices.items()) or self.method
+
+
+def expand_grid(
+    methods: list[str], parameters: dict[str, Any], model_parameters: list[dict[str, Any]], model_labels: list[str]
+) -> list[Candidate]:
+    """Every combination of the swept values, in a stable order (methods first, then parameters as written)."""
+    axes: list[tuple[str, list[Any]]] = []
+    if len(methods) > 1:
+        axes.append(("method", methods))
+    axes += [(f"parameters.{name}", value[SWEEP_KEY]) for name, value in parameters.items() if is_sweep(value)]
+    for label, own in zip(model_labels, model_parameters, strict=True):
+        axes += [(f"{label}.{name}", value[SWEEP_KEY]) for name, value in own.items() if is_sweep(value)]
+    candidates = []
+    for index, picked in enumerate(itertools.product(*(values for _, values in axes))):
+        choices = {axis: value for (axis, _), value in zip(axes, picked, strict=True)}
+        candidates.append(
+            Candidate(
+                index=index,
+                method=choices.get("method", methods[0]),
+                parameters=_pick(parameters, "parameters", choices),
+                model_parameters=tuple(
+                    _pick(own, label, choices) for label, own in zip(model_labels, model_parameters, strict=True)
+                ),
+                choices=choices,
+            )
+        )
+    return candidates
+
+
+def _pick(parameters: dict[str, Any], prefix: str, choices: dict[str, Any]) -> dict[str, Any]:
+    return {name: choices[f"{prefix}.{name}"] if is_sweep(value) else value for name, value in parameters.items()}
