@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from workbench.cli import app
 from workbench.errors import RecipeError
 from workbench.recipe import load_recipe
+from workbench.stages.registry import stage_kinds
 
 HEADER = """\
 name: demo
@@ -47,17 +48,22 @@ CASES = {
         HEADER + "  - name: sft\n    kind: sft\n    from: bas\n    data: data/chat.jsonl\n",
         ["r.yaml:11: stages[1].from: unknown stage 'bas' (did you mean 'base'?)"],
     ),
+    "unknown stage inside a mapping": (
+        HEADER + "  - name: m\n    kind: merge\n    method: linear\n    models: [base, {from: bsae}]\n"
+        "    parameters: {weight: 1.0}\n",
+        ["r.yaml:12: stages[1].models[1].from: unknown stage 'bsae' (did you mean 'base'?)"],
+    ),
     "unknown field with suggestion": (
         HEADER + SFT + "    learning_rte: 0.1\n",
         ["r.yaml:13: stages[1]: unknown field 'learning_rte' (did you mean 'learning_rate'?)"],
     ),
     "unknown kind": (
         HEADER + "  - name: x\n    kind: stf\n",
-        ["r.yaml:10: stages[1].kind: unknown stage kind 'stf' (did you mean 'sft'?); known kinds: init, sft"],
+        ["r.yaml:10: stages[1].kind: unknown stage kind 'stf' (did you mean 'sft'?); known kinds: {kinds}"],
     ),
     "missing kind": (
         HEADER + "  - name: x\n",
-        ["r.yaml:9: stages[1]: missing required field 'kind' (one of: init, sft)"],
+        ["r.yaml:9: stages[1]: missing required field 'kind' (one of: {kinds})"],
     ),
     "missing required field": (
         HEADER + "  - name: sft\n    kind: sft\n    from: base\n",
@@ -125,7 +131,8 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_recipe_gives_exact_error(project, case):
     text, expected = CASES[case]
-    assert errors_of(project, text) == [e.replace("{root}", str(project)) for e in expected]
+    kinds = ", ".join(sorted(stage_kinds()))
+    assert errors_of(project, text) == [e.replace("{root}", str(project)).replace("{kinds}", kinds) for e in expected]
 
 
 def test_every_problem_is_reported_at_once(project):

@@ -155,16 +155,20 @@ class _StageEntry:
     kind: type[StageConfig]
     config: StageConfig | None
 
-    def values(self, fields: tuple[str, ...]) -> list[tuple[str, str | int | None, str]]:
-        """(alias, list index or None, value) of string values in `fields`, read from the raw YAML."""
+    def values(self, fields: tuple[str, ...]) -> list[tuple[tuple, str]]:
+        """(path below the stage, value) of the string values in `fields`, read from the raw YAML: a string,
+        a list of strings, or mappings that name a stage with `from:` (`models: [{from: sft, ...}]`)."""
         found = []
         for field in fields:
             alias = self.kind.model_fields[field].alias or field
             value = self.raw.get(alias)
-            if isinstance(value, str):
-                found.append((alias, None, value))
-            elif isinstance(value, list):
-                found.extend((alias, i, v) for i, v in enumerate(value) if isinstance(v, str))
+            items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+            for index, item in items:
+                path = (alias,) if index is None else (alias, index)
+                if isinstance(item, str):
+                    found.append((path, item))
+                elif isinstance(item, dict) and isinstance(item.get("from"), str):
+                    found.append((path + ("from",), item["from"]))
         return found
 
 
@@ -206,8 +210,8 @@ def _check_references(stages: dict[str, _StageEntry], out: _Collector) -> None:
     graph: dict[str, list[str]] = {}
     for name, stage in stages.items():
         graph[name] = []
-        for alias, position, ref in stage.values(stage.kind.stage_ref_fields):
-            path = ("stages", stage.index, alias) + ((position,) if position is not None else ())
+        for below, ref in stage.values(stage.kind.stage_ref_fields):
+            path = ("stages", stage.index) + below
             if ref == name:
                 out.add(path, f"stage '{name}' cannot use its own output")
             elif ref not in stages:
@@ -228,5 +232,6 @@ def _check_files(recipe: Recipe | None, stages: dict[str, _StageEntry], root: Pa
         for i, file in enumerate(recipe.tokenizer.train.files):
             check(("tokenizer", "train", "files", i), file)
     for stage in stages.values():
-        for alias, position, file in stage.values(stage.kind.data_file_fields):
-            check(("stages", stage.index, alias) + ((position,) if position is not None else ()), file)
+        for below, file in stage.values(stage.kind.data_file_fields):
+            if below[-1] != "from":
+                check(("stages", stage.index) + below, file)
