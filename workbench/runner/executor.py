@@ -73,6 +73,7 @@ def run_recipe(
                     outcomes.append(
                         _execute(loaded, tracker, plan, stage, tags, tokenizer_dir, stage.name in forced, console)
                     )
+                _check_gates(plan, stage, console)
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -80,6 +81,19 @@ def run_recipe(
         finally:
             tracker.end_parent(status)
     return outcomes
+
+
+def _check_gates(plan: Plan, stage: PlannedStage, console: Console) -> None:
+    """A stage may report gate results (evaluate stages); one failed gate stops the recipe."""
+    from workbench.evaluation.gates import GateFailed, gate_table
+
+    gates = plan.store.read_info(stage.name, stage.hash).get("details", {}).get("gates")
+    if not gates:
+        return
+    table = gate_table(stage.name, gates)
+    if not all(gate["passed"] for gate in gates):
+        raise GateFailed(table)
+    console.print(table, highlight=False, markup=False)
 
 
 def _check_names(loaded: LoadedRecipe, names: set[str]) -> None:

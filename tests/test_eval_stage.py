@@ -1,0 +1,80 @@
+"""The evaluate stage end to end: real lm-eval on a tiny trained model, gates, registry and promotion."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+import yaml
+from conftest import workbench_cli
+
+SUITES = ["instruction_following", "json_schema", "tool_use"]
+
+
+def _with_eval_stages(recipe_path, gates: list[str]) -> None:
+    recipe = yaml.safe_load(recipe_path.read_text())
+    recipe["stages"] = recipe["stages"][:2] + [
+        {"name": "eval_base", "kind": "evaluate", "from": "base", "suites": SUITES, "limit": 3, "batch_size": 3},
+        {"name": "eval_sft", "kind": "evaluate", "from": "sft", "suites": SUITES, "limit": 3, "batch_size": 3,
+         "compare": ["eval_base"], "gates": gates, "register": True},
+    ]  # fmt: skip
+    recipe_path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+
+
+def _run(*args: str, cwd) -> subprocess.CompletedProcess:
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run([*workbench_cli(), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def _stage_info(root, stage: str) -> dict:
+    # Gates are part of the stage's hash: the newest finished folder is the latest run's.
+    done = [p for p in (root / "runs" / "tiny" / stage).iterdir() if (p / "stage.json").is_file()]
+    folder = max(done, key=lambda p: p.stat().st_mtime)
+    return json.loads((folder / "stage.json").read_text())
+
+
+@pytest.mark.slow
+def test_failed_gate_stops_the_recipe_and_passing_gates_register_a_candidate(tiny_project, mlflow_server):
+    from mlflow.tracking import MlflowClient
+
+    recipe = tiny_project(tracking_uri=mlflow_server)
+    root = tiny_project.root
+    _with_eval_stages(recipe, ["tool_use/ast_accuracy >= 0.99", "json_schema/valid_rate >= eval_base - 0.02"])
+    failed = _run("run", str(recipe), cwd=root)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "stage 'eval_sft': 1 of 2 gates failed" in failed.stderr
+    assert "tool_use/ast_accuracy >= 0.99" in failed.stderr and "FAIL" in failed.stderr and "PASS" in failed.stderr
+    client = MlflowClient(mlflow_server)
+    assert client.search_registered_models(filter_string="name = 'tiny'") == []
+
+    # The failed evaluation's metrics are on its child run with stable names, with tables and lm-eval's JSON.
+    info = _stage_info(root, "eval_sft")
+    run = client.get_run(info["mlflow_run_id"])
+    assert {"tool_use/ast_accuracy", "json_schema/valid_rate", "instruction_following/prompt_strict_acc"} <= set(
+        run.data.metrics
+    )
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
+    assert artifacts == {f"samples/{suite}.json" for suite in SUITES}
+    downloaded = client.download_artifacts(run.info.run_id, "samples/tool_use.json", str(root))
+    table = json.loads(open(downloaded).read())
+    assert set(table["columns"]) >= {"prompt", "output", "expected", "score"} and len(table["data"]) == 3
+    assert client.list_artifacts(run.info.run_id, "eval")[0].path == "eval/results.json"
+
+    # Loosen the gates: only eval_sft re-runs, passes, and registers the SFT model as `candidate`.
+    _with_eval_stages(recipe, ["tool_use/parse_rate >= 0.5", "json_schema/valid_rate >= eval_base - 0.02"])
+    passed = _run("run", str(recipe), cwd=root)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "eval_base cached" in passed.stdout and "eval_sft ran" in passed.stdout
+    info = _stage_info(root, "eval_sft")
+    candidate = client.get_model_version_by_alias("tiny", "candidate")
+    assert candidate.run_id == info["mlflow_run_id"] and info["details"]["registered"]["version"] == candidate.version
+    assert {a.path for a in client.list_artifacts(candidate.run_id, "model")} >= {"model/config.json"}
+
+    promoted = _run("promote", "tiny", "--tracking-uri", mlflow_server, cwd=root)
+    assert promoted.returncode == 0, promoted.stderr
+    assert client.get_model_version_by_alias("tiny", "champion").version == candidate.version
+    missing = _run("promote", "no-such-model", "--tracking-uri", mlflow_server, cwd=root)
+    assert missing.returncode == 1
+    assert "registered model 'no-such-model' has no version aliased 'candidate'" in missing.stderr

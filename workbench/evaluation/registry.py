@@ -1,0 +1,46 @@
+"""The MLflow model registry side of gates: register a gated model as `candidate`, promote it to `champion`."""
+
+from __future__ import annotations
+
+from workbench.errors import WorkbenchError
+
+CANDIDATE, CHAMPION = "candidate", "champion"
+
+
+def register_candidate(client, name: str, run_id: str, artifact_path: str, tags: dict[str, str]) -> str:
+    """A new version of registered model `name` from the run's logged model folder, aliased `candidate`."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="Models that passed a workbench evaluate stage's gates.")
+    source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
+    version = client.create_model_version(name, source, run_id=run_id, tags=tags)
+    client.set_registered_model_alias(name, CANDIDATE, version.version)
+    return str(version.version)
+
+
+def promote(client, name: str, version: str | None = None, source_alias: str = CANDIDATE) -> tuple[str, str | None]:
+    """Point `champion` at `version` (default: the version aliased `source_alias`).
+
+    Returns (new champion version, previous champion version or None). A missing model, version
+    or alias is a one-line `WorkbenchError`.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if version is None:
+            version = str(client.get_model_version_by_alias(name, source_alias).version)
+        else:
+            client.get_model_version(name, version)
+    except MlflowException:
+        what = f"version {version}" if version else f"version aliased '{source_alias}'"
+        raise WorkbenchError(f"registered model '{name}' has no {what}") from None
+    try:
+        previous = str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        previous = None
+    client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_model_version_tag(name, version, "workbench.previous_champion", previous or "none")
+    return version, previous

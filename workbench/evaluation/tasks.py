@@ -1,0 +1,198 @@
+"""The lm-eval side of workbench's suites: dataset loaders, per-sample scoring and aggregations.
+
+Each suite in `evals/<suite>/` is an lm-eval task whose YAML points here through its `utils.py`
+(`custom_dataset`, `process_results`, `aggregation`). Nested fields (kwargs, schemas, tools, gold
+calls) are stored in the lm-eval dataset as JSON strings: Arrow would otherwise merge the differing
+shapes of schemas and kwargs into one struct padded with nulls, and the scorers need them verbatim.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import StageError
+
+REPO_EVALS = Path(__file__).resolve().parents[2] / "evals"
+
+
+def _records(path: Path) -> list[dict]:
+    """JSONL records; a bad line is an error naming the file and line, never skipped."""
+    if not path.is_file():
+        raise StageError(f"eval data file not found: {path}")
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise StageError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise StageError(f"{path}:{number}: a record must be a JSON object")
+        records.append(record | {"_line": number})
+    return records
+
+
+def _require(path: Path, record: dict, *fields: str) -> None:
+    missing = [field for field in fields if field not in record]
+    if missing:
+        raise StageError(f"{path}:{record['_line']}: missing field '{missing[0]}'")
+
+
+def data_path(suite: str, default: str, overrides: dict[str, str] | None) -> Path:
+    """The suite's own data file, or the user's file given for it (`data:` in the evaluate stage)."""
+    given = (overrides or {}).get(suite)
+    return Path(given).resolve() if given else REPO_EVALS / suite / default
+
+
+def _dataset(rows: list[dict]):
+    import datasets
+
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+
+# ---- instruction following (IFEval format) ------------------------------------------------------------------
+
+
+def load_instruction_following(data_file: str, data_overrides: dict | None = None, **_: Any):
+    """IFEval records (`prompt`, `instruction_id_list`, `kwargs`; `key` optional) as lm-eval docs.
+
+    The original IFEval JSONL loads unchanged. Unknown instruction ids are errors with their line.
+    """
+    from workbench.evaluation.ifeval import instruction_registry
+
+    known = instruction_registry().INSTRUCTION_DICT
+    path = data_path("instruction_following", data_file, data_overrides)
+    rows = []
+    for record in _records(path):
+        _require(path, record, "prompt", "instruction_id_list", "kwargs")
+        unknown = [i for i in record["instruction_id_list"] if i not in known]
+        if unknown:
+            raise StageError(f"{path}:{record['_line']}: unknown IFEval instruction id '{unknown[0]}'")
+        if len(record["kwargs"]) != len(record["instruction_id_list"]):
+            raise StageError(f"{path}:{record['_line']}: kwargs must have one entry per instruction id")
+        rows.append(
+            {
+                "key": int(record.get("key", record["_line"])),
+                "prompt": record["prompt"],
+                "instruction_id_list": record["instruction_id_list"],
+                "kwargs_json": json.dumps(record["kwargs"]),
+            }
+        )
+    return _dataset(rows)
+
+
+def process_instruction_following(doc: dict, results: list[str]) -> dict:
+    from workbench.evaluation.ifeval import check_instructions
+
+    checked = check_instructions(doc["prompt"], results[0], doc["instruction_id_list"], json.loads(doc["kwargs_json"]))
+    return {
+        "prompt_strict_acc": checked["prompt_strict"],
+        "inst_strict_acc": checked["inst_strict"],
+        "prompt_loose_acc": checked["prompt_loose"],
+        "inst_loose_acc": checked["inst_loose"],
+    }
+
+
+def instruction_level_mean(items: list[list[bool]]) -> float:
+    """Mean over every instruction of every prompt (lm-eval's `agg_inst_level_acc`)."""
+    flat = [value for per_prompt in items for value in per_prompt]
+    return sum(flat) / len(flat) if flat else math.nan
+
+
+# ---- JSON schema -------------------------------------------------------------------------------------------
+
+
+def load_json_schema(data_file: str, data_overrides: dict | None = None, **_: Any):
+    """Records `prompt`, `schema` (JSON Schema, Draft 2020-12), optional `gold` and `system`."""
+    from jsonschema import Draft202012Validator, SchemaError
+
+    path = data_path("json_schema", data_file, data_overrides)
+    rows = []
+    for record in _records(path):
+        _require(path, record, "prompt", "schema")
+        try:
+            Draft202012Validator.check_schema(record["schema"])
+        except SchemaError as error:
+            raise StageError(f"{path}:{record['_line']}: invalid JSON schema: {error.message}") from None
+        rows.append(
+            {
+                "id": str(record.get("id", record["_line"])),
+                "system": record.get("system", ""),
+                "prompt": record["prompt"],
+                "schema_json": json.dumps(record["schema"]),
+                "gold_json": json.dumps(record.get("gold")),
+            }
+        )
+    return _dataset(rows)
+
+
+def process_json_schema(doc: dict, results: list[str]) -> dict:
+    from workbench.evaluation.scorers import score_json
+
+    schema, gold = json.loads(doc["schema_json"]), json.loads(doc["gold_json"])
+    lenient = score_json(results[0], schema, gold)
+    strict = score_json(results[0], schema, gold, strict=True)
+    return {
+        "parse_rate": lenient.parsed,
+        "valid_rate": lenient.valid,
+        "field_accuracy": lenient.field_accuracy,
+        "strict_parse_rate": strict.parsed,
+        "strict_valid_rate": strict.valid,
+    }
+
+
+def mean_of_present(items: list[float | bool | None]) -> float:
+    """Mean over the samples the metric applies to (None: not applicable); NaN when none does."""
+    present = [float(item) for item in items if item is not None]
+    return sum(present) / len(present) if present else math.nan
+
+
+# ---- tool use (LFM2 format, BFCL categories) ---------------------------------------------------------------
+
+CATEGORIES = ("simple", "multiple", "parallel", "irrelevance")
+
+
+def tool_list_system(system: str, tools: list[dict]) -> str:
+    """The system turn LFM2's chat template writes for `tools`: JSON specs between the tool-list tokens."""
+    listed = "List of tools: <|tool_list_start|>[" + ", ".join(json.dumps(t) for t in tools) + "]<|tool_list_end|>"
+    return f"{system}\n{listed}" if system else listed
+
+
+def load_tool_use(data_file: str, data_overrides: dict | None = None, **_: Any):
+    """Records `prompt`, `tools`, `category` and gold `calls` (`[]` for irrelevance)."""
+    from workbench.evaluation.scorers import Category
+
+    path = data_path("tool_use", data_file, data_overrides)
+    rows = []
+    for record in _records(path):
+        _require(path, record, "prompt", "tools", "category", "calls")
+        if record["category"] not in CATEGORIES:
+            raise StageError(f"{path}:{record['_line']}: category must be one of {', '.join(CATEGORIES)}")
+        if not Category(record["category"]).allows_gold_calls(len(record["calls"])):
+            raise StageError(f"{path}:{record['_line']}: {len(record['calls'])} gold calls do not fit its category")
+        rows.append(
+            {
+                "id": str(record.get("id", record["_line"])),
+                "system": tool_list_system(record.get("system", ""), record["tools"]),
+                "prompt": record["prompt"],
+                "category": record["category"],
+                "tools_json": json.dumps(record["tools"]),
+                "calls_json": json.dumps(record["calls"]),
+            }
+        )
+    return _dataset(rows)
+
+
+def process_tool_use(doc: dict, results: list[str]) -> dict:
+    from workbench.evaluation.scorers import parse_tool_calls, score_tool_calls
+
+    score = score_tool_calls(
+        results[0], json.loads(doc["calls_json"]), json.loads(doc["tools_json"]), category=doc["category"]
+    )
+    metrics: dict[str, Any] = {f"{name}_accuracy": None for name in CATEGORIES}
+    metrics[f"{doc['category']}_accuracy"] = score.correct
+    return metrics | {"ast_accuracy": score.correct, "parse_rate": parse_tool_calls(results[0]).error is None}
