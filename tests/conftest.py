@@ -128,3 +128,49 @@ def tiny_project(tmp_path, monkeypatch):
 
 def workbench_cli() -> list[str]:
     return [str(Path(sys.executable).with_name("workbench"))]
+
+
+@pytest.fixture(scope="session")
+def sft_project(tmp_path_factory):
+    """A project whose `base -> sft` stages have run once (a TINY_ARCH twice as wide, 200 SFT steps: enough to
+    end some replies with eos), shared by the preference and pairs tests. `write(stages, name)` writes
+    `recipe.yaml` = base + sft + `stages` and returns its path; keep the name `tiny` so base and sft are cache
+    hits. Tests must chdir to `root` to run it."""
+    import yaml
+
+    from workbench.recipe import load_recipe
+    from workbench.runner.executor import run_recipe
+
+    root = tmp_path_factory.mktemp("sft-project")
+    (root / "data").mkdir()
+    write_chat_subset(REPO / "datasets/quickstart/sft.jsonl", root / "data/train.jsonl", 240)
+    write_chat_subset(REPO / "datasets/quickstart/preference.jsonl", root / "data/pairs.jsonl", 160)
+    write_chat_subset(REPO / "datasets/quickstart/preference_eval.jsonl", root / "data/pairs_eval.jsonl", 40)
+    write_chat_subset(REPO / "datasets/quickstart/sft_eval.jsonl", root / "data/prompts.jsonl", 24)
+    wider = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2}
+    (root / "arch.yaml").write_text(yaml.safe_dump(TINY_ARCH | wider))
+    base_stages = [
+        {"name": "base", "kind": "init", "architecture": "arch.yaml"},
+        {"name": "sft", "kind": "sft", "from": "base", "data": "data/train.jsonl", "max_length": 256,
+         "max_steps": 200, "batch_size": 8, "learning_rate": 3e-3, "logging_steps": 50, "save_steps": 100,
+         "sample_count": 0},
+    ]  # fmt: skip
+
+    def write(stages: list[dict] = (), name: str = "tiny") -> Path:
+        recipe = {
+            "name": name,
+            "tokenizer": {"train": {"files": ["data/train.jsonl"], "vocab_size": 400}},
+            "stages": base_stages + list(stages),
+        }
+        path = root / "recipe.yaml"
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+        return path
+
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        run_recipe(load_recipe(write()))
+    finally:
+        os.chdir(cwd)
+    write.root = root
+    return write

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -103,11 +104,170 @@ def run(
 
 
 @app.command()
+def merge(
+    config: Annotated[
+        Path, typer.Argument(help="A mergekit config YAML, as mergekit-yaml takes it.", show_default=False)
+    ],
+    out: Annotated[Path, typer.Argument(help="Output model folder.", show_default=False)],
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
+    seed: Annotated[int | None, typer.Option(help="Seed for randomized methods (dare_*, della*).")] = None,
+) -> None:
+    """Run a mergekit config unchanged, after workbench's compatibility checks; writes a model card."""
+    from workbench.merging.standalone import merge_file
+
+    try:
+        written = merge_file(config, out, overwrite=overwrite, seed=seed)
+    except WorkbenchError as error:
+        _fail(error)
+    console.print(f"[bold green]merged[/] → {written}")
+
+
+@app.command(name="eval")
+def eval_model(
+    model: Annotated[Path, typer.Argument(help="A model folder (e.g. a stage's model/).", show_default=False)],
+    suite: Annotated[list[str], typer.Option("--suite", help="Suite or stock lm-eval task; repeatable.")],
+    limit: Annotated[int | None, typer.Option(help="Only the first N samples of each suite.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 16,
+    data: Annotated[
+        list[str] | None, typer.Option("--data", help="SUITE=FILE: use FILE instead of the suite's data.")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Write results.json and samples here.")] = None,
+) -> None:
+    """Evaluate a model folder on suites through lm-eval and print the metrics."""
+    from workbench.evaluation.api import evaluate_model
+
+    overrides = dict(item.split("=", 1) for item in data or [] if "=" in item)
+    if len(overrides) != len(data or []):
+        _fail(WorkbenchError("--data takes SUITE=FILE"))
+    try:
+        report = evaluate_model(model, suite, batch_size=batch_size, limit=limit, output_dir=output, data=overrides)
+    except WorkbenchError as error:
+        _fail(error)
+    table = Table(title=f"{model} ({sum(report.counts.values())} samples, {report.seconds:.1f}s)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in report.metrics.items():
+        table.add_row(name, f"{value:.4f}")
+    console.print(table)
+
+
+@app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="Registered model name (default registration: the recipe's name).")],
+    version: Annotated[str | None, typer.Option(help="Version to promote. Default: the one aliased 'candidate'.")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI. Default: $MLFLOW_TRACKING_URI, else runs/mlflow.db.")
+    ] = None,
+) -> None:
+    """Move the `champion` alias of a registered model to its `candidate` (or a given version)."""
+    from mlflow.tracking import MlflowClient
+
+    from workbench.evaluation.registry import promote as promote_version
+    from workbench.tracking import default_tracking_uri
+
+    client = MlflowClient(default_tracking_uri(tracking_uri, Path("runs")))
+    try:
+        new, previous = promote_version(client, name, version)
+    except WorkbenchError as error:
+        _fail(error)
+    console.print(f"{name}: champion -> version {new}" + (f" (was {previous})" if previous else ""))
+
+
+@app.command()
 def schema() -> None:
     """Print the JSON Schema of recipe files (point your editor's YAML plugin at it)."""
     from workbench.recipe.json_schema import recipe_json_schema
 
     sys.stdout.write(json.dumps(recipe_json_schema(), indent=2) + "\n")
+
+
+annotate_app = typer.Typer(
+    no_args_is_help=True, help="Preference curation in Argilla: serve, push pairs, pull judgements."
+)
+app.add_typer(annotate_app, name="annotate")
+
+UrlOption = Annotated[
+    str | None, typer.Option("--url", help="Argilla API URL (default $ARGILLA_API_URL, else http://127.0.0.1:6900).")
+]
+WorkspaceOption = Annotated[str, typer.Option(help="Argilla workspace.")]
+
+
+@annotate_app.command("serve")
+def annotate_serve(
+    annotator: Annotated[list[str] | None, typer.Option("--annotator", help="Annotator account to create.")] = None,
+    owner: Annotated[str, typer.Option(help="Owner account (its API key is $ARGILLA_API_KEY or generated).")] = "owner",
+    workspace: WorkspaceOption = "preference",
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 6900,
+    home: Annotated[Path, typer.Option(help="Folder for the SQLite database.")] = Path("runs/argilla"),
+    venv: Annotated[
+        Path | None, typer.Option(help="argilla-server venv (default $WORKBENCH_ARGILLA_VENV or .venv-argilla).")
+    ] = None,
+) -> None:
+    """Run the embedded Argilla server until Ctrl-C (generated passwords and API keys are printed once)."""
+    from workbench.annotate.server import accounts, start_server, stop_server, wait_ready
+
+    url = f"http://127.0.0.1:{port}"
+    try:
+        process = start_server(home, port, accounts(owner, annotator or []), workspace=workspace, venv=venv)
+        wait_ready(url, process)
+    except WorkbenchError as error:
+        _fail(error)
+    console.print(f"[bold green]Argilla[/] at {url} (workspace {workspace}, data in {home}); Ctrl-C stops it")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a terminated CLI still stops the server
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_server(process)
+
+
+@annotate_app.command("push")
+def annotate_push(
+    pairs: Annotated[Path, typer.Argument(help="JSONL of a prompt and two responses per line.", show_default=False)],
+    dataset: Annotated[str, typer.Option(help="Argilla dataset name.")],
+    workspace: WorkspaceOption = "preference",
+    min_submitted: Annotated[int, typer.Option(min=1, help="Submitted answers each pair needs.")] = 2,
+    url: UrlOption = None,
+) -> None:
+    """Create or extend a pairwise-preference dataset in Argilla (pairs already there are not pushed again)."""
+    from workbench.annotate.client import connect
+    from workbench.annotate.push import push_pairs
+
+    try:
+        report = push_pairs(connect(url), pairs, workspace, dataset, min_submitted=min_submitted)
+    except WorkbenchError as error:
+        _fail(error)
+    console.print(
+        f"{workspace}/{dataset} ({'created' if report.created else 'existing'}, id {report.dataset_id}): "
+        f"{report.added} added, {report.already_present} already present, {report.duplicate_lines} duplicate "
+        f"line(s) skipped; {report.min_submitted} submitted answer(s) per pair",
+        soft_wrap=True,
+    )
+
+
+@annotate_app.command("pull")
+def annotate_pull(
+    dataset: Annotated[str, typer.Option(help="Argilla dataset name.")],
+    workspace: WorkspaceOption = "preference",
+    out: Annotated[Path, typer.Option(help="Root folder of pulled versions.")] = Path("datasets/argilla"),
+    url: UrlOption = None,
+) -> None:
+    """Turn submitted judgements into a preference dataset (JSONL + HF folder) with agreement statistics."""
+    from workbench.annotate.client import connect
+    from workbench.annotate.pull import pull_preferences
+
+    try:
+        result = pull_preferences(connect(url), workspace, dataset, out)
+    except WorkbenchError as error:
+        _fail(error)
+    table = Table(title=f"{workspace}/{dataset}")
+    table.add_column("metric")
+    table.add_column("value")
+    for key, value in result.metrics.items():
+        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    console.print(f"{result.path / 'preferences.jsonl'} (hash {result.content_hash[:16]})", soft_wrap=True)
 
 
 def main() -> None:
