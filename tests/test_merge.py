@@ -140,6 +140,13 @@ CLI_CONFIGS = {
         "parameters": {"weight": 0.5, "density": 0.7},
         "dtype": "float32",
     },
+    "breadcrumbs_ties": {
+        "merge_method": "breadcrumbs_ties",
+        "base_model": "m1",
+        "models": [{"model": "m2", "parameters": {"weight": 0.6, "density": 0.7, "gamma": 0.05}},
+                   {"model": "m3", "parameters": {"weight": 0.4, "density": 0.8}}],
+        "dtype": "bfloat16",
+    },
     "slerp_gradient": {
         "merge_method": "slerp",
         "base_model": "m1",
@@ -203,6 +210,115 @@ def test_slerp_at_the_ends_returns_that_model(t, expected, zoo, tmp_path):
     merged, reference = weights(tmp_path / "out"), weights(zoo[expected])
     for name in reference:
         torch.testing.assert_close(merged[name], reference[name], rtol=0, atol=1e-6)
+
+
+# --- lean magnitude pruning ------------------------------------------------------------------------------
+
+
+def _bits(tensor: torch.Tensor) -> torch.Tensor:
+    """Raw bit patterns: tells -0.0 from 0.0, which torch.equal does not."""
+    return tensor.contiguous().view({2: torch.int16, 4: torch.int32}[tensor.element_size()])
+
+
+def _stable_reference(tensor, density, norm, gamma=None):
+    """mergekit's magnitude / magnitude_outliers with a stable sort (equal magnitudes in index order)."""
+    from mergekit.sparsify import rescaled_masked_tensor
+
+    n, w = tensor.numel(), tensor.abs().reshape(-1).float()
+    mask = torch.zeros(n, dtype=tensor.dtype)
+    if gamma is None:
+        mask[torch.argsort(w, descending=True, stable=True)[: max(1, int(density * n))]] = 1
+    else:
+        target = int(density * n)
+        start = max(0, n - target - int(gamma * n))
+        mask[torch.argsort(w, stable=True)[start : start + target]] = 1
+    return rescaled_masked_tensor(tensor, mask.reshape_as(tensor), norm)
+
+
+def _random_tensors():
+    """Tensors with distinct magnitudes, few and many duplicates, zeros and signed zeros, in each dtype."""
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(240):
+        shape = [(7,), (33, 17), (1000,), (64, 300)][trial % 4]
+        x = torch.randn(shape, generator=generator)
+        x = [x, torch.randint(-4, 5, shape, generator=generator).float(), (x * 8).round() / 8, x * 1e-3,
+             x.index_fill(-1, torch.arange(0, shape[-1], 3), -0.0)][trial % 5]  # fmt: skip
+        dtype = [torch.bfloat16, torch.float16, torch.float32][trial % 3]
+        density = float(torch.rand(1, generator=generator)) * 1.1
+        gamma = float(torch.rand(1, generator=generator)) * 0.2
+        yield x.to(dtype), density, [None, "l1", "l2", "linf"][trial % 4], gamma
+
+
+def test_lean_pruning_is_bit_identical_to_mergekit():
+    """On every tensor the lean functions keep exactly what mergekit's do, except that equal magnitudes
+    straddling the cut are kept in index order (a stable sort's order), which mergekit leaves to its unstable
+    sort; when no tie straddles the cut, the output equals mergekit's own bit for bit."""
+    from mergekit import sparsify
+
+    from workbench.merging.sparsify import LeanStats, lean_magnitude, lean_magnitude_outliers
+
+    identical = straddled = 0
+    for x, density, norm, gamma in _random_tensors():
+        norm = sparsify.RescaleNorm(norm) if norm else None
+        cases = [
+            (lean_magnitude, sparsify.magnitude, {}, None),
+            (lean_magnitude_outliers, sparsify.magnitude_outliers, {"gamma": gamma}, gamma),
+        ]
+        for lean, mergekit_own, extra, reference_gamma in cases:
+            stats = LeanStats()
+            ours = lean(x, density, norm, stats=stats, exact_max=0, **extra)
+            assert torch.equal(_bits(ours), _bits(_stable_reference(x, density, norm, reference_gamma)))
+            theirs = mergekit_own(x, density, rescale_norm=norm, **extra)
+            if stats.index_order_ties:
+                straddled += 1
+            else:
+                assert torch.equal(_bits(ours), _bits(theirs)), (lean.__name__, x.dtype, density)
+                identical += 1
+    assert identical > 200 and straddled > 100, "both kinds of case were exercised"
+
+
+def test_lean_pruning_is_installed_only_for_large_tensors_and_only_during_a_merge():
+    """Small tensors go to mergekit's own function (exact, ties included); the patch is undone afterwards."""
+    import mergekit.sparsify as module
+
+    from workbench.merging.sparsify import EXACT_MAX_ELEMENTS, lean_magnitude_pruning
+
+    original = module.magnitude
+    x = torch.randint(-3, 4, (EXACT_MAX_ELEMENTS + 1,), generator=torch.Generator().manual_seed(1)).bfloat16()
+    with lean_magnitude_pruning() as stats:
+        assert module.magnitude is not original
+        small = module.sparsify(x[:1000], 0.5, module.SparsificationMethod.magnitude)
+        large = module.sparsify(x, 0.5, module.SparsificationMethod.magnitude)
+    assert module.magnitude is original
+    assert (stats.exact, stats.lean, stats.index_order_ties) == (1, 1, 1), "7 values: ties straddle the median"
+    assert torch.equal(_bits(small), _bits(original(x[:1000], 0.5)))
+    kept = large != 0
+    assert int(kept.sum()) == len(x) // 2
+    assert (x[kept].abs() >= x[~kept].abs().max()).all(), "the largest magnitudes are kept"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ties", "breadcrumbs_ties"])
+def test_lean_pruning_on_every_tensor_equals_mergekit_yaml(name, zoo, tmp_path, monkeypatch):
+    """With the lean path forced on every tensor, a merge still equals `mergekit-yaml`'s (its own sort). float32:
+    random float32 deltas have no equal magnitudes at the cut except all-zero ones, where the choice is moot."""
+    import workbench.merging.sparsify as lean
+
+    monkeypatch.chdir(zoo["m1"].parent)
+    raw = CLI_CONFIGS[name] | {"dtype": "float32"}
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    mergekit_yaml = Path(sys.executable).with_name("mergekit-yaml")
+    subprocess.run([str(mergekit_yaml), str(config), str(tmp_path / "theirs"), "--quiet", "--no-write-model-card"],
+                   check=True, capture_output=True)  # fmt: skip
+    monkeypatch.setattr(lean, "EXACT_MAX_ELEMENTS", 0)
+    absolute = raw | {
+        "base_model": str(zoo[raw["base_model"]]),
+        "models": [entry | {"model": str(zoo[entry["model"]])} for entry in raw["models"]],
+    }
+    stats = run_mergekit(absolute, tmp_path / "ours")
+    assert stats.lean > 0 and stats.exact == 0
+    assert_same_weights(tmp_path / "ours", tmp_path / "theirs")
 
 
 # --- compatibility checks ---------------------------------------------------------------------------------
@@ -350,8 +466,13 @@ def _recipe_problems(tmp_path, merge: dict) -> str:
         ({"method": "linear", "models": ["a"], "select": {"metric": "json_schema/valid_rate"}},
          "metric 'json_schema/valid_rate' needs `suite:`"),
         ({"method": "linear", "models": ["a"], "select": {"metric": "json_schema/valid_rate", "suite": "json_schema",
-          "mode": "max", "constraints": ["tool_use/ast_accuracy >= eval_sft - 0.02"]}},
-         "selection gates take a number, not another stage"),
+          "mode": "max", "constraints": ["json_schema/parse_rate >= eval_sft - 0.02"]}},
+         "constraint 'json_schema/parse_rate >= eval_sft - 0.02' compares with stage 'eval_sft': list it in `compare`"),
+        ({"method": "linear", "models": ["a"], "select": {"metric": "json_schema/valid_rate", "suite": "json_schema",
+          "mode": "max", "constraints": ["tool_use/ast_accuracy >= 0.5"]}},
+         "constraint 'tool_use/ast_accuracy >= 0.5' uses suite 'tool_use', but candidates run suite 'json_schema'"),
+        ({"method": "linear", "models": ["a"], "select": {"metric": "eval_loss", "data": "d.jsonl", "compare": ["a"]}},
+         "metric eval_loss needs `data:` (a held-out chat file), and no `suite`, `constraints` or `compare`"),
     ],
 )  # fmt: skip
 def test_recipe_errors_name_the_problem(merge, message, tmp_path):
@@ -375,6 +496,41 @@ def test_merge_stage_depends_on_nested_stage_references(tmp_path):
     loaded = load_recipe(tmp_path / "recipe.yaml", root=tmp_path)
     assert loaded.order == ["a", "b", "m"]
     assert loaded.dependencies("m") == ["a", "b"]
+
+
+def _compare_recipe(tmp_path, eval_limit: int) -> Path:
+    (tmp_path / "arch.yaml").write_text(yaml.safe_dump(TINY_ARCH))
+    (tmp_path / "d.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    select = {"metric": "json_schema/valid_rate", "suite": "json_schema", "mode": "max", "compare": ["ev"],
+              "constraints": ["json_schema/parse_rate >= ev - 0.1"]}  # fmt: skip
+    recipe = {
+        "name": "r",
+        "tokenizer": {"train": {"files": ["d.jsonl"]}},
+        "stages": [
+            {"name": "m", "kind": "merge", "method": "linear", "models": ["a", "b"], "select": select},
+            {"name": "a", "kind": "init", "architecture": "arch.yaml"},
+            {"name": "b", "kind": "init", "architecture": "arch.yaml", "seed": 3},
+            {"name": "ev", "kind": "evaluate", "from": "a", "suites": ["json_schema"], "limit": eval_limit},
+        ],
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return tmp_path / "recipe.yaml"
+
+
+def test_a_compared_evaluate_stage_is_an_input_of_the_merge(tmp_path):
+    """`select.compare` makes the evaluate stage a dependency: it runs first and its hash is in the merge's key."""
+    from workbench.recipe import load_recipe
+    from workbench.runner.plan import make_plan
+
+    loaded = load_recipe(_compare_recipe(tmp_path, eval_limit=2), root=tmp_path)
+    assert loaded.order.index("ev") < loaded.order.index("m")
+    assert loaded.dependencies("m") == ["a", "b", "ev"]
+    plans = [{p.name: p for p in make_plan(load_recipe(_compare_recipe(tmp_path, n), root=tmp_path)).stages}
+             for n in (2, 3)]  # fmt: skip
+    assert plans[0]["m"].inputs["ev"] == plans[0]["ev"].hash
+    assert plans[0]["ev"].hash != plans[1]["ev"].hash
+    assert plans[0]["m"].hash != plans[1]["m"].hash, "a changed compared stage changes the merge's hash"
+    assert plans[0]["a"].hash == plans[1]["a"].hash
 
 
 def test_selection_takes_the_best_candidate_that_passes_the_gates():
@@ -401,6 +557,26 @@ def test_selection_takes_the_best_candidate_that_passes_the_gates():
         "no merge candidate meets the selection constraints "
         "(candidate 0: tool_use/ast_accuracy < 0.8 (got 0.9), x/y > 1 (got not measured))"
     )
+
+
+def test_relative_constraints_compare_with_another_stage():
+    """A relative gate's bound is the other stage's value plus the margin; the best candidate that breaks it loses."""
+    from workbench.merging.select import Scored, gate_violations, pick_best
+
+    others = {"eval_sft": {"json_schema/valid_rate": 0.6, "json_schema/parse_rate": 0.9}}
+    gates = ["json_schema/parse_rate >= eval_sft - 0.05"]
+    candidates = [(0.7, 0.95), (0.8, 0.8), (0.75, 0.85)]
+    scored = [
+        Scored(i, metrics := {"json_schema/valid_rate": score, "json_schema/parse_rate": parse},
+               gate_violations(gates, metrics, others))
+        for i, (score, parse) in enumerate(candidates)
+    ]  # fmt: skip
+    assert scored[1].violations == ["json_schema/parse_rate >= eval_sft - 0.05 (got 0.8, bound 0.85)"]
+    assert scored[2].violations == [], "0.85 meets the bound 0.9 - 0.05 exactly"
+    assert pick_best(scored, "json_schema/valid_rate", "max").index == 2, "candidate 1 scores best but regresses"
+    assert gate_violations(["json_schema/field_accuracy > eval_sft"], scored[0].metrics, others) == [
+        "json_schema/field_accuracy > eval_sft (got not measured, 'eval_sft' did not measure it)"
+    ]
 
 
 @pytest.mark.slow

@@ -69,3 +69,71 @@ def test_sweep_selects_the_lowest_held_out_loss_and_logs_each_candidate(tmp_path
 
     again = {o.name: o for o in run_recipe(load_recipe(path))}
     assert again["soup"].status == "cached"
+
+
+def _constant_digit_model(source, target) -> None:
+    """A copy of the model in `source` that answers every prompt with "1111...": a valid JSON number, so
+    json_schema/strict_parse_rate is 1. Every block's output projection is zero (the residual stream keeps the
+    input embedding), and every embedding row is the same unit vector, twice as long for the token "1"."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    shutil.copytree(source, target)
+    model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
+    digit = AutoTokenizer.from_pretrained(target).convert_tokens_to_ids("1")
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            parameter.fill_(1.0 if "norm" in name else 0.0)
+        for embedding in {id(e): e for e in (model.get_input_embeddings(), model.get_output_embeddings())}.values():
+            embedding.weight[:, 0] = 1.0
+            embedding.weight[digit, 0] = 2.0
+    model.save_pretrained(target)
+
+
+def test_a_candidate_that_breaks_a_relative_constraint_is_not_selected(tmp_path, monkeypatch, mlflow_server):
+    """Selection minimises strict_parse_rate (so the random base would win) under the constraint that it stay at
+    least 0.5 above what the evaluate stage `eval_base` measured on the base: only the digit model qualifies."""
+    from workbench.runner.plan import make_plan
+
+    monkeypatch.chdir(tmp_path)
+    path = write_tiny_project(tmp_path, tracking_uri=mlflow_server, name="merge-relative")
+    recipe = yaml.safe_load(path.read_text())
+    recipe["stages"] = recipe["stages"][:1]  # base only: the digit model is built from its output
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    base = {o.name: o for o in run_recipe(load_recipe(path))}["base"]
+    _constant_digit_model(base.dir / "model", tmp_path / "digit")
+
+    recipe["stages"] += [
+        {"name": "eval_base", "kind": "evaluate", "from": "base", "suites": ["json_schema"], "limit": 2},
+        {
+            "name": "pick",
+            "kind": "merge",
+            "method": "slerp",
+            "base": "base",
+            "models": ["base", {"model": "digit"}],
+            "parameters": {"t": {"sweep": [0.0, 1.0]}},  # t = 0: the base, t = 1: the digit model
+            "dtype": "float32",
+            "select": {
+                "metric": "json_schema/strict_parse_rate", "suite": "json_schema", "mode": "min", "limit": 2,
+                "batch_size": 2, "compare": ["eval_base"],
+                "constraints": ["json_schema/strict_parse_rate >= eval_base + 0.5"],
+            },
+        },
+    ]  # fmt: skip
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    loaded = load_recipe(path)
+    plan = {p.name: p for p in make_plan(loaded).stages}
+    assert plan["pick"].inputs["eval_base"] == plan["eval_base"].hash
+
+    outcomes = {o.name: o for o in run_recipe(loaded)}
+    reference = json.loads((outcomes["eval_base"].dir / "stage.json").read_text())["metrics"]
+    assert reference["json_schema/strict_parse_rate"] == 0.0
+    info = json.loads((outcomes["pick"].dir / "stage.json").read_text())
+    rows = info["details"]["candidates"]
+    assert [row["json_schema/strict_parse_rate"] for row in rows] == [0.0, 1.0]
+    assert rows[0]["violations"] == "json_schema/strict_parse_rate >= eval_base + 0.5 (got 0, bound 0.5)"
+    assert rows[1]["violations"] == ""
+    assert info["details"]["selected_candidate"] == 1, "the lower score (the goal of mode min) broke the constraint"
+    assert_same_weights(outcomes["pick"].dir / "model", tmp_path / "digit")

@@ -53,6 +53,13 @@ CASES = {
         "    parameters: {weight: 1.0}\n",
         ["r.yaml:12: stages[1].models[1].from: unknown stage 'bsae' (did you mean 'base'?)"],
     ),
+    "unknown stage in a nested field": (
+        HEADER + "  - name: ev\n    kind: evaluate\n    from: base\n    suites: [json_schema]\n"
+        "  - name: m\n    kind: merge\n    method: linear\n    models: [base, base]\n"
+        "    parameters: {weight: {sweep: [0.5, 1.0]}}\n"
+        "    select: {metric: json_schema/valid_rate, suite: json_schema, mode: max, compare: [e]}\n",
+        ["r.yaml:18: stages[2].select.compare[0]: unknown stage 'e' (did you mean 'ev'?)"],
+    ),
     "unknown field with suggestion": (
         HEADER + SFT + "    learning_rte: 0.1\n",
         ["r.yaml:13: stages[1]: unknown field 'learning_rte' (did you mean 'learning_rate'?)"],

@@ -4,7 +4,8 @@ mergekit reads inputs tensor by tensor, but on its own two things make its peak 
 size of all inputs plus the output (3.7x one model for two LFM2-350M inputs, bench/merge.py): each input's
 safetensors file stays memory-mapped for the whole merge, so every page it has read stays resident, and the
 output is buffered in memory up to a 5 GB shard. `run_mergekit` closes an input file after each read and
-writes the output in bounded shards, which keeps only the live tensors in memory.
+writes the output in bounded shards, which keeps only the live tensors in memory. Magnitude pruning (ties,
+breadcrumbs) runs through `workbench.merging.sparsify`, which finds the cut without sorting the whole tensor.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from workbench.errors import StageError
+
+if TYPE_CHECKING:
+    from workbench.merging.sparsify import LeanStats
 
 # Files a complete model folder carries besides weights, config and tokenizer.
 _COMPANION_FILES = ("generation_config.json", "chat_template.jinja")
@@ -81,11 +85,16 @@ def mergekit_config(
     return config
 
 
-def run_mergekit(config: dict[str, Any], out_dir: Path, seed: int | None = None) -> None:
-    """Merge with mergekit's `run_merge` into `out_dir`, then add what a complete model folder needs."""
+def run_mergekit(config: dict[str, Any], out_dir: Path, seed: int | None = None) -> LeanStats:
+    """Merge with mergekit's `run_merge` into `out_dir`, then add what a complete model folder needs.
+
+    Returns what the lean magnitude pruning did (`index_order_ties`: tensors where it broke ties between equal
+    magnitudes at the cut by index, where mergekit's own sort would pick an arbitrary subset)."""
     from mergekit.config import MergeConfiguration
     from mergekit.merge import run_merge
     from mergekit.options import MergeOptions
+
+    from workbench.merging.sparsify import lean_magnitude_pruning
 
     try:
         merge_config = MergeConfiguration.model_validate(config)
@@ -105,12 +114,13 @@ def run_mergekit(config: dict[str, Any], out_dir: Path, seed: int | None = None)
         trust_remote_code=False,
     )
     try:
-        with _inputs_closed_after_each_read(merge_config):
+        with _inputs_closed_after_each_read(merge_config), lean_magnitude_pruning() as pruning:
             run_merge(merge_config, str(out_dir), options, config_source=yaml.safe_dump(config, sort_keys=False))
     except (RuntimeError, ValueError, KeyError, OSError) as error:
         raise StageError(f"mergekit {config['merge_method']} merge failed: {_first_line(error)}") from None
     _complete_folder(merge_config, out_dir)
     (out_dir / "mergekit_config.yml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return pruning
 
 
 @contextmanager

@@ -13,14 +13,26 @@ from workbench.errors import StageError
 EVAL_LOSS = "eval_loss"
 
 
-def gate_violations(constraints: list[str], metrics: dict[str, float]) -> list[str]:
-    """The constraints (absolute gates, `suite/metric OP NUMBER`, as in evaluate stages) that `metrics` fail."""
+def gate_violations(
+    constraints: list[str], metrics: dict[str, float], others: dict[str, dict[str, float]] | None = None
+) -> list[str]:
+    """The constraints that `metrics` fail: gates as in evaluate stages, absolute (`suite/metric OP NUMBER`) or
+    relative to an earlier evaluate stage (`suite/metric OP STAGE [+|- NUMBER]`, that stage's metrics in `others`)."""
     from workbench.evaluation.gates import check_gates, parse_gate
 
-    results = check_gates([parse_gate(text) for text in constraints], metrics, {})
-    return [
-        f"{r.gate} (got {'not measured' if r.value is None else f'{r.value:.4g}'})" for r in results if not r.passed
-    ]
+    gates = [parse_gate(text) for text in constraints]
+    results = check_gates(gates, metrics, others or {})
+    violations = []
+    for gate, result in zip(gates, results, strict=True):
+        if result.passed:
+            continue
+        got = "not measured" if result.value is None else f"{result.value:.4g}"
+        if gate.stage is None:
+            violations.append(f"{result.gate} (got {got})")
+        else:
+            bound = f"'{gate.stage}' did not measure it" if result.bound is None else f"bound {result.bound:.4g}"
+            violations.append(f"{result.gate} (got {got}, {bound})")
+    return violations
 
 
 @dataclass

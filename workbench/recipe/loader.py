@@ -160,11 +160,14 @@ class _StageEntry:
         a list of strings, or mappings that name a stage with `from:` (`models: [{from: sft, ...}]`)."""
         found = []
         for field in fields:
-            alias = self.kind.model_fields[field].alias or field
-            value = self.raw.get(alias)
+            head, _, below = field.partition(".")
+            alias = self.kind.model_fields[head].alias or head
+            value, prefix = self.raw.get(alias), (alias,)
+            if below:  # a field of a nested mapping, e.g. "select.compare"
+                value, prefix = (value.get(below) if isinstance(value, dict) else None), (alias, below)
             items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
             for index, item in items:
-                path = (alias,) if index is None else (alias, index)
+                path = prefix if index is None else prefix + (index,)
                 if isinstance(item, str):
                     found.append((path, item))
                 elif isinstance(item, dict) and isinstance(item.get("from"), str):

@@ -62,8 +62,13 @@ class SelectSpec(StrictModel):
     """An evaluation suite (workbench.evaluation) that reports `metric` and the constrained metrics."""
 
     constraints: list[str] = Field(default_factory=list)
-    """Gates a candidate must pass to be selected, in the evaluate stage's grammar with absolute bounds
-    (`tool_use/ast_accuracy >= 0.5`); they apply to suite metrics."""
+    """Gates on `suite`'s metrics a candidate must pass to be selected, in the evaluate stage's grammar: absolute
+    (`json_schema/valid_rate >= 0.5`) or relative to an earlier evaluate stage listed in `compare`
+    (`json_schema/valid_rate >= eval_sft - 0.02`)."""
+
+    compare: list[str] = Field(default_factory=list)
+    """Earlier evaluate stages that relative constraints compare with; they become inputs of this stage, so
+    their results are part of its cache key."""
 
     limit: int | None = Field(default=None, ge=1)
     """Samples per suite for each candidate (all when unset); a sweep evaluates every candidate."""
@@ -79,16 +84,20 @@ class SelectSpec(StrictModel):
         from workbench.evaluation.gates import parse_gate
 
         if self.metric == "eval_loss":
-            if self.data is None or self.suite is not None or self.constraints:
+            if self.data is None or self.suite is not None or self.constraints or self.compare:
                 raise ValueError(
-                    "metric eval_loss needs `data:` (a held-out chat file), and no `suite` or `constraints`"
+                    "metric eval_loss needs `data:` (a held-out chat file), and no `suite`, `constraints` or `compare`"
                 )
         elif self.suite is None or self.mode is None:
             raise ValueError(f"metric '{self.metric}' needs `suite:` (the evaluation suite) and `mode:` (min or max)")
         for text in self.constraints:
             gate = parse_gate(text)
-            if gate.stage is not None:
-                raise ValueError(f"constraint {text!r}: selection gates take a number, not another stage")
+            if gate.suite != self.suite:
+                raise ValueError(
+                    f"constraint {text!r} uses suite '{gate.suite}', but candidates run suite '{self.suite}'"
+                )
+            if gate.stage is not None and gate.stage not in self.compare:
+                raise ValueError(f"constraint {text!r} compares with stage '{gate.stage}': list it in `compare`")
         return self
 
     @property
@@ -138,10 +147,10 @@ class MergeStageConfig(StageConfig):
     select: SelectSpec | None = None
     """How to score candidates and pick the output; required when anything is swept."""
 
-    stage_ref_fields = ("base", "models")
+    stage_ref_fields = ("base", "models", "select.compare")
 
     def stage_refs(self) -> list[tuple[str, str]]:
-        """Earlier stages used: bare names and `from:` entries, base included."""
+        """Earlier stages used: bare names and `from:` entries, base included, and `select.compare`."""
         refs = []
         if isinstance(self.base, str):
             refs.append(("base", self.base))
@@ -151,6 +160,8 @@ class MergeStageConfig(StageConfig):
             name = entry if isinstance(entry, str) else entry.from_
             if name:
                 refs.append((f"models[{index}]", name))
+        if self.select is not None:
+            refs += [(f"select.compare[{index}]", name) for index, name in enumerate(self.select.compare)]
         return refs
 
     def data_files(self) -> list[tuple[str, str]]:
@@ -272,6 +283,14 @@ def _check_select_data(ctx: StageContext, select: SelectSpec) -> None:
 
     if select.data is not None and not ctx.resolve(select.data).exists():
         raise StageError(f"select.data: file not found: '{select.data}'")
+    for name in select.compare:
+        if ctx.inputs[name].info.get("kind") != "evaluate":
+            raise StageError(f"select.compare names '{name}', which is not an evaluate stage")
+
+
+def _compared_metrics(ctx: StageContext, select: SelectSpec) -> dict[str, dict[str, float]]:
+    """The metrics of the stages in `select.compare`, from their stage.json."""
+    return {name: ctx.inputs[name].info.get("metrics", {}) for name in select.compare}
 
 
 def _merge_candidates(ctx, candidates: list[Candidate], spec, base, models, distinct) -> dict[str, Any]:
@@ -337,7 +356,13 @@ def _merge_one(ctx: StageContext, candidate: Candidate, spec, base, models) -> _
     ctx.console.print(f"  merging candidate {candidate.index}: {candidate.label}")
     scored = None
     with _candidate_run(ctx, candidate) as run:
-        run_mergekit(config, folder, seed=ctx.seed)
+        pruning = run_mergekit(config, folder, seed=ctx.seed)
+        if pruning.index_order_ties:
+            # Equal magnitudes straddled the pruning cut in a large tensor: kept by index, not mergekit's sort order.
+            row["ties_kept_in_index_order"] = pruning.index_order_ties
+            ctx.console.print(
+                f"  {pruning.index_order_ties} pruned tensor(s) kept equal magnitudes at the cut in index order"
+            )
         if select is not None:
             scored = _score(ctx, candidate.index, folder, select)
             row |= scored.metrics | {"violations": "; ".join(scored.violations)}
@@ -370,7 +395,7 @@ def _score(ctx: StageContext, index: int, folder: Path, select: SelectSpec) -> S
         metrics = {"eval_loss": loss} | counts
     else:
         metrics = suite_metrics(folder, select.suite, select.limit, select.batch_size)
-    violations = gate_violations(select.constraints, metrics)
+    violations = gate_violations(select.constraints, metrics, _compared_metrics(ctx, select))
     if select.metric not in metrics:
         violations.append(f"{select.metric} was not reported by suite '{select.suite}'")
     ctx.console.print(f"  candidate {index}: {select.metric} = {metrics.get(select.metric, float('nan')):.4f}")
