@@ -1,3 +1,13 @@
 """Built-in stage kinds. Importing this package registers them."""
 
-from workbench.stages import init, sft  # noqa: F401
+from workbench.stages import (  # noqa: F401
+    distill,
+    evaluate,
+    init,
+    merge,
+    pairs,
+    preference,
+    pretrain,
+    sft,
+    teacher_cache,
+)

@@ -1,0 +1,91 @@
+"""Distillation throughput: tokens/s of `DistillTrainer` steps with teacher targets read from the top-K cache
+against online distillation (the teacher runs on every batch), same student, batch and steps, one run after
+the other in one process. The teacher has about 4x the student's parameters. Goal: cached / online >= 1.5.
+
+    .venv/bin/python bench/distill_throughput.py [--steps 12] [--batch-size 8] [--seq-len 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import Lfm2Config, Lfm2ForCausalLM, TrainingArguments
+
+from workbench.distill.topk_cache import CacheIdentity, build_topk_cache, open_topk_cache
+from workbench.distill.training import BlockCollator, BlockDataset, DistillTrainer
+from workbench.losses.topk_distill import TopKDistillConfig
+
+VOCAB = 2048  # the quickstart tokenizer's size
+STUDENT = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4)  # tiny-lfm2
+TEACHER = dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=5, num_attention_heads=8)
+COMMON = dict(
+    vocab_size=VOCAB, num_key_value_heads=2, block_auto_adjust_ff_dim=False, conv_L_cache=3, tie_word_embeddings=True
+)
+
+
+def model(shape: dict, layers_with_attention: list[int], seed: int) -> Lfm2ForCausalLM:
+    torch.manual_seed(seed)
+    return Lfm2ForCausalLM(Lfm2Config(**shape, **COMMON, full_attn_idxs=layers_with_attention)).float()
+
+
+def parameters(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def tokens_per_second(student, blocks, cache, teacher, args: argparse.Namespace, out: Path) -> float:
+    training = TrainingArguments(
+        output_dir=str(out), max_steps=args.steps, per_device_train_batch_size=args.batch_size, learning_rate=1e-3,
+        report_to=[], save_strategy="no", logging_steps=10_000, dataloader_num_workers=0,
+        remove_unused_columns=False, train_sampling_strategy="sequential", disable_tqdm=True,
+    )  # fmt: skip
+    trainer = DistillTrainer(
+        model=copy.deepcopy(student),
+        args=training,
+        train_dataset=BlockDataset(np.arange(len(blocks))),
+        data_collator=BlockCollator(blocks, cache),
+        loss_config=TopKDistillConfig(k=args.k),
+        teacher=teacher,
+    )
+    runtime = trainer.train().metrics["train_runtime"]
+    return args.steps * args.batch_size * args.seq_len / runtime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--k", type=int, default=32)
+    args = parser.parse_args()
+    student, teacher = model(STUDENT, [1, 3], seed=0), model(TEACHER, [1, 3], seed=1)
+    ratio = parameters(teacher) / parameters(student)
+    print(f"student {parameters(student):,} parameters, teacher {parameters(teacher):,} ({ratio:.2f}x)")
+    count = args.steps * args.batch_size
+    blocks = np.random.default_rng(0).integers(0, VOCAB, size=(count, args.seq_len)).astype(np.uint16)
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        identity = CacheIdentity("bench", "0" * 64, "0" * 64, "0" * 64, args.k, args.seq_len, count, VOCAB, 64)
+        build_topk_cache(teacher, blocks, work / "cache", identity, batch_size=args.batch_size)  # not timed
+        cache = open_topk_cache(work / "cache", {}, min_k=args.k)
+        tokens_per_second(
+            student,
+            blocks[: args.batch_size],
+            cache,
+            None,
+            argparse.Namespace(**{**vars(args), "steps": 1}),
+            work / "warm",
+        )
+        cached = tokens_per_second(student, blocks, cache, None, args, work / "cached")
+        online = tokens_per_second(student, blocks, None, teacher, args, work / "online")
+    print(f"cached teacher: {cached:,.0f} tokens/s")
+    print(f"online teacher: {online:,.0f} tokens/s")
+    print(f"ratio cached / online: {cached / online:.2f}x (goal >= 1.5)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""The distill stage: loss alignment with cached targets, config rules, and a distilled student that beats CE."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from transformers import Lfm2Config, Lfm2ForCausalLM
+
+from tests.conftest import REPO, TINY_ARCH
+from tests.test_teacher_cache import setup
+from workbench.distill.topk_cache import build_topk_cache, open_topk_cache
+from workbench.distill.training import BlockCollator, BlockDataset, DistillTrainer, training_arguments
+from workbench.errors import StageError
+from workbench.losses.topk_distill import TopKDistillConfig
+from workbench.recipe import load_recipe
+from workbench.runner.executor import run_recipe
+from workbench.stages.distill import DistillStageConfig
+
+
+def trainer_for(tmp_path, student, cache, blocks, loss: TopKDistillConfig, teacher=None) -> DistillTrainer:
+    config = DistillStageConfig(
+        name="d", kind="distill", architecture="a.yaml", corpus="c.jsonl", cache="c", batch_size=4
+    )
+    return DistillTrainer(
+        model=student,
+        args=training_arguments(config, tmp_path / "out", seed=0, sequential=True),
+        train_dataset=BlockDataset(np.arange(len(blocks))),
+        data_collator=BlockCollator(blocks, cache),
+        loss_config=loss,
+        teacher=teacher,
+    )
+
+
+def test_cached_targets_are_aligned_with_the_students_next_token_predictions(tmp_path):
+    """With K = V the KD term is the full KL(teacher || student): 0 when the student is the teacher, which
+    holds only if cache row t and student logits t both predict token t + 1."""
+    teacher, blocks, identity = setup(k=300, shard_blocks=4)
+    with torch.no_grad():
+        teacher.lm_head.weight.mul_(10)  # peaked predictions, so that a misaligned target costs a lot
+    build_topk_cache(teacher, blocks, tmp_path / "cache", identity)
+    cache = open_topk_cache(tmp_path / "cache", {}, min_k=300)
+    student = copy.deepcopy(teacher)
+    batch = BlockCollator(blocks, cache)([{"block": i} for i in range(4)])
+    kd_only = trainer_for(tmp_path, student, cache, blocks, TopKDistillConfig(k=300, w_ce=0.0, w_kd=1.0))
+    assert abs(kd_only.compute_loss(student, batch).item()) < 5e-3  # fp16 rounding of the stored log-probs
+    ce_only = trainer_for(tmp_path, student, cache, blocks, TopKDistillConfig(k=300, w_ce=1.0, w_kd=0.0))
+    with torch.no_grad():
+        reference = student(input_ids=batch["input_ids"], labels=batch["labels"]).loss
+    assert ce_only.compute_loss(student, batch).item() == pytest.approx(reference.item(), rel=1e-5)
+
+    shifted = dict(batch, teacher_ids=batch["teacher_ids"].roll(1, dims=1))
+    shifted["teacher_logprobs"] = batch["teacher_logprobs"].roll(1, dims=1)
+    assert kd_only.compute_loss(student, shifted).item() > 1.0, "a misaligned cache is not free"
+
+
+def test_online_mode_gives_the_cached_loss(tmp_path):
+    teacher, blocks, identity = setup(k=8, shard_blocks=4)
+    build_topk_cache(teacher, blocks, tmp_path / "cache", identity)
+    cache = open_topk_cache(tmp_path / "cache", {}, min_k=8)
+    torch.manual_seed(1)
+    student = Lfm2ForCausalLM(Lfm2Config(vocab_size=300, **TINY_ARCH))
+    loss = TopKDistillConfig(k=8)
+    batch = BlockCollator(blocks, cache)([{"block": i} for i in (3, 5, 7)])
+    cached = trainer_for(tmp_path, student, cache, blocks, loss).compute_loss(student, batch)
+    online_trainer = trainer_for(tmp_path, student, None, blocks, loss, teacher=teacher)
+    online = online_trainer.compute_loss(student, {k: batch[k] for k in ("input_ids", "labels")})
+    assert online.item() == pytest.approx(cached.item(), rel=1e-3), "fp16 storage changes the loss by < 0.1%"
+
+
+def test_config_rules_for_teacher_sources():
+    base = {"name": "d", "kind": "distill", "architecture": "a.yaml", "corpus": "c.jsonl"}
+    with pytest.raises(ValueError, match="cached needs exactly one of 'cache'"):
+        DistillStageConfig(**base)
+    with pytest.raises(ValueError, match="online reads no cache"):
+        DistillStageConfig(**base, teacher_mode="online", teacher="t", cache="c")
+    with pytest.raises(ValueError, match="online needs 'teacher'"):
+        DistillStageConfig(**base, teacher_mode="online")
+    config = DistillStageConfig(**base, cache="c", loss={"k": 16, "temperature": 2.0})
+    assert config.loss.k == 16 and config.loss.w_ce == 0.5 and config.loss.use_tau_squared
+    assert set(config.stage_refs()) == {("cache", "c")}
+
+
+TEACHER_ARCH = TINY_ARCH | {"hidden_size": 64, "intermediate_size": 128}
+
+
+@pytest.mark.slow
+def test_distilled_student_beats_ce_alone_and_mismatched_cache_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("corpus.jsonl", "corpus_eval.jsonl"):
+        (tmp_path / name).write_text((REPO / "datasets/pretrain" / name).read_text())
+    (tmp_path / "student.yaml").write_text(yaml.safe_dump(TINY_ARCH))
+    (tmp_path / "teacher.yaml").write_text(yaml.safe_dump(TEACHER_ARCH))
+    data = {"corpus": "corpus.jsonl", "seq_len": 64}
+    train = {"eval_corpus": "corpus_eval.jsonl", "learning_rate": 3e-3, "logging_steps": 20, "save_steps": 1000}
+    student = {"architecture": "student.yaml", "max_steps": 80, "batch_size": 8, "seed": 1, **data, **train}
+    recipe = {
+        "name": "kd",
+        "tokenizer": {"train": {"files": ["corpus.jsonl"], "vocab_size": 400}},
+        "stages": [
+            {"name": "teacher", "kind": "pretrain", "architecture": "teacher.yaml", "max_steps": 150}
+            | {"batch_size": 16, **data, **train},
+            {"name": "cache", "kind": "teacher_cache", "from": "teacher", "k": 8, **data},
+            {"name": "distilled", "kind": "distill", "cache": "cache", "teacher": "teacher", "loss": {"k": 8}}
+            | student,
+            {"name": "ce_only", "kind": "pretrain", **student},
+        ],
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    outcomes = {o.name: o for o in run_recipe(load_recipe(tmp_path / "recipe.yaml"))}
+    metrics = {n: json.loads((o.dir / "stage.json").read_text())["metrics"] for n, o in outcomes.items()}
+    distilled, ce_only = metrics["distilled"]["eval/loss"], metrics["ce_only"]["eval/loss"]
+    print(f"held-out loss after 80 steps: distilled {distilled:.4f}, CE alone {ce_only:.4f}")
+    assert metrics["distilled"]["eval/loss_before"] == pytest.approx(metrics["ce_only"]["eval/loss_before"])
+    assert metrics["teacher"]["eval/loss"] < distilled < ce_only
+    manifest = json.loads((outcomes["cache"].dir / "cache/manifest.json").read_text())
+    assert manifest["k"] == 8 and manifest["tokens"] == metrics["cache"]["cache/tokens"]
+
+    # A second recipe with another tokenizer may not read this cache: refused before any training.
+    other = {
+        "name": "other",
+        "tokenizer": {"train": {"files": ["corpus.jsonl"], "vocab_size": 420}},
+        "stages": [
+            {"name": "student", "kind": "distill", "cache_path": str(outcomes["cache"].dir / "cache")}
+            | student
+            | {"loss": {"k": 8}}
+        ],
+    }
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    with pytest.raises(StageError, match="refused: tokenizer differs .*corpus blocks differ"):
+        run_recipe(load_recipe(tmp_path / "other.yaml"))
+    assert not list(tmp_path.glob("runs/other/student/*.tmp/checkpoints/*"))

@@ -1,0 +1,206 @@
+"""Text corpora for pretraining: read with line numbers, tokenized once with the recipe's tokenizer, packed into
+fixed-length blocks and cached under `<work_dir>/_corpus/<key>/` (key: corpus bytes, tokenizer, block length).
+
+A corpus is plain text (one document per line), JSONL with a text field, or Parquet with a text column. Empty
+and undecodable lines are never dropped silently: they are counted and reported with their line numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from workbench.data.chat import DataReport
+from workbench.errors import StageError
+
+if TYPE_CHECKING:
+    from workbench.runner.context import StageContext
+    from workbench.stages.pretrain import CorpusFields
+
+CORPUS_FORMAT = "workbench-corpus/1"
+
+
+@dataclass
+class CorpusBlocks:
+    """A tokenized corpus cut into `[blocks, seq_len]` token ids (read-only memory map)."""
+
+    blocks: np.ndarray
+    difficulty: np.ndarray | None
+    """Per block: the token-weighted mean difficulty of the documents in it; None unless every document has one."""
+    info: dict[str, Any]
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the token ids: a teacher cache is valid only for these exact blocks."""
+        return self.info["digest"]
+
+
+def load_corpus(ctx: StageContext, fields: CorpusFields, relative: str, tokenizer, metric_prefix: str) -> CorpusBlocks:
+    """The blocks of one corpus file, tokenized and packed on first use and memory-mapped afterwards."""
+    from workbench.modeling.tokenizer import tokenizer_fingerprint
+    from workbench.runner.hashing import digest_json, file_digest
+    from workbench.runner.plan import work_root
+
+    path = ctx.resolve(relative)
+    if not path.is_file():
+        raise StageError(f"stage '{ctx.config.name}': corpus '{relative}' not found")
+    key = digest_json(
+        {
+            "format": CORPUS_FORMAT,
+            "file": file_digest(path),
+            "tokenizer": tokenizer_fingerprint(ctx.tokenizer_dir),
+            "seq_len": fields.seq_len,
+            "text_field": fields.text_field,
+            "difficulty_field": fields.difficulty_field,
+        }
+    )
+    folder = work_root(ctx.loaded) / "_corpus" / key[:16]
+    if not (folder / "info.json").is_file():
+        _build(folder, path, relative, fields, tokenizer)
+    corpus = open_corpus(folder)
+    _report(ctx, corpus.info, fields, metric_prefix)
+    return corpus
+
+
+def open_corpus(folder: Path) -> CorpusBlocks:
+    info = json.loads((folder / "info.json").read_text())
+    blocks = np.load(folder / "blocks.npy", mmap_mode="r")
+    difficulty = np.load(folder / "difficulty.npy") if (folder / "difficulty.npy").is_file() else None
+    return CorpusBlocks(blocks, difficulty, info)
+
+
+def _report(ctx: StageContext, info: dict, fields: CorpusFields, prefix: str) -> None:
+    lines = info["problems"]
+    for line in lines:
+        ctx.console.print(f"  [yellow]corpus:[/] {line}")
+    if lines and fields.invalid_lines == "error":
+        raise StageError("\n".join(lines) + "\n(fix the corpus, or set invalid_lines: drop to skip these lines)")
+    ctx.console.print(
+        f"  corpus: {info['source']}: {info['documents']} of {info['lines']} {info['unit']}s used, "
+        f"{info['blocks']} blocks of {info['seq_len']} tokens ({info['tail_tokens']} tail tokens dropped)"
+    )
+    metrics = {f"{prefix}/{name}": float(info[name]) for name in ("lines", "documents", "blocks", "tail_tokens")}
+    skipped = {f"{prefix}/skipped_{_metric_key(k)}": float(v) for k, v in info["problem_counts"].items()}
+    ctx.tracker.log_metrics(metrics | skipped)
+    if lines:
+        ctx.tracker.log_text("\n".join(lines) + "\n", f"data/{prefix.replace('/', '_')}_report.txt")
+
+
+def _metric_key(problem: str) -> str:
+    return re.sub(r"[^0-9A-Za-z]+", "_", problem.split("(")[0]).strip("_")
+
+
+def read_documents(
+    path: Path, source: str, text_field: str, difficulty_field: str
+) -> tuple[list[tuple[int, str, float | None]], DataReport]:
+    """(location, text, difficulty) for every usable document, and a report of the lines that are not."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows, unit = enumerate(pq.read_table(path).to_pylist(), start=1), "row"
+    elif suffix in (".txt", ".jsonl"):
+        rows, unit = _lines(path, text_field, parse_json=suffix == ".jsonl"), "line"
+    else:
+        raise StageError(f"{source}: unsupported corpus format '{suffix}' (use .txt, .jsonl or .parquet)")
+    report = DataReport(source=source, unit=unit)
+    documents = []
+    for location, row in rows:
+        report.total += 1
+        text, difficulty, problem = _document(row, text_field, difficulty_field)
+        if problem:
+            report.add(problem, location)
+        else:
+            documents.append((location, text, difficulty))
+    return documents, report
+
+
+def _lines(path: Path, text_field: str, parse_json: bool):
+    """(line number, value) pairs; a value is a str (the problem) when the line is unusable before parsing."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                yield number, ("problem", "not UTF-8")
+                continue
+            if not text.strip():
+                yield number, ("problem", "empty")
+            elif not parse_json:
+                yield number, {text_field: text}
+            else:
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as error:
+                    yield number, ("problem", f"invalid JSON ({error.msg})")
+                    continue
+                yield number, value if isinstance(value, dict) else ("problem", "not a JSON object")
+
+
+def _document(row: Any, text_field: str, difficulty_field: str) -> tuple[str, float | None, str | None]:
+    if isinstance(row, tuple):
+        return "", None, row[1]
+    if not isinstance(row, dict):
+        return "", None, "not a mapping"
+    text = row.get(text_field)
+    if not isinstance(text, str):
+        return "", None, f"without a string '{text_field}'"
+    if not text.strip():
+        return "", None, f"with an empty '{text_field}'"
+    difficulty = row.get(difficulty_field)
+    numeric = isinstance(difficulty, int | float) and not isinstance(difficulty, bool) and math.isfinite(difficulty)
+    return text, float(difficulty) if numeric else None, None
+
+
+def _build(folder: Path, path: Path, source: str, fields: CorpusFields, tokenizer) -> None:
+    """Tokenize and pack; written to `<folder>.tmp` and renamed, so a half-built corpus is never read."""
+    documents, report = read_documents(path, source, fields.text_field, fields.difficulty_field)
+    if not documents:
+        raise StageError("\n".join([*report.lines(), f"{source}: no usable documents"]))
+    encoded = tokenizer([text for _, text, _ in documents], add_special_tokens=True)["input_ids"]
+    eos = tokenizer.eos_token_id
+    ids = np.fromiter((t for doc in encoded for t in [*doc, eos]), dtype=np.int64)
+    lengths = np.array([len(doc) + 1 for doc in encoded])
+    count = len(ids) // fields.seq_len
+    if count == 0:
+        raise StageError(f"{source}: {len(ids)} tokens, fewer than one block of seq_len={fields.seq_len}")
+    dtype = np.uint16 if len(tokenizer) <= 1 << 16 else np.uint32
+    blocks = ids[: count * fields.seq_len].astype(dtype).reshape(count, fields.seq_len)
+    scores = [d for _, _, d in documents]
+    missing = [loc for loc, _, d in documents if d is None]
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    np.save(tmp / "blocks.npy", blocks)
+    if not missing:
+        per_token = np.repeat(np.array(scores, dtype=np.float64), lengths)[: count * fields.seq_len]
+        np.save(tmp / "difficulty.npy", per_token.reshape(count, fields.seq_len).mean(axis=1).astype(np.float32))
+    info = {
+        "format": CORPUS_FORMAT,
+        "source": source,
+        "unit": report.unit,
+        "lines": report.total,
+        "documents": len(documents),
+        "blocks": count,
+        "seq_len": fields.seq_len,
+        "tokens": int(blocks.size),
+        "tail_tokens": int(len(ids) - blocks.size),
+        "dtype": np.dtype(dtype).name,
+        "digest": hashlib.sha256(blocks.tobytes()).hexdigest(),
+        "problems": report.lines(),
+        "problem_counts": {problem: len(where) for problem, where in report.problems.items()},
+        "missing_difficulty": missing[:20],
+        "missing_difficulty_count": len(missing),
+    }
+    (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.rename(tmp, folder)

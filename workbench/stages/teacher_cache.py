@@ -1,0 +1,128 @@
+"""`teacher_cache`: run a teacher once over a tokenized corpus and store its top-K next-token distribution.
+
+The output folder holds `cache/` (sharded memory-mapped `.npy` files and `manifest.json`, see
+`workbench.distill.topk_cache`) instead of a model. A killed build resumes after its last whole shard.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field, model_validator
+
+from workbench.recipe.schema import StageConfig
+from workbench.stages.pretrain import CorpusFields
+from workbench.stages.registry import StageKind, register
+
+if TYPE_CHECKING:
+    from workbench.runner.context import StageContext, StageResult
+
+
+class TeacherCacheStageConfig(StageConfig, CorpusFields):
+    """Cache a teacher's top-K log-probs for every position of a corpus (the corpus fields must match the
+    `distill` stage that reads the cache; it checks)."""
+
+    kind: Literal["teacher_cache"]
+    """Stage kind."""
+
+    from_: str | None = Field(default=None, alias="from")
+    """The teacher: an earlier stage's model."""
+
+    model: str | None = None
+    """Or: a teacher model folder on disk (its tokenizer must be the recipe's)."""
+
+    k: int = Field(default=32, ge=1)
+    """Teacher tokens stored per position. LFM2 used 32; a distill stage may use any k up to this."""
+
+    shard_blocks: int = Field(default=64, ge=1)
+    """Blocks per shard file; a killed build loses at most one shard of work."""
+
+    batch_size: int = Field(default=8, ge=1)
+    """Blocks per teacher forward pass (does not change the cache)."""
+
+    stage_ref_fields = ("from_",)
+    data_file_fields = ("corpus",)
+    unhashed_fields = StageConfig.unhashed_fields | {"batch_size"}
+
+    @model_validator(mode="after")
+    def _one_teacher(self):
+        if (self.from_ is None) == (self.model is None):
+            raise ValueError("give exactly one of 'from' (an earlier stage) or 'model' (the teacher)")
+        return self
+
+
+def run(ctx: StageContext) -> StageResult:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from workbench.distill.corpus import load_corpus
+    from workbench.distill.topk_cache import CacheIdentity, build_topk_cache
+    from workbench.modeling.tokenizer import tokenizer_fingerprint
+    from workbench.runner.context import StageResult
+    from workbench.stages.pretrain import load_model
+
+    config: TeacherCacheStageConfig = ctx.config
+    tokenizer = AutoTokenizer.from_pretrained(ctx.tokenizer_dir)
+    source = ctx.input_model()
+    check_teacher_tokenizer(ctx, source)
+    teacher = load_model(ctx, source, AutoModelForCausalLM, torch.float32)
+    corpus = load_corpus(ctx, config, config.corpus, tokenizer, "data/corpus")
+    identity = CacheIdentity(
+        teacher=config.from_ or config.model,
+        teacher_hash=teacher_hash(source),
+        tokenizer_hash=tokenizer_fingerprint(ctx.tokenizer_dir),
+        corpus_digest=corpus.digest,
+        k=config.k,
+        seq_len=config.seq_len,
+        blocks=len(corpus.blocks),
+        vocab_size=teacher.config.vocab_size,
+        shard_blocks=config.shard_blocks,
+    )
+    folder = ctx.tmp_dir / "cache"
+    manifest, reused = build_topk_cache(teacher, corpus.blocks, folder, identity, config.batch_size)
+    if reused:
+        ctx.console.print(f"  resumed: {reused} of {manifest['shards']} shards were already written")
+    size = sum(p.stat().st_size for p in folder.glob("shard-*.npy"))
+    ctx.console.print(
+        f"  cached top-{config.k} of {manifest['tokens']:,} positions in {manifest['shards']} shards "
+        f"({size / manifest['tokens']:.1f} bytes per position)"
+    )
+    ctx.tracker.log_dict(manifest, "cache_manifest.json")
+    metrics = {
+        "cache/tokens": float(manifest["tokens"]),
+        "cache/bytes": float(size),
+        "cache/shards_reused": float(reused),
+    }
+    return StageResult(metrics=metrics, details={"cache": "cache", "bytes_per_token": manifest["bytes_per_token"]})
+
+
+def teacher_hash(source: str) -> str:
+    """Content hash of a local teacher folder; a hub id hashes as its name."""
+    from workbench.runner.hashing import digest_text, file_digest
+
+    path = Path(source)
+    return file_digest(path) if path.exists() else digest_text(source)
+
+
+def check_teacher_tokenizer(ctx: StageContext, source: str) -> None:
+    """A teacher folder that carries a tokenizer must carry the recipe's: its top-K ids are in that vocabulary."""
+    from workbench.errors import StageError
+    from workbench.modeling.tokenizer import tokenizer_fingerprint
+
+    path = Path(source)
+    if (path / "tokenizer.json").is_file() and tokenizer_fingerprint(path) != tokenizer_fingerprint(ctx.tokenizer_dir):
+        raise StageError(
+            f"stage '{ctx.config.name}': teacher '{source}' has a different tokenizer than the recipe pins; "
+            "teacher and student must share one tokenizer"
+        )
+
+
+register(
+    StageKind(
+        name="teacher_cache",
+        config=TeacherCacheStageConfig,
+        run=run,
+        summary="a teacher's top-K next-token log-probs over a corpus, sharded and memory-mapped",
+    )
+)
