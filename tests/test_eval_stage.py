@@ -67,6 +67,14 @@ def test_failed_gate_stops_the_recipe_and_passing_gates_register_a_candidate(tin
     passed = _run("run", str(recipe), cwd=root)
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "eval_base cached" in passed.stdout and "eval_sft ran" in passed.stdout
+    # The run ends with both evaluate stages' scores side by side; `workbench report` prints the same table.
+    report = _run("report", str(recipe), cwd=root)
+    assert report.returncode == 0, report.stderr
+    row = next(line for line in report.stdout.splitlines() if "json_schema/valid_rate" in line)
+    expected = [
+        f"{_stage_info(root, name)['metrics']['json_schema/valid_rate']:.4f}" for name in ("eval_base", "eval_sft")
+    ]
+    assert row.replace("│", " ").split()[-2:] == expected and "evaluation scores by stage" in passed.stdout
     info = _stage_info(root, "eval_sft")
     candidate = client.get_model_version_by_alias("tiny", "candidate")
     assert candidate.run_id == info["mlflow_run_id"] and info["details"]["registered"]["version"] == candidate.version

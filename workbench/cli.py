@@ -101,6 +101,25 @@ def run(
         raise typer.Exit(code=130) from None
     summary = ", ".join(f"{o.name} {o.status}" for o in outcomes)
     console.print(f"[bold green]done[/]: {summary}")
+    _print_scores(loaded)
+
+
+@app.command()
+def report(recipe: RecipeArg) -> None:
+    """Print every finished evaluate stage's scores side by side (base vs SFT vs final, ...)."""
+    if not _print_scores(_load(recipe)):
+        errors.print("no finished evaluate stage for this recipe yet (run it first)")
+        raise typer.Exit(code=1)
+
+
+def _print_scores(loaded) -> bool:
+    from workbench.evaluation.report import scores_table
+    from workbench.runner.plan import make_plan
+
+    table = scores_table(loaded, make_plan(loaded))
+    if table is not None:
+        console.print(table)
+    return table is not None
 
 
 @app.command()
@@ -154,7 +173,9 @@ def eval_model(
 @app.command()
 def promote(
     name: Annotated[str, typer.Argument(help="Registered model name (default registration: the recipe's name).")],
-    version: Annotated[str | None, typer.Option(help="Version to promote. Default: the one aliased 'candidate'.")] = None,
+    version: Annotated[
+        str | None, typer.Option(help="Version to promote. Default: the one aliased 'candidate'.")
+    ] = None,
     tracking_uri: Annotated[
         str | None, typer.Option(help="MLflow tracking URI. Default: $MLFLOW_TRACKING_URI, else runs/mlflow.db.")
     ] = None,
