@@ -60,6 +60,10 @@ CASES = {
         "    select: {metric: json_schema/valid_rate, suite: json_schema, mode: max, compare: [e]}\n",
         ["r.yaml:18: stages[2].select.compare[0]: unknown stage 'e' (did you mean 'ev'?)"],
     ),
+    "evaluate names both a stage and a model path": (
+        HEADER + "  - name: ev\n    kind: evaluate\n    from: base\n    model: some/folder\n    suites: [json_schema]\n",
+        ["r.yaml:9: stages[1]: give exactly one of 'from' (an earlier stage) or 'model' (a folder or hub id)"],
+    ),
     "unknown field with suggestion": (
         HEADER + SFT + "    learning_rte: 0.1\n",
         ["r.yaml:13: stages[1]: unknown field 'learning_rte' (did you mean 'learning_rate'?)"],

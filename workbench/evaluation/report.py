@@ -15,7 +15,8 @@ def scores_table(loaded: LoadedRecipe, plan: Plan) -> Table | None:
         if stage.kind != "evaluate" or not plan.store.is_done(stage.name, stage.hash):
             continue
         info = plan.store.read_info(stage.name, stage.hash)
-        model = getattr(loaded.stages[stage.name], "from_", None) or "?"
+        config = loaded.stages[stage.name]
+        model = getattr(config, "from_", None) or getattr(config, "model", None) or "?"
         columns.append((f"{stage.name}\n({model})", info.get("metrics", {})))
     if not columns:
         return None

@@ -26,8 +26,11 @@ class EvaluateStageConfig(StageConfig):
     kind: Literal["evaluate"]
     """Stage kind."""
 
-    from_: str = Field(alias="from")
+    from_: str | None = Field(default=None, alias="from")
     """The earlier stage whose model is evaluated."""
+
+    model: str | None = None
+    """Or: a model folder on disk or a Hugging Face hub id to evaluate (hashed by content when local)."""
 
     suites: list[str] = Field(min_length=1)
     """Suites to run: `instruction_following`, `json_schema`, `tool_use` (from `evals/`), or any stock
@@ -77,6 +80,8 @@ class EvaluateStageConfig(StageConfig):
     def _gates_fit(self) -> EvaluateStageConfig:
         from workbench.evaluation.gates import parse_gate
 
+        if (self.from_ is None) == (self.model is None):
+            raise ValueError("give exactly one of 'from' (an earlier stage) or 'model' (a folder or hub id)")
         for gate in map(parse_gate, self.gates):
             if gate.suite not in self.suites:
                 raise ValueError(f"gate {gate.text!r} uses suite '{gate.suite}', which 'suites' does not list")
@@ -106,7 +111,7 @@ def run(ctx: StageContext) -> StageResult:
             raise StageError(f"stage '{config.name}': 'compare' names '{name}', which is not an evaluate stage")
     out = ctx.tmp_dir / "eval"
     report = evaluate_model(
-        ctx.inputs[config.from_].model_dir, config.suites, batch_size=config.batch_size, limit=config.limit,
+        ctx.input_model(), config.suites, batch_size=config.batch_size, limit=config.limit,
         output_dir=out, data={suite: str(path) for suite, path in data.items()},
     )  # fmt: skip
     total = sum(report.counts.values())
@@ -136,14 +141,23 @@ def _log_samples(ctx: StageContext, report, out) -> None:
 
 
 def _register(ctx: StageContext, config: EvaluateStageConfig) -> dict:
+    from pathlib import Path
+
+    from workbench.errors import StageError
     from workbench.evaluation.registry import CANDIDATE, register_candidate
 
     client, run_id = ctx.tracker.client, ctx.tracker.run_id
-    client.log_artifacts(run_id, str(ctx.inputs[config.from_].model_dir), "model")
+    model_dir = Path(ctx.input_model())
+    if not model_dir.is_dir():
+        raise StageError(f"stage '{config.name}': register needs a local model folder, not {config.model!r}")
+    client.log_artifacts(run_id, str(model_dir), "model")
     name = config.registered_model or ctx.loaded.recipe.name
-    source = ctx.inputs[config.from_]
-    tags = {"workbench.stage": config.name, "workbench.model_stage": source.name,
-            "workbench.model_stage_hash": str(source.info.get("hash"))}  # fmt: skip
+    if config.from_ is not None:
+        source = ctx.inputs[config.from_]
+        tags = {"workbench.stage": config.name, "workbench.model_stage": source.name,
+                "workbench.model_stage_hash": str(source.info.get("hash"))}  # fmt: skip
+    else:
+        tags = {"workbench.stage": config.name, "workbench.model_path": str(model_dir)}
     version = register_candidate(client, name, run_id, "model", tags)
     ctx.console.print(f"  registered {name} version {version} as '{CANDIDATE}'")
     return {"name": name, "version": version, "alias": CANDIDATE}
