@@ -87,15 +87,20 @@ def write_chat_subset(source: Path, target: Path, count: int) -> None:
     target.write_text("\n".join(lines) + "\n")
 
 
-def write_tiny_project(root: Path, sft: dict | None = None, tracking_uri: str | None = None, name: str = "tiny") -> Path:
-    """Write a tiny project into `root` (a small slice of the quickstart data, a tiny architecture,
-    and `recipe.yaml`: init -> 4-step SFT with `sft` overriding fields); returns the recipe path."""
+def write_tiny_data(root: Path) -> None:
+    """A small slice of the quickstart data and a tiny architecture file under `root`."""
     import yaml
 
     (root / "data").mkdir(exist_ok=True)
     write_chat_subset(REPO / "datasets/quickstart/sft.jsonl", root / "data/train.jsonl", 96)
     write_chat_subset(REPO / "datasets/quickstart/sft_eval.jsonl", root / "data/eval.jsonl", 16)
     (root / "arch.yaml").write_text(yaml.safe_dump(TINY_ARCH))
+
+
+def write_tiny_recipe(root: Path, sft: dict | None = None, tracking_uri: str | None = None, name: str = "tiny") -> Path:
+    """`root/recipe.yaml`: init -> a 4-step SFT on the tiny data, `sft` overriding its fields; returns the path."""
+    import yaml
+
     stage = {
         "name": "sft", "kind": "sft", "from": "base", "data": "data/train.jsonl",
         "eval_data": "data/eval.jsonl", "max_length": 192, "max_steps": 4, "batch_size": 8,
@@ -113,14 +118,23 @@ def write_tiny_project(root: Path, sft: dict | None = None, tracking_uri: str | 
     return path
 
 
+def write_tiny_project(
+    root: Path, sft: dict | None = None, tracking_uri: str | None = None, name: str = "tiny"
+) -> Path:
+    """Tiny data, architecture and recipe under `root`; returns the recipe path."""
+    write_tiny_data(root)
+    return write_tiny_recipe(root, sft, tracking_uri, name)
+
+
 @pytest.fixture
 def tiny_project(tmp_path, monkeypatch):
-    """A tiny project in `tmp_path` (the working directory) and a recipe factory
-    `make(sft_overrides, tracking_uri, name)` that rewrites `recipe.yaml` and returns its path."""
+    """A tiny project in `tmp_path` (the working directory; its data is written once, so tests may edit it)
+    and a recipe factory `make(sft_overrides, tracking_uri, name)` that rewrites `recipe.yaml`."""
     monkeypatch.chdir(tmp_path)
+    write_tiny_data(tmp_path)
 
     def make(sft: dict | None = None, tracking_uri: str | None = None, name: str = "tiny") -> Path:
-        return write_tiny_project(tmp_path, sft, tracking_uri, name)
+        return write_tiny_recipe(tmp_path, sft, tracking_uri, name)
 
     make.root = tmp_path
     return make

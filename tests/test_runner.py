@@ -153,3 +153,11 @@ def test_invalid_records_stop_the_stage_with_their_lines(tiny_project):
     assert "data/train.jsonl: 1 record unreadable: invalid JSON" in message and "(line 5)" in message
     outcome = run(tiny_project({"invalid_records": "drop"}))["sft"]
     assert outcome.status == "ran"
+
+
+def test_a_run_leaves_no_tracking_uri_behind(finished):
+    """mlflow exports MLFLOW_TRACKING_URI when a URI is set; the next recipe run in this process (a notebook,
+    this test suite) would then log to the previous run's store instead of its own."""
+    import os
+
+    assert "MLFLOW_TRACKING_URI" not in os.environ

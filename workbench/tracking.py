@@ -119,7 +119,14 @@ class Tracker:
 
         self.mlflow = mlflow
         self.uri = uri
+        # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; left there, it would silently send the next
+        # recipe run in this process (a notebook, the test suite) to this run's store. Keep the user's value.
+        user_uri = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(uri)
+        if user_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = user_uri
         self.client = MlflowClient(uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
