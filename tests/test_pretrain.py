@@ -53,6 +53,21 @@ def test_plain_text_corpus_is_one_document_per_line(tmp_path):
     assert dict(report.problems) == {"empty": [2], "not UTF-8": [3]}
 
 
+def test_parquet_corpus_rows_and_a_corrupt_file(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    good = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"text": ["one doc", "", "two doc"], "difficulty": [1.0, 2.0, 3.0]}), good)
+    documents, report = read_documents(good, "c.parquet", "text", "difficulty")
+    assert [(row, text) for row, text, _ in documents] == [(1, "one doc"), (3, "two doc")]
+    assert report.unit == "row" and report.total == 3 and len(report.problems) == 1
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(good.read_bytes()[:40])
+    with pytest.raises(StageError, match=r"broken.parquet: not a readable Parquet file \("):
+        read_documents(broken, "broken.parquet", "text", "difficulty")
+
+
 def test_curriculum_buckets_go_from_easy_to_hard():
     difficulty = np.random.default_rng(1).random(100)
     order = curriculum_order(difficulty, buckets=4, seed=0)

@@ -45,9 +45,7 @@ def read_records(path: Path) -> ReadResult:
             raise StageError(f"{path}: a .json dataset must be a list of records")
         return _rows(value)
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return _rows(pq.read_table(path).to_pylist())
+        return _rows(read_parquet_rows(path))
     raise StageError(f"{path}: unsupported data format '{suffix}' (use .jsonl, .json, .parquet or a dataset folder)")
 
 
@@ -113,3 +111,14 @@ def iter_texts(path: Path):
                 yield message["content"]
         if data.get("tools"):
             yield json.dumps(data["tools"])
+
+
+def read_parquet_rows(path: Path) -> list[dict[str, Any]]:
+    """A Parquet file's rows as dicts; a corrupt or unreadable file is a one-line error naming it."""
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pyarrow.ArrowException, OSError) as error:
+        raise StageError(f"{path}: not a readable Parquet file ({str(error).splitlines()[0]})") from None

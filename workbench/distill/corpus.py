@@ -105,9 +105,9 @@ def read_documents(
     """(location, text, difficulty) for every usable document, and a report of the lines that are not."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
+        from workbench.data.records import read_parquet_rows
 
-        rows, unit = enumerate(pq.read_table(path).to_pylist(), start=1), "row"
+        rows, unit = enumerate(read_parquet_rows(path), start=1), "row"
     elif suffix in (".txt", ".jsonl"):
         rows, unit = _lines(path, text_field, parse_json=suffix == ".jsonl"), "line"
     else:
