@@ -40,7 +40,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", default="instruction_following")
-    parser.add_argument("--limit", type=int, default=32)
+    parser.add_argument("--limit", type=int, default=32, help="samples per lm-eval task (tool_use: per category)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--model", type=Path)
     args = parser.parse_args()

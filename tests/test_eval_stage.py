@@ -59,7 +59,10 @@ def test_failed_gate_stops_the_recipe_and_passing_gates_register_a_candidate(tin
     assert artifacts == {f"samples/{suite}.json" for suite in SUITES}
     downloaded = client.download_artifacts(run.info.run_id, "samples/tool_use.json", str(root))
     table = json.loads(open(downloaded).read())
-    assert set(table["columns"]) >= {"prompt", "output", "expected", "score"} and len(table["data"]) == 3
+    # `limit` applies to each of the suite's lm-eval tasks: 3 samples from each BFCL category's task.
+    assert set(table["columns"]) >= {"task", "prompt", "output", "expected", "score"} and len(table["data"]) == 12
+    tasks = [row[table["columns"].index("task")] for row in table["data"]]
+    assert sorted(set(tasks)) == ["tool_use_irrelevance", "tool_use_multiple", "tool_use_parallel", "tool_use_simple"]
     assert client.list_artifacts(run.info.run_id, "eval")[0].path == "eval/results.json"
 
     # Loosen the gates: only eval_sft re-runs, passes, and registers the SFT model as `candidate`.

@@ -6,9 +6,11 @@ import json
 import math
 
 import pytest
+from lm_eval.api.model import LM
 
 from workbench.errors import StageError
 from workbench.evaluation.tasks import (
+    REPO_EVALS,
     load_json_schema,
     load_tool_use,
     mean_of_present,
@@ -76,8 +78,8 @@ def test_tool_scoring_by_category(category, gold, output, correct):
     scored = process_tool_use(_tool_doc(category, gold), [output])
     assert scored["ast_accuracy"] is correct
     assert scored[f"{category}_accuracy"] is correct
-    assert all(scored[f"{other}_accuracy"] is None for other in ("simple", "multiple", "parallel", "irrelevance")
-               if other != category)  # fmt: skip
+    # Each category's task reports only its own category metric; the tool_use group gathers them.
+    assert set(scored) == {"ast_accuracy", "parse_rate", f"{category}_accuracy"}
 
 
 def test_tools_are_listed_in_the_system_turn_as_lfm2s_template_writes_them():
@@ -105,9 +107,133 @@ def test_bad_suite_records_are_errors_with_file_and_line(tmp_path):
         load_tool_use("x", {"tool_use": str(bad)})
     with pytest.raises(StageError, match="eval data file not found"):
         load_tool_use("x", {"tool_use": str(tmp_path / "missing.jsonl")})
+    bad.write_text("\n")
+    with pytest.raises(StageError, match=r"bad.jsonl: no records"):
+        load_json_schema("x", {"json_schema": str(bad)})
 
 
 def test_shipped_suites_load():
     assert len(load_json_schema("data.jsonl")["test"]) == 50
     categories = [doc["category"] for doc in load_tool_use("data.jsonl")["test"]]
     assert set(categories) == {"simple", "multiple", "parallel", "irrelevance"}
+    parallel = load_tool_use("data.jsonl", category="parallel")["test"]
+    assert len(parallel) == categories.count("parallel") and set(parallel["category"]) == {"parallel"}
+
+
+# ---- the suites as lm-eval groups, run through lm-eval's evaluator ----------------------------------------
+
+GROUP_METRICS = {
+    "instruction_following": {"prompt_strict_acc", "inst_strict_acc", "prompt_loose_acc", "inst_loose_acc"},
+    "json_schema": {"parse_rate", "valid_rate", "field_accuracy", "strict_parse_rate", "strict_valid_rate"},
+    "tool_use": {"ast_accuracy", "parse_rate", "simple_accuracy", "multiple_accuracy", "parallel_accuracy",
+                 "irrelevance_accuracy"},
+}  # fmt: skip
+
+
+class AnswerKey(LM):
+    """An lm-eval LM that answers from the docs themselves: right for every third doc of a task, otherwise wrong
+    in one of two ways, so every metric lands strictly between 0 and 1 and categories differ in accuracy."""
+
+    tokenizer_name = "answer-key"
+
+    def chat_template(self, chat_template=False):
+        return ""
+
+    def apply_chat_template(self, chat_history, add_generation_prompt=True):
+        return "\n".join(turn["content"] for turn in chat_history)
+
+    def generate_until(self, requests):
+        return [_answer(request.task_name, request.doc, request.doc_id) for request in requests]
+
+    def loglikelihood(self, requests):
+        raise NotImplementedError
+
+    def loglikelihood_rolling(self, requests):
+        raise NotImplementedError
+
+
+def _answer(task: str, doc: dict, doc_id: int) -> str:
+    kind = doc_id % 3  # 0: right, 1 and 2: two kinds of wrong
+    if task.startswith("tool_use"):
+        calls = json.loads(doc["calls_json"])
+        if kind == 0:
+            return f"<|tool_call_start|>{json.dumps(calls)}<|tool_call_end|>" if calls else "No tool fits."
+        return (
+            "<|tool_call_start|>[broken(<|tool_call_end|>"
+            if kind == 1
+            else "<|tool_call_start|>[x(a=1)]<|tool_call_end|>"
+        )
+    if task.startswith("json_schema"):
+        gold = doc["gold_json"]
+        return gold if kind == 0 else f"```json\n{gold}\n```" if kind == 1 else gold[:-1]
+    return doc["prompt"].upper() if kind == 0 else doc["prompt"].lower().replace(",", "")
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(float(v) for v in values) / len(values)
+
+
+def test_each_suite_is_an_lm_eval_group_of_tasks():
+    from workbench.evaluation.api import SUITES, task_manager
+
+    manager = task_manager(list(SUITES))
+    assert set(SUITES) <= set(manager.all_groups)
+    loaded = manager.load(list(SUITES))
+    assert loaded["group_map"] == {
+        "instruction_following": ["instruction_following_ifeval"],
+        "json_schema": ["json_schema_requests"],
+        "tool_use": ["tool_use_simple", "tool_use_multiple", "tool_use_parallel", "tool_use_irrelevance"],
+    }
+    assert {task: len(obj.eval_docs) for task, obj in loaded["tasks"].items() if task.startswith("tool_use")} == {
+        "tool_use_simple": 16, "tool_use_multiple": 24, "tool_use_parallel": 10, "tool_use_irrelevance": 10,
+    }  # fmt: skip
+
+
+def test_group_metrics_are_the_micro_average_over_the_suites_samples(tmp_path):
+    from workbench.evaluation.api import SUITES, evaluate_lm, task_manager
+
+    report = evaluate_lm(AnswerKey(), list(SUITES), task_manager(list(SUITES)), output_dir=tmp_path)
+    # Exactly the stable `<suite>/<metric>` names: no per-task metric leaks into the report.
+    assert set(report.metrics) == {f"{suite}/{metric}" for suite, names in GROUP_METRICS.items() for metric in names}
+    assert report.counts == {"instruction_following": 78, "json_schema": 50, "tool_use": 60}
+    assert report.unmeasured == []
+
+    rows = report.samples["tool_use"]
+    assert {row["task"] for row in rows} == {f"tool_use_{c}" for c in ("simple", "multiple", "parallel", "irrelevance")}
+    for metric in ("ast_accuracy", "parse_rate"):
+        assert report.metrics[f"tool_use/{metric}"] == pytest.approx(_mean(row[metric] for row in rows))
+    per_category = {}
+    for category in ("simple", "multiple", "parallel", "irrelevance"):
+        own = [row["ast_accuracy"] for row in rows if row["task"] == f"tool_use_{category}"]
+        per_category[category] = report.metrics[f"tool_use/{category}_accuracy"]
+        assert per_category[category] == pytest.approx(_mean(own)) and 0 < per_category[category] < 1
+    # Weighted by size: the micro-average, not the mean of the categories (which differs for this key).
+    assert abs(report.metrics["tool_use/ast_accuracy"] - _mean(per_category.values())) > 1e-3
+
+    rows = report.samples["json_schema"]
+    for metric in ("parse_rate", "valid_rate", "field_accuracy", "strict_parse_rate", "strict_valid_rate"):
+        assert report.metrics[f"json_schema/{metric}"] == pytest.approx(_mean(row[metric] for row in rows))
+        assert 0 < report.metrics[f"json_schema/{metric}"] < 1, metric
+
+    rows = report.samples["instruction_following"]
+    for level in ("strict", "loose"):
+        prompt_level = report.metrics[f"instruction_following/prompt_{level}_acc"]
+        assert prompt_level == pytest.approx(_mean(row[f"prompt_{level}_acc"] for row in rows)) and 0 < prompt_level < 1
+        flat = [value for row in rows for value in json.loads(row[f"inst_{level}_acc"])]
+        assert report.metrics[f"instruction_following/inst_{level}_acc"] == pytest.approx(_mean(flat))
+    assert {path.name for path in tmp_path.iterdir()} == {"results.json"} | {f"samples_{s}.jsonl" for s in SUITES}
+
+
+def test_tool_use_data_without_a_category_leaves_its_metric_unmeasured(tmp_path):
+    from workbench.evaluation.api import evaluate_lm, task_manager
+
+    mine = tmp_path / "tools.jsonl"
+    records = [json.loads(line) for line in (REPO_EVALS / "tool_use/data.jsonl").read_text().splitlines()]
+    mine.write_text("".join(json.dumps(r) + "\n" for r in records if r["category"] in ("simple", "irrelevance")))
+    data = {"tool_use": str(mine)}
+    report = evaluate_lm(AnswerKey(), ["tool_use"], task_manager(["tool_use"], data), data=data)
+    assert report.unmeasured == ["tool_use/multiple_accuracy", "tool_use/parallel_accuracy"]
+    assert set(report.metrics) == {f"tool_use/{m}" for m in ("ast_accuracy", "parse_rate", "simple_accuracy",
+                                                             "irrelevance_accuracy")}  # fmt: skip
+    assert report.counts == {"tool_use": 26}

@@ -145,7 +145,7 @@ def merge(
 def eval_model(
     model: Annotated[Path, typer.Argument(help="A model folder (e.g. a stage's model/).", show_default=False)],
     suite: Annotated[list[str], typer.Option("--suite", help="Suite or stock lm-eval task; repeatable.")],
-    limit: Annotated[int | None, typer.Option(help="Only the first N samples of each suite.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N samples of each task (tool_use: of each category).")] = None,
     batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 16,
     data: Annotated[
         list[str] | None, typer.Option("--data", help="SUITE=FILE: use FILE instead of the suite's data.")

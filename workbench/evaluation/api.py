@@ -2,13 +2,16 @@
 
 One call: the HF backend on the local folder, batched greedy generation, the model's own chat
 template (the recipe pins it into every stage's model folder), our task definitions from `evals/`
-through `TaskManager(include_path=...)`. Metric names are stable, `<suite>/<metric>`
-(`tool_use/ast_accuracy`), so runs chart side by side in MLflow.
+through `TaskManager(include_path=...)`. Each workbench suite is an lm-eval group (`tool_use`: one task
+per BFCL category); its metrics are the group's, averaged over all of the suite's samples
+(`weight_by_size`), and its per-sample rows are gathered from its tasks. Metric names are stable,
+`<suite>/<metric>` (`tool_use/ast_accuracy`), so runs chart side by side in MLflow.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import StageError
-from workbench.evaluation.tasks import REPO_EVALS
+from workbench.evaluation.tasks import CATEGORIES, REPO_EVALS
 
 SUITES = ("instruction_following", "json_schema", "tool_use")
 # The metric each suite's per-sample `score` column shows.
@@ -36,7 +39,8 @@ class EvalReport:
     metrics: dict[str, float]
     """`<suite>/<metric>` -> value, e.g. `json_schema/valid_rate`. Metrics no sample measured are left out."""
     samples: dict[str, list[dict[str, Any]]]
-    """Per suite, one row per sample: doc_id, prompt, output, expected, score and every per-sample metric."""
+    """Per suite, one row per sample: task (the suite's lm-eval task it came from), doc_id (within that task),
+    prompt, output, expected, score and every per-sample metric."""
     raw: dict[str, Any]
     """lm-eval's results dict (JSON-serialisable; per-sample logs are in `samples`)."""
     counts: dict[str, int] = field(default_factory=dict)
@@ -64,40 +68,125 @@ def evaluate_model(
     `samples_<suite>.jsonl` per suite there (atomically).
     """
     import torch
-    from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
-
-    from workbench.evaluation.ifeval import ensure_punkt_tab
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise StageError(f"no model folder at {model_dir} (config.json missing)")
-    ensure_punkt_tab()
-    manager = TaskManager(include_path=str(REPO_EVALS), metadata={"data_overrides": dict(data or {})})
-    unknown = [name for name in suites if name not in manager.all_tasks]
-    if unknown:
-        raise StageError(f"unknown evaluation suite or lm-eval task '{unknown[0]}' (workbench suites: {', '.join(SUITES)})")
+    manager = task_manager(suites, data)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = HFLM(pretrained=str(model_dir), batch_size=batch_size, device=device, dtype="float32",
                  trust_remote_code=False)  # fmt: skip
+    return evaluate_lm(model, suites, manager, limit=limit, output_dir=output_dir, data=data)
+
+
+def task_manager(suites: list[str], data: dict[str, str] | None = None):
+    """lm-eval's TaskManager over `evals/` (and the stock tasks) with the suites' data overrides;
+    a name it does not know is an error."""
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=str(REPO_EVALS), metadata={"data_overrides": dict(data or {})})
+    unknown = [name for name in suites if name not in manager.all_tasks]
+    if unknown:
+        raise StageError(
+            f"unknown evaluation suite or lm-eval task '{unknown[0]}' (workbench suites: {', '.join(SUITES)})"
+        )
+    return manager
+
+
+def evaluate_lm(
+    model,
+    suites: list[str],
+    manager,
+    *,
+    limit: int | None = None,
+    output_dir: Path | None = None,
+    data: dict[str, str] | None = None,
+) -> EvalReport:
+    """Run `suites` with any lm-eval LM (`evaluate_model` passes HFLM on a model folder) through
+    `manager` (from `task_manager`, with the same `data`), prompts in the model's chat template."""
+    from lm_eval import simple_evaluate
+
+    from workbench.evaluation.ifeval import ensure_punkt_tab
+
+    ensure_punkt_tab()
+    group_log = logging.getLogger("lm_eval.api.group")
+    if _CATEGORY_FILTER not in group_log.filters:
+        group_log.addFilter(_CATEGORY_FILTER)
+    specs, unmeasured = list(suites), []
+    if "tool_use" in suites:
+        specs[suites.index("tool_use")], unmeasured = _tool_use_group(manager, data)
     started = time.time()
     results = simple_evaluate(
-        model=model, tasks=list(suites), task_manager=manager, limit=limit, apply_chat_template=True,
+        model=model, tasks=specs, task_manager=manager, limit=limit, apply_chat_template=True,
         log_samples=True, bootstrap_iters=0, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
     )  # fmt: skip
     seconds = time.time() - started
     report = _report(results, suites, seconds)
+    report.unmeasured = sorted(report.unmeasured + unmeasured)
     if output_dir is not None:
         write_report(report, Path(output_dir))
     return report
 
 
+class _CategoryMetricFilter:
+    """Drops lm-eval's warning that a `tool_use` category metric is missing from the other categories'
+    tasks: each category's metric comes from its own task by design (see evals/tool_use/_tool_use.yaml)."""
+
+    expected = tuple(f"Group 'tool_use': metric '{c}_accuracy,none' is missing in" for c in CATEGORIES)
+
+    def filter(self, record) -> bool:
+        return not record.getMessage().startswith(self.expected)
+
+
+_CATEGORY_FILTER = _CategoryMetricFilter()
+
+
+def _tool_use_group(manager, data: dict[str, str] | None) -> tuple[Any, list[str]]:
+    """The `tool_use` group, or, when the suite's data lacks a BFCL category (a user's file), the group
+    rebuilt from its YAML without that category's task (lm-eval cannot build a task with no samples);
+    returns it with the metrics left unmeasured."""
+    import yaml
+    from lm_eval.api.group import Group
+
+    from workbench.evaluation.tasks import load_tool_use
+
+    present = set(load_tool_use("data.jsonl", data)["test"]["category"])
+    missing = [f"{category}_accuracy" for category in CATEGORIES if category not in present]
+    if not missing:
+        return "tool_use", []
+    config = yaml.safe_load((REPO_EVALS / "tool_use" / "_tool_use.yaml").read_text(encoding="utf-8"))
+    config["task"] = [f"tool_use_{category}" for category in CATEGORIES if category in present]
+    config["aggregate_metric_list"] = [a for a in config["aggregate_metric_list"] if a["metric"] not in missing]
+    group = Group.from_config(config)
+    for task in manager.load(config["task"])["tasks"].values():
+        group.add(task)
+    return group, [f"tool_use/{metric}" for metric in missing]
+
+
+def _leaves(groups: dict[str, list[str]], name: str) -> list[str]:
+    """The tasks under group `name` in lm-eval's `group_subtasks` (nested groups flattened)."""
+    leaves = []
+    for child in groups.get(name, []):
+        leaves.extend(_leaves(groups, child) if groups.get(child) else [child])
+    return leaves
+
+
+def _suite_of(task: str) -> str | None:
+    """The workbench suite a task belongs to (its own name, or a `<suite>_<part>` task of the suite's group)."""
+    return next((suite for suite in SUITES if task == suite or task.startswith(f"{suite}_")), None)
+
+
 def _report(results: dict, suites: list[str], seconds: float) -> EvalReport:
     from lm_eval.utils import handle_non_serializable
 
+    groups = results.get("group_subtasks", {})
+    # A requested workbench suite reports under its own name: the group's metrics, its tasks' samples.
+    gathered = {task: suite for suite in SUITES if suite in suites for task in _leaves(groups, suite)}
     metrics, unmeasured = {}, []
     for task, values in results["results"].items():
+        if task in gathered:
+            continue  # the suite's group metrics already cover this task
         for key, value in values.items():
             name, _, filter_name = key.partition(",")
             if not filter_name or name.endswith("_stderr") or not isinstance(value, int | float):
@@ -107,21 +196,24 @@ def _report(results: dict, suites: list[str], seconds: float) -> EvalReport:
                 unmeasured.append(metric)
             else:
                 metrics[metric] = float(value)
-    samples = {task: [_row(task, sample) for sample in logged] for task, logged in results.get("samples", {}).items()}
+    samples: dict[str, list[dict[str, Any]]] = {}
+    for task, logged in results.get("samples", {}).items():
+        samples.setdefault(gathered.get(task, task), []).extend(_row(task, sample) for sample in logged)
     raw = json.loads(json.dumps({k: v for k, v in results.items() if k != "samples"}, default=handle_non_serializable))
     counts = {task: len(rows) for task, rows in samples.items()}
     return EvalReport(metrics, samples, raw, counts, sorted(unmeasured), seconds)
 
 
 def _row(task: str, sample: dict) -> dict[str, Any]:
-    doc = sample["doc"]
+    doc, suite = sample["doc"], _suite_of(task)
     output = sample["filtered_resps"][0] if sample.get("filtered_resps") else ""
-    fields = [name for name in EXPECTED_FIELDS.get(task, ()) if name in doc]
+    fields = [name for name in EXPECTED_FIELDS.get(suite, ()) if name in doc]
     # Nested fields travel as JSON strings (see tasks.py); decode them so the table shows plain JSON.
     expected = {
         name.removesuffix("_json"): json.loads(doc[name]) if name.endswith("_json") else doc[name] for name in fields
     } or sample.get("target")
     row = {
+        "task": task,
         "doc_id": sample["doc_id"],
         "prompt": sample["arguments"][0][0] if sample.get("arguments") else "",
         "output": output if isinstance(output, str) else json.dumps(output),
@@ -130,7 +222,7 @@ def _row(task: str, sample: dict) -> dict[str, Any]:
     for metric in sample.get("metrics", []):
         value = sample.get(metric)
         row[metric] = json.dumps(value) if isinstance(value, list) else value
-    primary = PRIMARY_METRIC.get(task)
+    primary = PRIMARY_METRIC.get(suite)
     row["score"] = float(row[primary]) if primary and row.get(primary) is not None else None
     return row
 

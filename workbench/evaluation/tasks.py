@@ -1,7 +1,7 @@
 """The lm-eval side of workbench's suites: dataset loaders, per-sample scoring and aggregations.
 
-Each suite in `evals/<suite>/` is an lm-eval task whose YAML points here through its `utils.py`
-(`custom_dataset`, `process_results`, `aggregation`). Nested fields (kwargs, schemas, tools, gold
+Each suite in `evals/<suite>/` is an lm-eval group of tasks (`tool_use`: one task per BFCL category)
+whose YAML points here through its `utils.py` (`custom_dataset`, `process_results`, `aggregation`). Nested fields (kwargs, schemas, tools, gold
 calls) are stored in the lm-eval dataset as JSON strings: Arrow would otherwise merge the differing
 shapes of schemas and kwargs into one struct padded with nulls, and the scorers need them verbatim.
 """
@@ -33,6 +33,8 @@ def _records(path: Path) -> list[dict]:
         if not isinstance(record, dict):
             raise StageError(f"{path}:{number}: a record must be a JSON object")
         records.append(record | {"_line": number})
+    if not records:
+        raise StageError(f"{path}: no records")
     return records
 
 
@@ -162,8 +164,9 @@ def tool_list_system(system: str, tools: list[dict]) -> str:
     return f"{system}\n{listed}" if system else listed
 
 
-def load_tool_use(data_file: str, data_overrides: dict | None = None, **_: Any):
-    """Records `prompt`, `tools`, `category` and gold `calls` (`[]` for irrelevance)."""
+def load_tool_use(data_file: str, data_overrides: dict | None = None, category: str | None = None, **_: Any):
+    """Records `prompt`, `tools`, `category` and gold `calls` (`[]` for irrelevance); with `category`, only
+    that category's records (each of the suite's tasks holds one category). Every record is checked."""
     from workbench.evaluation.scorers import Category
 
     path = data_path("tool_use", data_file, data_overrides)
@@ -184,7 +187,7 @@ def load_tool_use(data_file: str, data_overrides: dict | None = None, **_: Any):
                 "calls_json": json.dumps(record["calls"]),
             }
         )
-    return _dataset(rows)
+    return _dataset([row for row in rows if category is None or row["category"] == category])
 
 
 def process_tool_use(doc: dict, results: list[str]) -> dict:
@@ -193,6 +196,9 @@ def process_tool_use(doc: dict, results: list[str]) -> dict:
     score = score_tool_calls(
         results[0], json.loads(doc["calls_json"]), json.loads(doc["tools_json"]), category=doc["category"]
     )
-    metrics: dict[str, Any] = {f"{name}_accuracy": None for name in CATEGORIES}
-    metrics[f"{doc['category']}_accuracy"] = score.correct
-    return metrics | {"ast_accuracy": score.correct, "parse_rate": parse_tool_calls(results[0]).error is None}
+    # The category's own metric too, which the `tool_use` group aggregates from this category's task alone.
+    return {
+        "ast_accuracy": score.correct,
+        "parse_rate": parse_tool_calls(results[0]).error is None,
+        f"{doc['category']}_accuracy": score.correct,
+    }

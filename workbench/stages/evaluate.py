@@ -41,7 +41,8 @@ class EvaluateStageConfig(StageConfig):
     `instruction_following`)."""
 
     limit: int | None = Field(default=None, ge=1)
-    """Evaluate only the first N samples of each suite."""
+    """Evaluate only the first N samples of each of the suites' lm-eval tasks (for `tool_use`: of each
+    BFCL category)."""
 
     batch_size: int = Field(default=16, ge=1)
     """Prompts generated together (left-padded batches)."""
