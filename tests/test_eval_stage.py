@@ -89,3 +89,30 @@ def test_failed_gate_stops_the_recipe_and_passing_gates_register_a_candidate(tin
     missing = _run("promote", "no-such-model", "--tracking-uri", mlflow_server, cwd=root)
     assert missing.returncode == 1
     assert "registered model 'no-such-model' has no version aliased 'candidate'" in missing.stderr
+
+
+def test_editing_a_suite_changes_the_evaluate_stage_hash(tmp_path, monkeypatch):
+    import shutil
+
+    import workbench.evaluation.tasks as tasks
+    from workbench.recipe import load_recipe
+    from workbench.runner.plan import make_plan
+
+    evals = tmp_path / "evals"
+    shutil.copytree(tasks.REPO_EVALS, evals)
+    monkeypatch.setattr(tasks, "REPO_EVALS", evals)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "recipe.yaml").write_text(
+        "name: h\ntokenizer: {path: model}\nstages:\n"
+        "  - {name: ev, kind: evaluate, model: model, suites: [json_schema, tool_use]}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+
+    def stage_hash() -> str:
+        return make_plan(load_recipe(tmp_path / "recipe.yaml")).stages[0].hash
+
+    before = stage_hash()
+    assert stage_hash() == before
+    with open(evals / "json_schema" / "data.jsonl", "a") as handle:
+        handle.write("\n")
+    assert stage_hash() != before, "new suite data must re-run the evaluation"

@@ -65,8 +65,12 @@ class EvaluateStageConfig(StageConfig):
     # Gates and registration stay in the hash: a cached stage's recorded gate results must match its config.
 
     def data_files(self) -> list[tuple[str, str]]:
-        """The `data` overrides, so their content is part of the stage's hash."""
-        return [("data", path) for path in self.data.values()]
+        """The `data` overrides and our suites' definitions (task YAML, scoring code, data in `evals/`), so
+        editing a suite re-runs the evaluations that used it."""
+        from workbench.evaluation.tasks import REPO_EVALS
+
+        ours = [("suites", str(REPO_EVALS / suite)) for suite in self.suites if (REPO_EVALS / suite).is_dir()]
+        return [("data", path) for path in self.data.values()] + ours
 
     @field_validator("gates")
     @classmethod

@@ -171,6 +171,11 @@ class MergeStageConfig(StageConfig):
         files = [("template", template_path(self.template))] if self.template else []
         if self.select is not None and self.select.data:
             files.append(("select.data", self.select.data))
+        if self.select is not None and getattr(self.select, "suite", None):
+            from workbench.evaluation.tasks import REPO_EVALS
+
+            if (REPO_EVALS / self.select.suite).is_dir():  # our suite's definition scores the candidates
+                files.append(("select.suite", str(REPO_EVALS / self.select.suite)))
         for entry in [self.base, *self.models]:
             if isinstance(entry, MergeInput) and entry.model:
                 files.append(("model", entry.model))
