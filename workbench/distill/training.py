@@ -96,26 +96,7 @@ def training_arguments(config, output_dir: Path, seed: int, sequential: bool):
     from transformers import TrainingArguments
 
     return TrainingArguments(
-        output_dir=str(output_dir),
-        run_name=config.name,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps or -1,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup,
-        weight_decay=config.weight_decay,
-        bf16=config.bf16,
-        seed=seed,
-        logging_steps=config.logging_steps,
-        logging_first_step=True,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        eval_strategy="no",
-        report_to=["mlflow"],
-        dataloader_num_workers=0,
+        **config.trainer_arguments(output_dir, config.name, seed),
         remove_unused_columns=False,  # the dataset yields block indices, the collator builds the inputs
         train_sampling_strategy="sequential" if sequential else "random",
     )

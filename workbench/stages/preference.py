@@ -18,6 +18,7 @@ from workbench.recipe.schema import StageConfig
 from workbench.stages.pairs import PAIRS_FILE
 from workbench.stages.registry import StageKind, register
 from workbench.stages.sft import LoraSettings
+from workbench.training.settings import TrainerFields
 
 if TYPE_CHECKING:
     from workbench.preference.data import PairData
@@ -27,7 +28,7 @@ REF_CACHE_FOLDER = "_ref_logps"
 LOSS_FIELDS = ("beta", "margin", "delta", "loss_fn", "length_normalize", "reference_free")
 
 
-class PreferenceStageConfig(StageConfig):
+class PreferenceStageConfig(StageConfig, TrainerFields):
     """Train on chosen/rejected pairs with the generalized (optionally length-normalized) preference loss."""
 
     kind: Literal["preference"]
@@ -76,18 +77,6 @@ class PreferenceStageConfig(StageConfig):
     max_length: int = Field(default=1024, ge=8)
     """Longest prompt + response in tokens; see `overlength` for longer pairs."""
 
-    epochs: float = Field(default=1.0, gt=0)
-    """Passes over the pairs (ignored when max_steps is set)."""
-
-    max_steps: int | None = Field(default=None, ge=1)
-    """Stop after this many optimizer steps."""
-
-    batch_size: int = Field(default=8, ge=1)
-    """Pairs per device per step."""
-
-    gradient_accumulation_steps: int = Field(default=1, ge=1)
-    """Steps accumulated per optimizer update."""
-
     learning_rate: float = Field(default=5e-7, gt=0)
     """Peak learning rate (preference optimization wants far smaller ones than SFT)."""
 
@@ -96,9 +85,6 @@ class PreferenceStageConfig(StageConfig):
 
     warmup: float = Field(default=0.1, ge=0)
     """Warm-up: a fraction of total steps if < 1, else a number of steps."""
-
-    weight_decay: float = Field(default=0.0, ge=0)
-    """AdamW weight decay."""
 
     lora: LoraSettings | None = None
     """Train LoRA adapters; the reference is then the base with adapters disabled (no second model)."""
@@ -113,30 +99,18 @@ class PreferenceStageConfig(StageConfig):
     padding_free: bool = False
     """Passed to trl; trl 1.16 falls back to padded batches (its padding-free DPO path is being rewritten)."""
 
-    bf16: bool = False
-    """Train in bfloat16 mixed precision (GPUs; off on CPU)."""
-
-    seed: int | None = None
-    """Training seed. Default: the recipe's seed."""
-
     invalid_records: Literal["error", "drop"] = "error"
     """Malformed pairs (no prompt, missing or empty response, chosen == rejected): stop, or drop them (reported)."""
 
     overlength: Literal["drop", "truncate", "error"] = "drop"
     """Pairs longer than max_length (always reported with their lines): drop, truncate the end, or stop."""
 
-    logging_steps: int = Field(default=10, ge=1)
-    """Log training metrics every N steps."""
-
-    save_steps: int = Field(default=100, ge=1)
-    """Checkpoint every N steps; an interrupted stage resumes from the last one."""
-
     sample_count: int = Field(default=3, ge=0)
     """Held-out prompts to generate from before and after training (logged to MLflow)."""
 
     stage_ref_fields = ("from_", "reference_from", "pairs_from")
     data_file_fields = ("data", "eval_data")
-    unhashed_fields = StageConfig.unhashed_fields | {"logging_steps", "save_steps", "sample_count", "cache_reference"}
+    unhashed_fields = StageConfig.unhashed_fields | TrainerFields.cadence_fields | {"sample_count", "cache_reference"}
 
     @model_validator(mode="after")
     def _check(self) -> PreferenceStageConfig:
@@ -284,32 +258,13 @@ def _training_args(ctx: StageContext, loss_config: PreferenceLossConfig, evaluat
 
     config: PreferenceStageConfig = ctx.config
     return DPOConfig(
-        output_dir=str(ctx.checkpoint_dir),
-        run_name=config.name,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps or -1,
-        per_device_train_batch_size=config.batch_size,
+        **config.trainer_arguments(ctx.checkpoint_dir, config.name, ctx.seed),
         per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup,
-        weight_decay=config.weight_decay,
         max_length=config.max_length,
         beta=loss_config.beta,
         precompute_ref_log_probs=config.precompute_ref_log_probs and not loss_config.reference_free,
         padding_free=config.padding_free,
         prediction_loss_only=True,
-        bf16=config.bf16,
-        seed=ctx.seed,
-        logging_steps=config.logging_steps,
-        logging_first_step=True,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        eval_strategy="no",
-        report_to=["mlflow"],
-        dataloader_num_workers=0,
         dataset_num_proc=None,
     )
 

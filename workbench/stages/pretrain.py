@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from workbench.recipe.schema import StageConfig, StrictModel
 from workbench.stages.registry import StageKind, register
+from workbench.training.settings import TrainerFields
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,7 +41,7 @@ class CorpusFields(StrictModel):
     `error` stops the stage."""
 
 
-class PretrainStageConfig(StageConfig, CorpusFields):
+class PretrainStageConfig(StageConfig, CorpusFields, TrainerFields):
     """Train a causal LM on packed blocks of a text corpus."""
 
     kind: Literal["pretrain"]
@@ -69,45 +70,18 @@ class PretrainStageConfig(StageConfig, CorpusFields):
     """Difficulty buckets: blocks are shuffled within a bucket, buckets go from easy to hard, and the trainer
     reads them in that order (no reshuffling)."""
 
-    epochs: float = Field(default=1.0, gt=0)
-    """Passes over the blocks (ignored when max_steps is set)."""
-
-    max_steps: int | None = Field(default=None, ge=1)
-    """Stop after this many optimizer steps."""
-
     batch_size: int = Field(default=16, ge=1)
     """Blocks per device per step."""
-
-    gradient_accumulation_steps: int = Field(default=1, ge=1)
-    """Steps accumulated per optimizer update."""
 
     learning_rate: float = Field(default=1e-3, gt=0)
     """Peak learning rate."""
 
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
-    """Learning-rate schedule."""
-
     warmup: float = Field(default=0.05, ge=0)
     """Warm-up: a fraction of total steps if < 1, else a number of steps."""
 
-    weight_decay: float = Field(default=0.0, ge=0)
-    """AdamW weight decay."""
-
-    bf16: bool = False
-    """Train in bfloat16 mixed precision (GPUs; off on CPU)."""
-
-    seed: int | None = None
-    """Seed for the initial weights, the block shuffling and training. Default: the recipe's seed."""
-
-    logging_steps: int = Field(default=10, ge=1)
-    """Log training metrics every N steps."""
-
-    save_steps: int = Field(default=100, ge=1)
-    """Checkpoint every N steps; an interrupted stage resumes from the last one."""
-
     stage_ref_fields = ("from_", "scorer")
     data_file_fields = ("corpus", "eval_corpus", "architecture")
-    unhashed_fields = StageConfig.unhashed_fields | {"logging_steps", "save_steps"}
+    unhashed_fields = StageConfig.unhashed_fields | TrainerFields.cadence_fields
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from workbench.recipe.schema import StageConfig, StrictModel
 from workbench.stages.registry import StageKind, register
+from workbench.training.settings import TrainerFields
 
 if TYPE_CHECKING:
     from workbench.runner.context import StageContext, StageResult
@@ -29,7 +30,7 @@ class LoraSettings(StrictModel):
     """Modules that get adapters: a list of names or peft's 'all-linear'."""
 
 
-class SFTStageConfig(StageConfig):
+class SFTStageConfig(StageConfig, TrainerFields):
     """Fine-tune on chat-format data (`messages`, optional `tools`) with loss on assistant turns."""
 
     kind: Literal["sft"]
@@ -50,30 +51,6 @@ class SFTStageConfig(StageConfig):
     max_length: int = Field(default=1024, ge=8)
     """Longest tokenized conversation; see `overlength` for longer ones."""
 
-    epochs: float = Field(default=1.0, gt=0)
-    """Passes over the training data (ignored when max_steps is set)."""
-
-    max_steps: int | None = Field(default=None, ge=1)
-    """Stop after this many optimizer steps."""
-
-    batch_size: int = Field(default=8, ge=1)
-    """Examples per device per step."""
-
-    gradient_accumulation_steps: int = Field(default=1, ge=1)
-    """Steps accumulated per optimizer update."""
-
-    learning_rate: float = Field(default=2e-5, gt=0)
-    """Peak learning rate."""
-
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
-    """Learning-rate schedule."""
-
-    warmup: float = Field(default=0.0, ge=0)
-    """Warm-up: a fraction of total steps if < 1, else a number of steps."""
-
-    weight_decay: float = Field(default=0.0, ge=0)
-    """AdamW weight decay."""
-
     assistant_only_loss: bool = True
     """Train only on assistant turns (needs `{% generation %}` in the chat template, as `lfm2` has)."""
 
@@ -87,30 +64,18 @@ class SFTStageConfig(StageConfig):
     lora: LoraSettings | None = None
     """Train LoRA adapters instead of all weights."""
 
-    bf16: bool = False
-    """Train in bfloat16 mixed precision (GPUs; off on CPU)."""
-
-    seed: int | None = None
-    """Training seed. Default: the recipe's seed."""
-
     invalid_records: Literal["error", "drop"] = "error"
     """What to do with malformed records (missing roles, empty turns): stop, or drop them (reported)."""
 
     overlength: Literal["drop", "truncate", "error"] = "drop"
     """What to do with conversations longer than max_length (always reported with their lines)."""
 
-    logging_steps: int = Field(default=10, ge=1)
-    """Log training metrics every N steps."""
-
-    save_steps: int = Field(default=100, ge=1)
-    """Checkpoint every N steps; an interrupted stage resumes from the last one."""
-
     sample_count: int = Field(default=3, ge=0)
     """Held-out prompts to generate from before and after training (logged to MLflow)."""
 
     stage_ref_fields = ("from_",)
     data_file_fields = ("data", "eval_data")
-    unhashed_fields = StageConfig.unhashed_fields | {"logging_steps", "save_steps", "sample_count"}
+    unhashed_fields = StageConfig.unhashed_fields | TrainerFields.cadence_fields | {"sample_count"}
 
     @model_validator(mode="after")
     def _one_source(self) -> SFTStageConfig:
@@ -184,31 +149,12 @@ def _load_model(ctx: StageContext, auto_class):
 def _training_args(ctx: StageContext, args_class, evaluate: bool):
     config: SFTStageConfig = ctx.config
     return args_class(
-        output_dir=str(ctx.checkpoint_dir),
-        run_name=config.name,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps or -1,
-        per_device_train_batch_size=config.batch_size,
+        **config.trainer_arguments(ctx.checkpoint_dir, config.name, ctx.seed),
         per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup,
-        weight_decay=config.weight_decay,
         max_length=config.max_length,
         packing=config.packing,
         packing_strategy=config.packing_strategy,
         assistant_only_loss=config.assistant_only_loss,
-        bf16=config.bf16,
-        seed=ctx.seed,
-        logging_steps=config.logging_steps,
-        logging_first_step=True,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        eval_strategy="no",
-        report_to=["mlflow"],
-        dataloader_num_workers=0,
         dataset_num_proc=None,
     )
 
