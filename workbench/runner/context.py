@@ -77,6 +77,22 @@ class StageContext:
         local = self.resolve(model)
         return str(local) if local.exists() else model
 
+    def load_model(self, source: str | Path | None = None, auto_class=None):
+        """A model in float32: `source` (a folder or hub id), by default this stage's input model. `auto_class`
+        defaults to AutoModelForCausalLM. A load failure is a one-line StageError naming the model."""
+        import torch
+
+        if auto_class is None:
+            from transformers import AutoModelForCausalLM as auto_class
+        source = str(source) if source is not None else self.input_model()
+        try:
+            return auto_class.from_pretrained(
+                source, dtype=torch.float32, trust_remote_code=self.loaded.recipe.trust_remote_code
+            )
+        except OSError as error:
+            first = str(error).strip().splitlines()[0]
+            raise StageError(f"stage '{self.config.name}': model '{source}' could not be loaded: {first}") from None
+
     def save_model(self, model, tokenizer) -> None:
         """Write a complete Hugging Face model folder with the recipe's pinned tokenizer."""
         model.save_pretrained(self.model_dir, safe_serialization=True)

@@ -133,15 +133,12 @@ def _open_cache(ctx: StageContext, corpus_digest: str, teacher_source: str | Non
 
 
 def _load_teacher(ctx: StageContext, source: str, student_vocab: int):
-    import torch
-    from transformers import AutoModelForCausalLM
 
     from workbench.errors import StageError
-    from workbench.stages.pretrain import load_model
     from workbench.stages.teacher_cache import check_teacher_tokenizer
 
     check_teacher_tokenizer(ctx, source)
-    teacher = load_model(ctx, source, AutoModelForCausalLM, torch.float32)
+    teacher = ctx.load_model(source)
     if teacher.config.vocab_size > student_vocab:
         raise StageError(
             f"stage '{ctx.config.name}': the teacher has {teacher.config.vocab_size} vocabulary rows, "

@@ -93,15 +93,14 @@ class PairsStageConfig(StageConfig):
 
 def run(ctx: StageContext) -> StageResult:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from workbench.preference.pairs import PairStats, judge_prompt, sample_responses
     from workbench.runner.context import StageResult
-    from workbench.stages.sft import _load_model
 
     config: PairsStageConfig = ctx.config
     tokenizer = AutoTokenizer.from_pretrained(ctx.tokenizer_dir)
-    model = _load_model(ctx, AutoModelForCausalLM)
+    model = ctx.load_model()
     items = _prompt_items(ctx)
     judge = _judge(ctx)
     torch.manual_seed(ctx.seed)

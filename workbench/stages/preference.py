@@ -17,7 +17,7 @@ from workbench.losses.preference import LossFn, PreferenceLossConfig, Preset, re
 from workbench.recipe.schema import StageConfig
 from workbench.stages.pairs import PAIRS_FILE
 from workbench.stages.registry import StageKind, register
-from workbench.stages.sft import LoraSettings
+from workbench.training.lora import LoraSettings
 from workbench.training.settings import TrainerFields
 
 if TYPE_CHECKING:
@@ -128,22 +128,23 @@ class PreferenceStageConfig(StageConfig, TrainerFields):
 
 
 def run(ctx: StageContext) -> StageResult:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
+    from datasets import Dataset
     from workbench.preference.trainer import PreferenceTrainer
     from workbench.runner.context import StageResult
-    from workbench.stages.sft import _finalize, _load_model, _peft_config
     from workbench.training.checkpoints import last_complete_checkpoint
+    from workbench.training.lora import peft_config, trained_model
     from workbench.training.samples import generate_samples
 
     config: PreferenceStageConfig = ctx.config
     loss_config = config.loss_config()
     tokenizer = AutoTokenizer.from_pretrained(ctx.tokenizer_dir)
-    model = _load_model(ctx, AutoModelForCausalLM)
+    model = ctx.load_model()
     train = _load_all_pairs(ctx, tokenizer, "data/train", _train_sources(ctx))
     held_out = _load_all_pairs(ctx, tokenizer, "data/eval", [(config.eval_data, None)]) if config.eval_data else None
     ref_model = (
-        _reference_model(ctx, AutoModelForCausalLM)
+        ctx.load_model(ctx.inputs[config.reference_from].model_dir)
         if config.reference_from and not loss_config.reference_free
         else None
     )
@@ -154,10 +155,10 @@ def run(ctx: StageContext) -> StageResult:
         model=model,
         ref_model=ref_model,
         args=_training_args(ctx, loss_config, evaluate=held_out is not None),
-        train_dataset=_dataset(train.examples()),
-        eval_dataset=_dataset(held_out.examples()) if held_out else None,
+        train_dataset=Dataset.from_list(train.examples()),
+        eval_dataset=Dataset.from_list(held_out.examples()) if held_out else None,
         processing_class=tokenizer,
-        peft_config=_peft_config(config.lora),
+        peft_config=peft_config(config.lora),
         loss_config=loss_config,
         ref_cache=cache,
     )
@@ -171,7 +172,7 @@ def run(ctx: StageContext) -> StageResult:
     metrics |= {"train/loss": output.training_loss, "train/steps": float(trainer.state.global_step)}
     if held_out:
         metrics |= _eval_metrics(trainer.evaluate(), "")
-    trained = _finalize(ctx, trainer, config.lora is not None)
+    trained = trained_model(ctx, trainer, config.lora is not None)
     ctx.save_model(trained, tokenizer)
     after = generate_samples(trained, tokenizer, prompts)
     metrics |= _sample_metrics(ctx, tokenizer, prompts, before, after)
@@ -229,13 +230,6 @@ def _load_all_pairs(ctx: StageContext, tokenizer, prefix: str, sources) -> PairD
     return first
 
 
-def _reference_model(ctx: StageContext, auto_class):
-    import torch
-
-    path = ctx.inputs[ctx.config.reference_from].model_dir
-    return auto_class.from_pretrained(path, dtype=torch.float32, trust_remote_code=ctx.loaded.recipe.trust_remote_code)
-
-
 def _ref_cache(ctx: StageContext, loss_config: PreferenceLossConfig):
     from workbench.preference.ref_cache import RefLogpCache
     from workbench.runner.hashing import data_digest, file_digest
@@ -269,12 +263,6 @@ def _training_args(ctx: StageContext, loss_config: PreferenceLossConfig, evaluat
     )
 
 
-def _dataset(examples):
-    from datasets import Dataset
-
-    return Dataset.from_list(examples)
-
-
 def _data_metrics(data: PairData, prefix: str) -> dict[str, float]:
     count = len(data.pairs)
     return {
@@ -301,11 +289,11 @@ def _sample_prompts(data: PairData, count: int) -> list[dict]:
 
 
 def _sample_metrics(ctx: StageContext, tokenizer, prompts, before: list[str], after: list[str]) -> dict[str, float]:
-    from workbench.stages.sft import _log_samples
+    from workbench.training.samples import log_samples
 
     if not prompts:
         return {}
-    _log_samples(ctx, prompts, before, after)
+    log_samples(ctx, prompts, before, after)
 
     def mean_tokens(texts: list[str]) -> float:
         return sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts) / len(texts)

@@ -117,9 +117,6 @@ def run(ctx: StageContext) -> StageResult:
 
 def start_model(ctx: StageContext, tokenizer):
     """Random weights from `architecture`, or the model named by `from`/`model`."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
     from workbench.errors import StageError
     from workbench.modeling.architecture import build_model, load_architecture
 
@@ -129,26 +126,12 @@ def start_model(ctx: StageContext, tokenizer):
             return build_model(load_architecture(ctx.resolve(config.architecture)), tokenizer, seed=ctx.seed)
         except (ValueError, TypeError) as error:
             raise StageError(f"stage '{config.name}': {error}") from None
-    source = ctx.input_model()
-    return load_model(ctx, source, AutoModelForCausalLM, torch.float32)
-
-
-def load_model(ctx: StageContext, source: str, auto_class, dtype):
-    """A model folder or hub id; a load failure is a one-line StageError."""
-    from workbench.errors import StageError
-
-    try:
-        return auto_class.from_pretrained(source, dtype=dtype, trust_remote_code=ctx.loaded.recipe.trust_remote_code)
-    except OSError as error:
-        first = str(error).strip().splitlines()[0]
-        raise StageError(f"stage '{ctx.config.name}': model '{source}' could not be loaded: {first}") from None
+    return ctx.load_model()
 
 
 def block_order(ctx: StageContext, train: CorpusBlocks) -> tuple[np.ndarray, bool]:
     """The order the trainer reads blocks in, and whether it must keep it (a curriculum) or may shuffle."""
     import numpy as np
-    import torch
-    from transformers import AutoModelForCausalLM
 
     from workbench.distill.curriculum import block_losses, curriculum_order
     from workbench.errors import StageError
@@ -166,7 +149,7 @@ def block_order(ctx: StageContext, train: CorpusBlocks) -> tuple[np.ndarray, boo
             )
         difficulty = train.difficulty
     else:
-        scorer = load_model(ctx, str(ctx.inputs[config.scorer].model_dir), AutoModelForCausalLM, torch.float32)
+        scorer = ctx.load_model(ctx.inputs[config.scorer].model_dir)
         difficulty = block_losses(scorer, train.blocks)
         del scorer
     order = curriculum_order(difficulty, config.curriculum_buckets, ctx.seed)

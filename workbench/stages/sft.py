@@ -6,28 +6,13 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from workbench.recipe.schema import StageConfig, StrictModel
+from workbench.recipe.schema import StageConfig
 from workbench.stages.registry import StageKind, register
+from workbench.training.lora import LoraSettings
 from workbench.training.settings import TrainerFields
 
 if TYPE_CHECKING:
     from workbench.runner.context import StageContext, StageResult
-
-
-class LoraSettings(StrictModel):
-    """Low-rank adapters through peft. The stage still writes a merged full model folder."""
-
-    r: int = Field(default=16, ge=1)
-    """Adapter rank."""
-
-    alpha: int = Field(default=32, ge=1)
-    """LoRA scaling numerator (scale = alpha / r)."""
-
-    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
-    """Dropout on the adapter input."""
-
-    target_modules: list[str] | str = "all-linear"
-    """Modules that get adapters: a list of names or peft's 'all-linear'."""
 
 
 class SFTStageConfig(StageConfig, TrainerFields):
@@ -85,17 +70,19 @@ class SFTStageConfig(StageConfig, TrainerFields):
 
 
 def run(ctx: StageContext) -> StageResult:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
+    from datasets import Dataset
     from workbench.runner.context import StageResult
     from workbench.training.chat_dataset import load_training_chats
     from workbench.training.checkpoints import last_complete_checkpoint
-    from workbench.training.samples import generate_samples, prompts_from_records
+    from workbench.training.lora import peft_config, trained_model
+    from workbench.training.samples import generate_samples, log_samples, prompts_from_records
 
     config: SFTStageConfig = ctx.config
     tokenizer = AutoTokenizer.from_pretrained(ctx.tokenizer_dir)
-    model = _load_model(ctx, AutoModelForCausalLM)
+    model = ctx.load_model()
     policies = dict(invalid=config.invalid_records, overlength=config.overlength)
     train = load_training_chats(ctx, config.data, tokenizer, config.max_length, metric_prefix="data/train", **policies)
     held_out = (
@@ -108,10 +95,10 @@ def run(ctx: StageContext) -> StageResult:
     trainer = SFTTrainer(
         model=model,
         args=_training_args(ctx, SFTConfig, evaluate=held_out is not None),
-        train_dataset=_dataset(train.examples),
-        eval_dataset=_dataset(held_out.examples) if held_out else None,
+        train_dataset=Dataset.from_list(train.examples),
+        eval_dataset=Dataset.from_list(held_out.examples) if held_out else None,
         processing_class=tokenizer,
-        peft_config=_peft_config(config.lora),
+        peft_config=peft_config(config.lora),
     )
     metrics: dict[str, float] = {}
     resume = last_complete_checkpoint(ctx.checkpoint_dir)
@@ -123,27 +110,12 @@ def run(ctx: StageContext) -> StageResult:
     metrics["train/loss"] = output.training_loss
     if held_out:
         metrics["eval/loss"] = trainer.evaluate()["eval_loss"]
-    trained = _finalize(ctx, trainer, config.lora is not None)
+    trained = trained_model(ctx, trainer, config.lora is not None)
     ctx.save_model(trained, tokenizer)
     after = generate_samples(trained, tokenizer, prompts)
-    _log_samples(ctx, prompts, before, after)
+    log_samples(ctx, prompts, before, after)
     metrics["train/steps"] = float(trainer.state.global_step)
     return StageResult(metrics=metrics)
-
-
-def _load_model(ctx: StageContext, auto_class):
-    import torch
-
-    from workbench.errors import StageError
-
-    source = ctx.input_model()
-    try:
-        return auto_class.from_pretrained(
-            source, dtype=torch.float32, trust_remote_code=ctx.loaded.recipe.trust_remote_code
-        )
-    except OSError as error:
-        first = str(error).strip().splitlines()[0]
-        raise StageError(f"stage '{ctx.config.name}': model '{source}' could not be loaded: {first}") from None
 
 
 def _training_args(ctx: StageContext, args_class, evaluate: bool):
@@ -157,47 +129,6 @@ def _training_args(ctx: StageContext, args_class, evaluate: bool):
         assistant_only_loss=config.assistant_only_loss,
         dataset_num_proc=None,
     )
-
-
-def _dataset(examples):
-    from datasets import Dataset
-
-    return Dataset.from_list(examples)
-
-
-def _peft_config(lora: LoraSettings | None):
-    if lora is None:
-        return None
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
-        task_type="CAUSAL_LM",
-    )
-
-
-def _finalize(ctx: StageContext, trainer, is_lora: bool):
-    """The full trained model; for LoRA the adapter is kept beside it and merged into the weights."""
-    model = trainer.model
-    if is_lora:
-        model.save_pretrained(ctx.tmp_dir / "adapter")
-        model = model.merge_and_unload()
-    return model
-
-
-def _log_samples(ctx: StageContext, prompts, before: list[str], after: list[str]) -> None:
-    rows = [
-        {"prompt": p["messages"][-1]["content"], "reference": p["reference"], "before": b, "after": a}
-        for p, b, a in zip(prompts, before, after, strict=True)
-    ]
-    ctx.tracker.log_dict(rows, "samples.json")
-    for row in rows[:2]:
-        ctx.console.print(f"  [dim]prompt:[/] {row['prompt'][:100]}")
-        ctx.console.print(f"  [dim]before:[/] {row['before'][:100]!r}")
-        ctx.console.print(f"  [dim]after: [/] {row['after'][:100]!r}")
 
 
 register(

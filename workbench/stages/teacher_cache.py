@@ -53,20 +53,18 @@ class TeacherCacheStageConfig(StageConfig, CorpusFields):
 
 
 def run(ctx: StageContext) -> StageResult:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from workbench.distill.corpus import load_corpus
     from workbench.distill.topk_cache import CacheIdentity, build_topk_cache
     from workbench.modeling.tokenizer import tokenizer_fingerprint
     from workbench.runner.context import StageResult
-    from workbench.stages.pretrain import load_model
 
     config: TeacherCacheStageConfig = ctx.config
     tokenizer = AutoTokenizer.from_pretrained(ctx.tokenizer_dir)
     source = ctx.input_model()
     check_teacher_tokenizer(ctx, source)
-    teacher = load_model(ctx, source, AutoModelForCausalLM, torch.float32)
+    teacher = ctx.load_model(source)
     corpus = load_corpus(ctx, config, config.corpus, tokenizer, "data/corpus")
     identity = CacheIdentity(
         teacher=config.from_ or config.model,

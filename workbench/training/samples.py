@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from workbench.runner.context import StageContext
 
 
 def prompts_from_records(records: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
@@ -34,3 +37,16 @@ def generate_samples(model, tokenizer, prompts: list[dict[str, Any]], max_new_to
         new_tokens = generated[0, ids["input_ids"].shape[1] :]
         outputs.append(tokenizer.decode(new_tokens, skip_special_tokens=False).removesuffix(tokenizer.eos_token))
     return outputs
+
+
+def log_samples(ctx: StageContext, prompts, before: list[str], after: list[str]) -> None:
+    """Log prompt/reference/before/after rows as `samples.json` on the stage's run; print the first two."""
+    rows = [
+        {"prompt": p["messages"][-1]["content"], "reference": p["reference"], "before": b, "after": a}
+        for p, b, a in zip(prompts, before, after, strict=True)
+    ]
+    ctx.tracker.log_dict(rows, "samples.json")
+    for row in rows[:2]:
+        ctx.console.print(f"  [dim]prompt:[/] {row['prompt'][:100]}")
+        ctx.console.print(f"  [dim]before:[/] {row['before'][:100]!r}")
+        ctx.console.print(f"  [dim]after: [/] {row['after'][:100]!r}")
