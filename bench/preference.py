@@ -70,6 +70,10 @@ def main() -> None:
             return outcomes[-1].seconds
 
         run_recipe(load_recipe(work / "bench.yaml"), only={"base"}, console=quiet)  # not timed
+        # one-time imports (trl, datasets: seconds) happen here, so cold vs warm differs by the cache alone
+        import datasets  # noqa: F401
+        import workbench.preference.trainer  # noqa: F401
+
         cold = stage_seconds("pref", force=False)
         warm = stage_seconds("pref", force=True)
         per_step = stage_seconds("pref_no_precompute", force=False)

@@ -137,3 +137,19 @@ def test_a_candidate_that_breaks_a_relative_constraint_is_not_selected(tmp_path,
     assert rows[1]["violations"] == ""
     assert info["details"]["selected_candidate"] == 1, "the lower score (the goal of mode min) broke the constraint"
     assert_same_weights(outcomes["pick"].dir / "model", tmp_path / "digit")
+
+
+def test_a_template_that_sweeps_needs_select(tmp_path, monkeypatch):
+    from workbench.errors import StageError
+
+    monkeypatch.chdir(tmp_path)
+    path = write_tiny_project(tmp_path, name="template-sweep")
+    (tmp_path / "merges").mkdir()
+    (tmp_path / "merges/sweepy.yaml").write_text("merge_method: linear\nparameters:\n  weight: {sweep: [0.5, 1.0]}\n")
+    recipe = yaml.safe_load(path.read_text())
+    recipe["stages"] = [recipe["stages"][0], {"name": "soup", "kind": "merge", "template": "sweepy",
+                                              "models": ["base", "base"]}]  # fmt: skip
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    with pytest.raises(StageError, match=r"stage 'soup': 2 candidates \(the template sweeps\): add 'select'"):
+        run_recipe(load_recipe(path))
+    assert not list(tmp_path.glob("runs/template-sweep/soup/*/model")), "nothing half-merged is kept as the output"

@@ -110,3 +110,6 @@ def test_length_bias_dpo_vs_ln_dpo(sft_project, monkeypatch):
         assert metrics["eval/rewards_accuracies"] > 0.5, name
     print(f"\nmean generated tokens (before -> after) on 16 held-out prompts, rejected = chosen + tail: {lengths}")
     assert lengths["bias_dpo"][0] == lengths["bias_ln_dpo"][0], "both start from the same SFT model"
+    # the point of length normalization: plain DPO rewards the shorter chosen answer for its length and
+    # shortens replies more (measured 44.6 -> 26.9 tokens) than ln_dpo (44.6 -> 38.3)
+    assert lengths["bias_dpo"][1] < lengths["bias_ln_dpo"][1] < lengths["bias_ln_dpo"][0] + 1

@@ -85,7 +85,7 @@ def test_mismatched_manifest_is_refused_with_every_reason(tmp_path):
     message = str(error.value)
     assert "refused" in message
     for reason in ("tokenizer differs", "teacher differs", "corpus blocks differ", "K=8 tokens a position, k=16"):
-        assert reason.split(" differ")[0] in message, reason
+        assert reason in message, reason
     assert open_topk_cache(tmp_path, expected_of(identity), min_k=4).k == 8, "a smaller k is served by a larger K"
 
 

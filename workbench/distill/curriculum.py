@@ -23,10 +23,11 @@ def block_losses(model, blocks: np.ndarray, batch_size: int = 8) -> np.ndarray:
     losses = []
     with torch.no_grad():
         for start in range(0, len(blocks), batch_size):
-            ids = torch.from_numpy(np.asarray(blocks[start : start + batch_size], dtype=np.int64))
+            # the model may sit on an accelerator (the Trainer moves it there)
+            ids = torch.from_numpy(np.asarray(blocks[start : start + batch_size], dtype=np.int64)).to(model.device)
             logits = model(input_ids=ids).logits[:, :-1].float()
             token_loss = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
-            losses.append(token_loss.mean(dim=1).double().numpy())
+            losses.append(token_loss.mean(dim=1).double().cpu().numpy())
     model.train(was_training)
     return np.concatenate(losses)
 

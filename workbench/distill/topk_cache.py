@@ -111,9 +111,9 @@ def build_topk_cache(
         for start in range(0, len(rows), batch_size):
             stop = min(start + batch_size, len(rows))
             chunk = np.asarray(blocks[rows.start + start : rows.start + stop], dtype=np.int64)
-            ids, values = teacher_topk(teacher, torch.from_numpy(chunk), identity.k)
-            ids_out[start:stop] = ids.numpy().astype(identity.ids_dtype)
-            lp_out[start:stop] = values.numpy().astype(LOGPROBS_DTYPE)
+            ids, values = teacher_topk(teacher, torch.from_numpy(chunk).to(teacher.device), identity.k)
+            ids_out[start:stop] = ids.cpu().numpy().astype(identity.ids_dtype)
+            lp_out[start:stop] = values.cpu().numpy().astype(LOGPROBS_DTYPE)
         for out, tmp, final in ((lp_out, lp_tmp, lp_path), (ids_out, ids_tmp, ids_path)):
             out.flush()
             os.replace(tmp, final)  # ids last: a shard counts as written only once its ids file exists

@@ -254,6 +254,11 @@ def run(ctx: StageContext) -> StageResult:
         candidates = expand_grid(
             spec.methods, spec.parameters, [e.parameters for e in inputs], [e.label for e in inputs]
         )
+        # a template may sweep too: only now, with the template resolved, is the grid known
+        if not candidates:
+            raise StageError("the sweep is empty: every swept value needs at least one entry")
+        if len(candidates) > 1 and config.select is None:
+            raise StageError(f"{len(candidates)} candidates (the template sweeps): add 'select' to pick one")
         if config.select is not None:
             _check_select_data(ctx, config.select)
         ctx.console.print(f"  inputs compatible: {', '.join(item.label for item in distinct)}")
