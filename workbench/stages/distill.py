@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import model_validator
 
-from workbench.losses.topk_distill import TopKDistillConfig
+from workbench.losses.topk_distill_config import TopKDistillConfig
 from workbench.stages.pretrain import PretrainStageConfig
 from workbench.stages.registry import StageKind, register
 

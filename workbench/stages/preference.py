@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, model_validator
 
 from workbench.annotate.source import is_argilla_uri, resolve_argilla_source
-from workbench.losses.preference import LossFn, PreferenceLossConfig, Preset, resolve
+from workbench.losses.preference_config import LossFn, PreferenceLossConfig, Preset, resolve
 from workbench.recipe.schema import StageConfig
 from workbench.stages.pairs import PAIRS_FILE
 from workbench.stages.registry import StageKind, register
