@@ -84,7 +84,10 @@ def reward_model_dir(tmp_path_factory):
 def test_reward_model_judge_scores_batched_like_one_by_one(reward_model_dir):
     record = _chat("question", "good answer")
     candidates = [_candidate(record, text) for text in ("good answer", "bad answer and more words", "x")]
-    judge = RewardModelJudge(reward_model_dir, batch_size=3)
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(reward_model_dir)
+    judge = RewardModelJudge(model, reward_model_dir, batch_size=3)
     together = judge.score(candidates)
     alone = [judge.score([c])[0] for c in candidates]
     assert together == pytest.approx(alone, abs=1e-5)

@@ -101,22 +101,31 @@ def run(
         raise typer.Exit(code=130) from None
     summary = ", ".join(f"{o.name} {o.status}" for o in outcomes)
     console.print(f"[bold green]done[/]: {summary}")
-    _print_scores(loaded)
+    # the scores of the evaluations this run finished, read from the outcomes (no second plan or pull)
+    evaluations = {
+        o.name: json.loads((o.dir / "stage.json").read_text()).get("metrics", {})
+        for o in outcomes
+        if loaded.stages[o.name].kind == "evaluate"
+    }
+    _print_scores(loaded, evaluations)
 
 
 @app.command()
 def report(recipe: RecipeArg) -> None:
     """Print every finished evaluate stage's scores side by side (base vs SFT vs final, ...)."""
-    if not _print_scores(_load(recipe)):
+    from workbench.evaluation.report import finished_evaluations
+    from workbench.runner.plan import make_plan
+
+    loaded = _load(recipe)
+    if not _print_scores(loaded, finished_evaluations(loaded, make_plan(loaded))):
         errors.print("no finished evaluate stage for this recipe yet (run it first)")
         raise typer.Exit(code=1)
 
 
-def _print_scores(loaded) -> bool:
+def _print_scores(loaded, evaluations: dict[str, dict[str, float]]) -> bool:
     from workbench.evaluation.report import scores_table
-    from workbench.runner.plan import make_plan
 
-    table = scores_table(loaded, make_plan(loaded))
+    table = scores_table(loaded, evaluations)
     if table is not None:
         console.print(table)
     return table is not None
@@ -145,7 +154,9 @@ def merge(
 def eval_model(
     model: Annotated[Path, typer.Argument(help="A model folder (e.g. a stage's model/).", show_default=False)],
     suite: Annotated[list[str], typer.Option("--suite", help="Suite or stock lm-eval task; repeatable.")],
-    limit: Annotated[int | None, typer.Option(help="Only the first N samples of each task (tool_use: of each category).")] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Only the first N samples of each task (tool_use: of each category).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 16,
     data: Annotated[
         list[str] | None, typer.Option("--data", help="SUITE=FILE: use FILE instead of the suite's data.")

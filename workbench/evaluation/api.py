@@ -10,6 +10,7 @@ per BFCL category); its metrics are the group's, averaged over all of the suite'
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -83,15 +84,22 @@ def evaluate_model(
 def task_manager(suites: list[str], data: dict[str, str] | None = None):
     """lm-eval's TaskManager over `evals/` (and the stock tasks) with the suites' data overrides;
     a name it does not know is an error."""
-    from lm_eval.tasks import TaskManager
-
-    manager = TaskManager(include_path=str(REPO_EVALS), metadata={"data_overrides": dict(data or {})})
+    manager = _indexed_tasks(tuple(sorted((data or {}).items())))
     unknown = [name for name in suites if name not in manager.all_tasks]
     if unknown:
         raise StageError(
             f"unknown evaluation suite or lm-eval task '{unknown[0]}' (workbench suites: {', '.join(SUITES)})"
         )
     return manager
+
+
+@functools.cache
+def _indexed_tasks(overrides: tuple[tuple[str, str], ...]):
+    """TaskManager indexes every lm-eval task (~4 s); build it once per process and set of data overrides, so a
+    merge sweep scoring several candidates, or a recipe with several evaluate stages, pays for it once."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(REPO_EVALS), metadata={"data_overrides": dict(overrides)})
 
 
 def evaluate_lm(
@@ -229,11 +237,9 @@ def _row(task: str, sample: dict) -> dict[str, Any]:
 
 def write_report(report: EvalReport, output_dir: Path) -> None:
     """`results.json` (lm-eval's results plus our metric names) and `samples_<suite>.jsonl`."""
-    from workbench.runner.store import write_json_atomic
+    from workbench.runner.store import write_json_atomic, write_jsonl_atomic
 
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(output_dir / "results.json", {"metrics": report.metrics, "lm_eval": report.raw})
     for suite, rows in report.samples.items():
-        tmp = output_dir / f".samples_{suite}.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(row, default=str) + "\n" for row in rows), encoding="utf-8")
-        tmp.replace(output_dir / f"samples_{suite}.jsonl")
+        write_jsonl_atomic(output_dir / f"samples_{suite}.jsonl", rows)

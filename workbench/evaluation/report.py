@@ -8,24 +8,27 @@ from workbench.recipe.loader import LoadedRecipe
 from workbench.runner.plan import Plan
 
 
-def scores_table(loaded: LoadedRecipe, plan: Plan) -> Table | None:
-    """Rows: metric names; columns: evaluate stages (with the model stage each measured). None if none ran."""
-    columns: list[tuple[str, dict[str, float]]] = []
-    for stage in plan.stages:
-        if stage.kind != "evaluate" or not plan.store.is_done(stage.name, stage.hash):
-            continue
-        info = plan.store.read_info(stage.name, stage.hash)
-        config = loaded.stages[stage.name]
-        model = getattr(config, "from_", None) or getattr(config, "model", None) or "?"
-        columns.append((f"{stage.name}\n({model})", info.get("metrics", {})))
-    if not columns:
+def finished_evaluations(loaded: LoadedRecipe, plan: Plan) -> dict[str, dict[str, float]]:
+    """Metrics of every evaluate stage of `plan` whose output exists, by stage name, in recipe order."""
+    return {
+        stage.name: plan.store.read_info(stage.name, stage.hash).get("metrics", {})
+        for stage in plan.stages
+        if stage.kind == "evaluate" and plan.store.is_done(stage.name, stage.hash)
+    }
+
+
+def scores_table(loaded: LoadedRecipe, evaluations: dict[str, dict[str, float]]) -> Table | None:
+    """Rows: metric names; columns: evaluate stages (with the model each measured). None if there are none."""
+    if not evaluations:
         return None
     table = Table(title="evaluation scores by stage")
     table.add_column("metric")
-    for title, _ in columns:
-        table.add_column(title, justify="right")
+    for name in evaluations:
+        config = loaded.stages[name]
+        model = getattr(config, "from_", None) or getattr(config, "model", None) or "?"
+        table.add_column(f"{name}\n({model})", justify="right")
     # suite metrics only (`suite/metric`); throughput (`eval/...`) is not a score
-    names = sorted({name for _, metrics in columns for name in metrics if "/" in name and not name.startswith("eval/")})
-    for name in names:
-        table.add_row(name, *(f"{metrics[name]:.4f}" if name in metrics else "-" for _, metrics in columns))
+    names = sorted({n for metrics in evaluations.values() for n in metrics if "/" in n and not n.startswith("eval/")})
+    for metric in names:
+        table.add_row(metric, *(f"{m[metric]:.4f}" if metric in m else "-" for m in evaluations.values()))
     return table

@@ -87,14 +87,12 @@ class VerifierJudge:
 class RewardModelJudge:
     """Scores with a sequence-classification reward model (its first logit), batched."""
 
-    def __init__(self, path: Path, batch_size: int = 16, max_length: int = 1024, trust_remote_code: bool = False):
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    def __init__(self, model, tokenizer_path: Path, batch_size: int = 16, max_length: int = 1024):
+        """`model`: a loaded sequence-classification model (`StageContext.load_model(path, ...)`)."""
+        from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            path, dtype=torch.float32, trust_remote_code=trust_remote_code
-        ).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+        self.model = model.eval()
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         # The classifier reads the last non-pad token, which it finds through the config's pad id.

@@ -60,3 +60,10 @@ def write_json_atomic(path: Path, value: Any) -> None:
     tmp = path.with_name(path.name + ".partial")
     tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
     os.replace(tmp, path)
+
+
+def write_jsonl_atomic(path: Path, rows: list[Any]) -> None:
+    """One JSON value per line, written through a temporary file and a rename like `write_json_atomic`."""
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text("".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows), encoding="utf-8")
+    os.replace(tmp, path)

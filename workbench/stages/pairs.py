@@ -7,9 +7,6 @@ through `pairs_from:`. See docs/preference.md.
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
@@ -97,6 +94,7 @@ def run(ctx: StageContext) -> StageResult:
 
     from workbench.preference.pairs import PairStats, judge_prompt, sample_responses
     from workbench.runner.context import StageResult
+    from workbench.runner.store import write_jsonl_atomic
 
     config: PairsStageConfig = ctx.config
     tokenizer = AutoTokenizer.from_pretrained(ctx.tokenizer_dir)
@@ -116,7 +114,7 @@ def run(ctx: StageContext) -> StageResult:
             if pair is not None:
                 pairs.append(pair)
         ctx.console.print(f"  sampled {min(start + config.batch_size, len(items))}/{len(items)} prompts")
-    _write_jsonl_atomic(ctx.tmp_dir / PAIRS_FILE, pairs)
+    write_jsonl_atomic(ctx.tmp_dir / PAIRS_FILE, pairs)
     ctx.tracker.log_artifact(ctx.tmp_dir / PAIRS_FILE, "pairs")
     metrics = _metrics(stats, len(items), len(pairs), config.samples)
     for key, value in metrics.items():
@@ -125,11 +123,6 @@ def run(ctx: StageContext) -> StageResult:
         ctx.console.print("  [yellow]no pairs: every prompt was a tie, under the gap or unjudgeable[/]")
     return StageResult(metrics=metrics, details={"pairs_file": PAIRS_FILE, "outcomes": dict(stats.outcomes)})
 
-
-def _write_jsonl_atomic(path: Path, records: list[dict]) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    os.replace(partial, path)
 
 
 def _prompt_items(ctx: StageContext):
@@ -159,17 +152,16 @@ def _prompt_items(ctx: StageContext):
 
 
 def _judge(ctx: StageContext):
+    from transformers import AutoModelForSequenceClassification
+
     from workbench.preference.judges import RewardModelJudge, VerifierJudge
 
     config: PairsStageConfig = ctx.config
     if config.judge == "verifier":
         return VerifierJudge()
-    return RewardModelJudge(
-        ctx.resolve(config.reward_model),
-        config.reward_batch_size,
-        config.reward_max_length,
-        ctx.loaded.recipe.trust_remote_code,
-    )
+    path = ctx.resolve(config.reward_model)
+    model = ctx.load_model(path, AutoModelForSequenceClassification)
+    return RewardModelJudge(model, path, config.reward_batch_size, config.reward_max_length)
 
 
 def _metrics(stats, prompts: int, written: int, samples: int) -> dict[str, float]:
