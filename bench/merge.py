@@ -62,7 +62,6 @@ def child_build(folder: Path, seed: int) -> dict:
 def child_merge(method: str, a: str, b: str, out: str) -> dict:
     import resource
 
-    start = time.perf_counter()
     from workbench.merging.engine import ResolvedInput, mergekit_config, run_mergekit
 
     first, second = ResolvedInput("a", Path(a)), ResolvedInput("b", Path(b))
@@ -76,7 +75,6 @@ def child_merge(method: str, a: str, b: str, out: str) -> dict:
     return {
         "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "merge_seconds": done - imported,
-        "import_seconds": imported - start,
     }
 
 

@@ -62,7 +62,7 @@ CASES = {
     ),
     "evaluate names both a stage and a model path": (
         HEADER + "  - name: ev\n    kind: evaluate\n    from: base\n    model: some/folder\n    suites: [json_schema]\n",
-        ["r.yaml:9: stages[1]: give exactly one of 'from' (an earlier stage) or 'model' (a folder or hub id)"],
+        ["r.yaml:9: stages[1]: give exactly one of 'from' (an earlier stage) or 'model' (a model folder)"],
     ),
     "unknown field with suggestion": (
         HEADER + SFT + "    learning_rte: 0.1\n",

@@ -96,10 +96,6 @@ class StageTracker:
         for start in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[start : start + 100])
 
-    def set_tags(self, tags: dict[str, str]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, value)
-
     def log_dict(self, value: Any, artifact_file: str) -> None:
         self.client.log_dict(self.run_id, value, artifact_file)
 
@@ -118,7 +114,6 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.mlflow = mlflow
-        self.uri = uri
         # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; left there, it would silently send the next
         # recipe run in this process (a notebook, the test suite) to this run's store. Keep the user's value.
         user_uri = os.environ.get("MLFLOW_TRACKING_URI")

@@ -115,7 +115,7 @@ def run_mergekit(config: dict[str, Any], out_dir: Path, seed: int | None = None)
     )
     try:
         with _inputs_closed_after_each_read(merge_config), lean_magnitude_pruning() as pruning:
-            run_merge(merge_config, str(out_dir), options, config_source=yaml.safe_dump(config, sort_keys=False))
+            run_merge(merge_config, str(out_dir), options)  # mergekit_config.yml is written below
     except (RuntimeError, ValueError, KeyError, OSError) as error:
         raise StageError(f"mergekit {config['merge_method']} merge failed: {_first_line(error)}") from None
     _complete_folder(merge_config, out_dir)

@@ -91,7 +91,7 @@ def make_plan(loaded: LoadedRecipe) -> Plan:
         hashes[name] = stage_hash
         if store.is_done(name, stage_hash):
             status = "cached"
-        elif (store.tmp_dir(name, stage_hash) / "checkpoints").is_dir():
+        elif store.has_checkpoints(name, stage_hash):
             status = "resume"
         else:
             status = "run"

@@ -27,8 +27,9 @@ class StageStore:
     def is_done(self, stage: str, stage_hash: str) -> bool:
         return (self.final_dir(stage, stage_hash) / "stage.json").is_file()
 
-    def has_partial(self, stage: str, stage_hash: str) -> bool:
-        return self.tmp_dir(stage, stage_hash).is_dir()
+    def has_checkpoints(self, stage: str, stage_hash: str) -> bool:
+        """An interrupted run left trainer checkpoints: the next run resumes from them."""
+        return (self.tmp_dir(stage, stage_hash) / "checkpoints").is_dir()
 
     def read_info(self, stage: str, stage_hash: str) -> dict[str, Any]:
         return json.loads((self.final_dir(stage, stage_hash) / "stage.json").read_text())

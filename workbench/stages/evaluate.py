@@ -30,7 +30,7 @@ class EvaluateStageConfig(StageConfig):
     """The earlier stage whose model is evaluated."""
 
     model: str | None = None
-    """Or: a model folder on disk or a Hugging Face hub id to evaluate (hashed by content when local)."""
+    """Or: a model folder on disk to evaluate (hashed by content)."""
 
     suites: list[str] = Field(min_length=1)
     """Suites to run: `instruction_following`, `json_schema`, `tool_use` (from `evals/`), or any stock
@@ -86,7 +86,7 @@ class EvaluateStageConfig(StageConfig):
         from workbench.evaluation.gates import parse_gate
 
         if (self.from_ is None) == (self.model is None):
-            raise ValueError("give exactly one of 'from' (an earlier stage) or 'model' (a folder or hub id)")
+            raise ValueError("give exactly one of 'from' (an earlier stage) or 'model' (a model folder)")
         for gate in map(parse_gate, self.gates):
             if gate.suite not in self.suites:
                 raise ValueError(f"gate {gate.text!r} uses suite '{gate.suite}', which 'suites' does not list")
@@ -148,13 +148,10 @@ def _log_samples(ctx: StageContext, report, out) -> None:
 def _register(ctx: StageContext, config: EvaluateStageConfig) -> dict:
     from pathlib import Path
 
-    from workbench.errors import StageError
     from workbench.evaluation.registry import CANDIDATE, register_candidate
 
     client, run_id = ctx.tracker.client, ctx.tracker.run_id
-    model_dir = Path(ctx.input_model())
-    if not model_dir.is_dir():
-        raise StageError(f"stage '{config.name}': register needs a local model folder, not {config.model!r}")
+    model_dir = Path(ctx.input_model())  # a local folder: evaluate_model has already read it
     client.log_artifacts(run_id, str(model_dir), "model")
     name = config.registered_model or ctx.loaded.recipe.name
     if config.from_ is not None:
