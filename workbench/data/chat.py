@@ -6,11 +6,19 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from workbench.data.records import Record, read_records
 
 ROLES = {"system", "user", "assistant", "tool"}
 SHOWN_LOCATIONS = 8
+
+InvalidPolicy = Literal["error", "drop"]
+"""Malformed records: stop the stage, or drop them (always reported)."""
+OverlengthPolicy = Literal["drop", "truncate", "error"]
+"""Records over max_length: drop, truncate the end, or stop (always reported)."""
+OVERLENGTH = "longer than max_length"
+"""How over-length records are named in a report (the truncate policy keeps these)."""
 
 
 @dataclass
@@ -44,16 +52,22 @@ class DataReport:
         return metrics
 
 
-def load_chat_records(path: Path, source: str) -> tuple[list[Record], DataReport]:
-    """Read a chat dataset and check every record; returns all readable records and the report."""
+def read_with_report(path: Path, source: str) -> tuple[list[Record], DataReport]:
+    """Read a data file; the report starts with its total and every unreadable line."""
     result = read_records(path)
     report = DataReport(source=source, unit=result.unit, total=len(result.records) + len(result.unreadable))
     for location, reason in result.unreadable:
         report.add(f"unreadable: {reason}", location)
-    for record in result.records:
+    return result.records, report
+
+
+def load_chat_records(path: Path, source: str) -> tuple[list[Record], DataReport]:
+    """Read a chat dataset and check every record; returns all readable records and the report."""
+    records, report = read_with_report(path, source)
+    for record in records:
         for problem in chat_record_problems(record.data):
             report.add(problem, record.location)
-    return result.records, report
+    return records, report
 
 
 def chat_record_problems(data: dict) -> list[str]:

@@ -16,15 +16,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from workbench.data.chat import ROLES, DataReport
-from workbench.data.records import read_records
+from workbench.data.chat import OVERLENGTH, ROLES, DataReport, InvalidPolicy, OverlengthPolicy, read_with_report
 from workbench.errors import StageError
 
-InvalidPolicy = Literal["error", "drop"]
-OverlengthPolicy = Literal["drop", "truncate", "error"]
-OVERLENGTH = "longer than max_length"
 PROMPT_FILLS = "with a prompt that fills max_length (no response token would be left)"
 
 
@@ -138,12 +134,9 @@ def load_pairs(
     overlength: OverlengthPolicy,
 ) -> PairData:
     """Read and check every pair; raise StageError (every problem listed) where the policies say stop."""
-    read = read_records(path)
-    report = DataReport(source=source, unit=read.unit, total=len(read.records) + len(read.unreadable))
-    for location, reason in read.unreadable:
-        report.add(f"unreadable: {reason}", location)
+    records, report = read_with_report(path, source)
     pairs = []
-    for record in read.records:
+    for record in records:
         pair, problems = normalize_pair(record.location, record.data)
         for problem in problems:
             report.add(problem, record.location)
@@ -172,12 +165,3 @@ def load_pairs(
     if not kept:
         raise StageError(f"{source}: no usable preference pairs left\n" + "\n".join(report.lines()))
     return PairData(kept, report, chosen_tokens, rejected_tokens)
-
-
-def report_actions(report: DataReport, overlength: OverlengthPolicy) -> list[str]:
-    """Each report line with what happened to those records."""
-    lines = []
-    for line in report.lines():
-        truncated = OVERLENGTH in line and overlength == "truncate"
-        lines.append(f"{line} — {'truncated' if truncated else 'dropped'}")
-    return lines

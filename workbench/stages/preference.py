@@ -203,7 +203,8 @@ def _train_sources(ctx: StageContext) -> list[tuple[str | None, Path | None]]:
 
 def _load_all_pairs(ctx: StageContext, tokenizer, prefix: str, sources) -> PairData:
     """Load and validate each source, report what was dropped, and concatenate the kept pairs."""
-    from workbench.preference.data import PairData, load_pairs, report_actions
+    from workbench.preference.data import PairData, load_pairs
+    from workbench.training.chat_dataset import publish_report
 
     config: PreferenceStageConfig = ctx.config
     loaded = []
@@ -211,13 +212,8 @@ def _load_all_pairs(ctx: StageContext, tokenizer, prefix: str, sources) -> PairD
         data = load_pairs(
             path or ctx.resolve(name), name, tokenizer, config.max_length, config.invalid_records, config.overlength
         )
-        for line in report_actions(data.report, config.overlength):
-            ctx.console.print(f"  [yellow]data:[/] {line}")
-        ctx.console.print(f"  data: {name}: using {len(data.pairs)} of {data.report.total} pairs")
         key = f"{prefix}/{Path(name).stem}" if len(sources) > 1 else prefix
-        ctx.tracker.log_metrics(data.report.metrics(key) | {f"{key}/used": float(len(data.pairs))})
-        if data.report.problems:
-            ctx.tracker.log_text("\n".join(data.report.lines()) + "\n", f"data/{key.replace('/', '_')}_report.txt")
+        publish_report(ctx, data.report, len(data.pairs), config.overlength, key, noun="pairs")
         loaded.append(data)
     first = loaded[0]
     for other in loaded[1:]:

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from rich.console import Console
-
-from workbench.data.chat import DataReport, load_chat_records
+from workbench.data.chat import OVERLENGTH, DataReport, InvalidPolicy, OverlengthPolicy, load_chat_records
 from workbench.errors import StageError
 from workbench.runner.context import StageContext
-
-InvalidPolicy = Literal["error", "drop"]
-OverlengthPolicy = Literal["drop", "truncate", "error"]
 
 
 @dataclass
@@ -45,16 +40,13 @@ def load_training_chats(
         ids = tokenizer.apply_chat_template(record.data["messages"], tools=record.data.get("tools"), tokenize=True)
         ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
         if len(ids) > max_length:
-            report.add(f"longer than max_length={max_length} tokens", record.location)
+            report.add(f"{OVERLENGTH}={max_length} tokens", record.location)
             long_locations.add(record.location)
     if long_locations and overlength == "error":
         raise StageError("\n".join(report.lines()) + "\n(raise max_length, or set overlength: drop or truncate)")
     if overlength == "drop":
         kept = [r for r in kept if r.location not in long_locations]
-    _print_report(ctx.console, report, invalid, overlength, len(kept))
-    ctx.tracker.log_metrics(report.metrics(metric_prefix) | {f"{metric_prefix}/used": float(len(kept))})
-    if report.problems:
-        ctx.tracker.log_text("\n".join(report.lines()) + "\n", f"data/{metric_prefix.replace('/', '_')}_report.txt")
+    publish_report(ctx, report, len(kept), overlength, metric_prefix)
     if not kept:
         raise StageError(f"{relative}: no usable records left")
     examples = [
@@ -64,8 +56,15 @@ def load_training_chats(
     return ChatData(examples, [r.data for r in kept], report)
 
 
-def _print_report(console: Console, report: DataReport, invalid: str, overlength: str, used: int) -> None:
+def publish_report(
+    ctx: StageContext, report: DataReport, used: int, overlength: OverlengthPolicy, key: str, noun: str = "records"
+) -> None:
+    """Print each problem with what happened to those records and how many are used; log the counts as
+    `<key>/...` metrics and the report itself as an artifact of the stage's run."""
     for line in report.lines():
-        action = "truncated" if "max_length" in line and overlength == "truncate" else "dropped"
-        console.print(f"  [yellow]data:[/] {line} — {action}")
-    console.print(f"  data: {report.source}: using {used} of {report.total} records")
+        action = "truncated" if OVERLENGTH in line and overlength == "truncate" else "dropped"
+        ctx.console.print(f"  [yellow]data:[/] {line} — {action}")
+    ctx.console.print(f"  data: {report.source}: using {used} of {report.total} {noun}")
+    ctx.tracker.log_metrics(report.metrics(key) | {f"{key}/used": float(used)})
+    if report.problems:
+        ctx.tracker.log_text("\n".join(report.lines()) + "\n", f"data/{key.replace('/', '_')}_report.txt")
