@@ -36,7 +36,7 @@ def main() -> None:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     from rich.console import Console
 
-    from workbench.recipe import load_recipe
+    from workbench.runner import load_recipe
     from workbench.runner.executor import run_recipe
 
     work = Path(tempfile.mkdtemp(prefix="wb-preference-"))

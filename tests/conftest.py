@@ -152,7 +152,7 @@ def sft_project(tmp_path_factory):
     hits. Tests must chdir to `root` to run it."""
     import yaml
 
-    from workbench.recipe import load_recipe
+    from workbench.runner import load_recipe
     from workbench.runner.executor import run_recipe
 
     root = tmp_path_factory.mktemp("sft-project")

@@ -481,7 +481,7 @@ def test_annotator_ranks_a_pair_in_the_browser_and_the_pull_sees_it(argilla, tmp
 
 @pytest.mark.slow
 def test_preference_stage_trains_on_argilla_data_and_new_annotations_retrain(argilla, tiny_project, monkeypatch):
-    from workbench.recipe import load_recipe
+    from workbench.runner import load_recipe
     from workbench.runner.executor import run_recipe
 
     pairs = tiny_project.root / "candidates.jsonl"

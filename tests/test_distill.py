@@ -17,7 +17,7 @@ from workbench.distill.topk_cache import build_topk_cache, open_topk_cache
 from workbench.distill.training import BlockCollator, BlockDataset, DistillTrainer, training_arguments
 from workbench.errors import StageError
 from workbench.losses.topk_distill import TopKDistillConfig
-from workbench.recipe import load_recipe
+from workbench.runner import load_recipe
 from workbench.runner.executor import run_recipe
 from workbench.stages.distill import DistillStageConfig
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, TINY_ARCH, workbench_cli
-from workbench.recipe import load_recipe
+from workbench.runner import load_recipe
 from workbench.runner.plan import make_plan
 
 pytestmark = pytest.mark.slow

@@ -45,7 +45,7 @@ def test_gate_table_lists_every_gate():
 
 
 def _recipe(tmp_path, evaluate: dict):
-    from workbench.recipe.loader import load_recipe
+    from workbench.runner import load_recipe
 
     (tmp_path / "train.jsonl").write_text("{}\n")
     (tmp_path / "arch.yaml").write_text("hidden_size: 32\n")

@@ -95,7 +95,7 @@ def test_editing_a_suite_changes_the_evaluate_stage_hash(tmp_path, monkeypatch):
     import shutil
 
     import workbench.evaluation.tasks as tasks
-    from workbench.recipe import load_recipe
+    from workbench.runner import load_recipe
     from workbench.runner.plan import make_plan
 
     evals = tmp_path / "evals"

@@ -434,7 +434,7 @@ def test_shipped_templates_name_real_methods_and_parameters(template):
 
 
 def _recipe_problems(tmp_path, merge: dict) -> str:
-    from workbench.recipe import load_recipe
+    from workbench.runner import load_recipe
 
     (tmp_path / "arch.yaml").write_text(yaml.safe_dump(TINY_ARCH))
     (tmp_path / "d.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
@@ -480,7 +480,7 @@ def test_recipe_errors_name_the_problem(merge, message, tmp_path):
 
 
 def test_merge_stage_depends_on_nested_stage_references(tmp_path):
-    from workbench.recipe import load_recipe
+    from workbench.runner import load_recipe
 
     (tmp_path / "arch.yaml").write_text(yaml.safe_dump(TINY_ARCH))
     (tmp_path / "d.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
@@ -519,7 +519,7 @@ def _compare_recipe(tmp_path, eval_limit: int) -> Path:
 
 def test_a_compared_evaluate_stage_is_an_input_of_the_merge(tmp_path):
     """`select.compare` makes the evaluate stage a dependency: it runs first and its hash is in the merge's key."""
-    from workbench.recipe import load_recipe
+    from workbench.runner import load_recipe
     from workbench.runner.plan import make_plan
 
     loaded = load_recipe(_compare_recipe(tmp_path, eval_limit=2), root=tmp_path)

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import write_tiny_project
 from tests.test_merge import assert_same_weights
-from workbench.recipe import load_recipe
+from workbench.runner import load_recipe
 from workbench.runner.executor import run_recipe
 
 pytestmark = pytest.mark.slow

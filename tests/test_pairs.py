@@ -8,7 +8,7 @@ import pytest
 
 from workbench.preference.judges import Candidate, RewardModelJudge, VerifierJudge
 from workbench.preference.pairs import PairStats, judge_prompt, prompt_item, select_pair
-from workbench.recipe import load_recipe
+from workbench.runner import load_recipe
 from workbench.runner.executor import run_recipe
 
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}

@@ -7,7 +7,7 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from workbench.recipe import load_recipe
+from workbench.runner import load_recipe
 from workbench.runner.executor import run_recipe
 
 pytestmark = pytest.mark.slow

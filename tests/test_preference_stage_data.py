@@ -11,7 +11,7 @@ from workbench.errors import RecipeError, StageError
 from workbench.modeling.chat_template import LFM2_CHAT_TEMPLATE
 from workbench.modeling.tokenizer import train_bpe_tokenizer
 from workbench.preference.data import load_pairs, normalize_pair
-from workbench.recipe import load_recipe
+from workbench.runner import load_recipe
 
 PROMPT = [{"role": "user", "content": "Say hi."}]
 

@@ -14,7 +14,7 @@ from workbench.distill.corpus import read_documents
 from workbench.distill.curriculum import curriculum_order
 from workbench.distill.training import BlockCollator, BlockDataset, training_arguments
 from workbench.errors import StageError
-from workbench.recipe import load_recipe
+from workbench.runner import load_recipe
 from workbench.runner.executor import run_recipe
 from workbench.stages.pretrain import PretrainStageConfig
 

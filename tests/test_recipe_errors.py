@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from workbench.cli import app
 from workbench.errors import RecipeError
-from workbench.recipe import load_recipe
+from workbench.runner import load_recipe
 from workbench.stages.registry import stage_kinds
 
 HEADER = """\

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import workbench_cli
-from workbench.recipe import load_recipe
+from workbench.runner import load_recipe
 from workbench.runner.plan import make_plan
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from transformers import AutoModelForCausalLM
 
 from workbench.errors import StageError, WorkbenchError
-from workbench.recipe import load_recipe
+from workbench.runner import load_recipe
 from workbench.runner.executor import run_recipe
 from workbench.runner.plan import make_plan
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import sys
 import traceback
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -22,31 +25,71 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Declarative post-training for small language models.",
 )
-console = Console()
-errors = Console(stderr=True)
+# soft_wrap: long paths and messages are never broken at the terminal's width
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
+_options = {"debug": False}
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
 
 
+@app.callback()
+def _global(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False) -> None:
+    """Declarative post-training for small language models."""
+    _options["debug"] = debug
+
+
 def _fail(error: Exception) -> None:
-    if isinstance(error, RecipeError):
-        for problem in error.problems:
-            errors.print(f"[red]error:[/] {problem}", highlight=False, markup=True, soft_wrap=True)
-    else:
-        errors.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+    lines = [str(p) for p in error.problems] if isinstance(error, RecipeError) else [str(error)]
+    for line in lines:
+        errors.print("[red]error:[/] " + _escape(line), highlight=False)
     raise typer.Exit(code=1)
 
 
-def _load(recipe: Path):
-    from workbench.recipe.loader import load_recipe
+def _escape(text: str) -> str:
+    from rich.markup import escape
 
-    try:
-        return load_recipe(recipe)
-    except WorkbenchError as error:
-        _fail(error)
+    return escape(text)
+
+
+def handled(command: Callable) -> Callable:
+    """Every command reports through here: a WorkbenchError is its message, any other exception one line naming
+    it (the traceback only with --debug), Ctrl-C a note that finished stages are kept."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except WorkbenchError as error:
+            if _options["debug"]:
+                traceback.print_exc()
+            _fail(error)
+        except KeyboardInterrupt:
+            errors.print("[red]interrupted[/]: finished stages are kept; the next run resumes the interrupted one")
+            raise typer.Exit(code=130) from None
+        except Exception as error:  # noqa: BLE001 (the one place that turns a bug into one line)
+            if _options["debug"]:
+                traceback.print_exc()
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            errors.print(
+                "[red]error:[/] " + _escape(f"{type(error).__name__}: {first}") + " (run with --debug for the traceback)",
+                highlight=False,
+            )
+            raise typer.Exit(code=1) from None
+
+    return wrapper
+
+
+def _load(recipe: Path):
+    from workbench.runner import load_recipe
+
+    return load_recipe(recipe)
 
 
 @app.command()
+@handled
 def validate(recipe: RecipeArg) -> None:
     """Check a recipe and report every problem at once (exit 1 if any)."""
     loaded = _load(recipe)
@@ -54,15 +97,13 @@ def validate(recipe: RecipeArg) -> None:
 
 
 @app.command()
+@handled
 def plan(recipe: RecipeArg) -> None:
     """Show the stage graph and what is cached, resumable or will run."""
     from workbench.runner.plan import make_plan
 
     loaded = _load(recipe)
-    try:
-        the_plan = make_plan(loaded)
-    except WorkbenchError as error:
-        _fail(error)
+    the_plan = make_plan(loaded)
     table = Table(title=f"{loaded.recipe.name} ({recipe})")
     for column in ("stage", "kind", "inputs", "hash", "status"):
         table.add_column(column)
@@ -76,6 +117,7 @@ def plan(recipe: RecipeArg) -> None:
 
 
 @app.command()
+@handled
 def run(
     recipe: RecipeArg,
     force: Annotated[
@@ -84,21 +126,12 @@ def run(
     only: Annotated[
         list[str] | None, typer.Option("--only", help="Run only this stage; its inputs must be finished.")
     ] = None,
-    debug: Annotated[bool, typer.Option(help="Show full tracebacks.")] = False,
 ) -> None:
     """Run a recipe: every stage whose output is not cached, in dependency order."""
     from workbench.runner.executor import run_recipe
 
     loaded = _load(recipe)
-    try:
-        outcomes = run_recipe(loaded, force=set(force or []), only=set(only or []), console=console)
-    except WorkbenchError as error:
-        if debug:
-            traceback.print_exc()
-        _fail(error)
-    except KeyboardInterrupt:
-        errors.print("[red]interrupted[/]: finished stages are kept; the next run resumes the interrupted one")
-        raise typer.Exit(code=130) from None
+    outcomes = run_recipe(loaded, force=set(force or []), only=set(only or []), console=console)
     summary = ", ".join(f"{o.name} {o.status}" for o in outcomes)
     console.print(f"[bold green]done[/]: {summary}")
     # the scores of the evaluations this run finished, read from the outcomes (no second plan or pull)
@@ -111,10 +144,10 @@ def run(
 
 
 @app.command()
+@handled
 def report(recipe: RecipeArg) -> None:
     """Print every finished evaluate stage's scores side by side (base vs SFT vs final, ...)."""
-    from workbench.evaluation.report import finished_evaluations
-    from workbench.runner.plan import make_plan
+    from workbench.runner.plan import finished_evaluations, make_plan
 
     loaded = _load(recipe)
     if not _print_scores(loaded, finished_evaluations(loaded, make_plan(loaded))):
@@ -132,6 +165,7 @@ def _print_scores(loaded, evaluations: dict[str, dict[str, float]]) -> bool:
 
 
 @app.command()
+@handled
 def merge(
     config: Annotated[
         Path, typer.Argument(help="A mergekit config YAML, as mergekit-yaml takes it.", show_default=False)
@@ -143,14 +177,12 @@ def merge(
     """Run a mergekit config unchanged, after workbench's compatibility checks; writes a model card."""
     from workbench.merging.standalone import merge_file
 
-    try:
-        written = merge_file(config, out, overwrite=overwrite, seed=seed)
-    except WorkbenchError as error:
-        _fail(error)
+    written = merge_file(config, out, overwrite=overwrite, seed=seed)
     console.print(f"[bold green]merged[/] → {written}")
 
 
 @app.command(name="eval")
+@handled
 def eval_model(
     model: Annotated[Path, typer.Argument(help="A model folder (e.g. a stage's model/).", show_default=False)],
     suite: Annotated[list[str], typer.Option("--suite", help="Suite or stock lm-eval task; repeatable.")],
@@ -168,11 +200,8 @@ def eval_model(
 
     overrides = dict(item.split("=", 1) for item in data or [] if "=" in item)
     if len(overrides) != len(data or []):
-        _fail(WorkbenchError("--data takes SUITE=FILE"))
-    try:
-        report = evaluate_model(model, suite, batch_size=batch_size, limit=limit, output_dir=output, data=overrides)
-    except WorkbenchError as error:
-        _fail(error)
+        raise WorkbenchError("--data takes SUITE=FILE")
+    report = evaluate_model(model, suite, batch_size=batch_size, limit=limit, output_dir=output, data=overrides)
     table = Table(title=f"{model} ({sum(report.counts.values())} samples, {report.seconds:.1f}s)")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -182,6 +211,7 @@ def eval_model(
 
 
 @app.command()
+@handled
 def promote(
     name: Annotated[str, typer.Argument(help="Registered model name (default registration: the recipe's name).")],
     version: Annotated[
@@ -198,19 +228,19 @@ def promote(
     from workbench.tracking import default_tracking_uri
 
     client = MlflowClient(default_tracking_uri(tracking_uri, Path("runs")))
-    try:
-        new, previous = promote_version(client, name, version)
-    except WorkbenchError as error:
-        _fail(error)
+    new, previous = promote_version(client, name, version)
     console.print(f"{name}: champion -> version {new}" + (f" (was {previous})" if previous else ""))
 
 
 @app.command()
+@handled
 def schema() -> None:
     """Print the JSON Schema of recipe files (point your editor's YAML plugin at it)."""
     from workbench.recipe.json_schema import recipe_json_schema
 
-    sys.stdout.write(json.dumps(recipe_json_schema(), indent=2) + "\n")
+    from workbench.runner import default_catalog
+
+    sys.stdout.write(json.dumps(recipe_json_schema(default_catalog()), indent=2) + "\n")
 
 
 annotate_app = typer.Typer(
@@ -225,6 +255,7 @@ WorkspaceOption = Annotated[str, typer.Option(help="Argilla workspace.")]
 
 
 @annotate_app.command("serve")
+@handled
 def annotate_serve(
     annotator: Annotated[list[str] | None, typer.Option("--annotator", help="Annotator account to create.")] = None,
     owner: Annotated[str, typer.Option(help="Owner account (its API key is $ARGILLA_API_KEY or generated).")] = "owner",
@@ -239,11 +270,8 @@ def annotate_serve(
     from workbench.annotate.server import accounts, start_server, stop_server, wait_ready
 
     url = f"http://127.0.0.1:{port}"
-    try:
-        process = start_server(home, port, accounts(owner, annotator or []), workspace=workspace, venv=venv)
-        wait_ready(url, process)
-    except WorkbenchError as error:
-        _fail(error)
+    process = start_server(home, port, accounts(owner, annotator or []), workspace=workspace, venv=venv)
+    wait_ready(url, process)
     console.print(f"[bold green]Argilla[/] at {url} (workspace {workspace}, data in {home}); Ctrl-C stops it")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a terminated CLI still stops the server
     try:
@@ -255,6 +283,7 @@ def annotate_serve(
 
 
 @annotate_app.command("push")
+@handled
 def annotate_push(
     pairs: Annotated[Path, typer.Argument(help="JSONL of a prompt and two responses per line.", show_default=False)],
     dataset: Annotated[str, typer.Option(help="Argilla dataset name.")],
@@ -266,10 +295,7 @@ def annotate_push(
     from workbench.annotate.client import connect
     from workbench.annotate.push import push_pairs
 
-    try:
-        report = push_pairs(connect(url), pairs, workspace, dataset, min_submitted=min_submitted)
-    except WorkbenchError as error:
-        _fail(error)
+    report = push_pairs(connect(url), pairs, workspace, dataset, min_submitted=min_submitted)
     console.print(
         f"{workspace}/{dataset} ({'created' if report.created else 'existing'}, id {report.dataset_id}): "
         f"{report.added} added, {report.already_present} already present, {report.duplicate_lines} duplicate "
@@ -279,6 +305,7 @@ def annotate_push(
 
 
 @annotate_app.command("pull")
+@handled
 def annotate_pull(
     dataset: Annotated[str, typer.Option(help="Argilla dataset name.")],
     workspace: WorkspaceOption = "preference",
@@ -289,10 +316,7 @@ def annotate_pull(
     from workbench.annotate.client import connect
     from workbench.annotate.pull import pull_preferences
 
-    try:
-        result = pull_preferences(connect(url), workspace, dataset, out)
-    except WorkbenchError as error:
-        _fail(error)
+    result = pull_preferences(connect(url), workspace, dataset, out)
     table = Table(title=f"{workspace}/{dataset}")
     table.add_column("metric")
     table.add_column("value")
@@ -304,7 +328,20 @@ def annotate_pull(
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_third_party()
     app()
+
+
+def quiet_third_party() -> None:
+    """Warnings a user can do nothing about, repeated on every run, are left out (--debug keeps them)."""
+    if "--debug" in sys.argv:
+        return
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # mlflow's git probe outside a repository
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    for module in ("mlflow", "torch", "transformers", "trl", "peft", "lm_eval", "datasets", "pydantic", "mergekit"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
 
 
 if __name__ == "__main__":

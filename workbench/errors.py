@@ -1,7 +1,9 @@
-"""Errors that reach the user as one clear line each, never as a traceback."""
+"""Errors that reach the user as one clear line each, never as a traceback, and the one did-you-mean helper."""
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -33,3 +35,13 @@ class RecipeError(WorkbenchError):
 
 class StageError(WorkbenchError):
     """A stage could not run because of its input (bad data, missing model, mismatched tokenizer)."""
+
+
+class StageHalted(WorkbenchError):
+    """A stage finished but asked the recipe to stop (a failed gate); the message says why."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the closest of `choices`, or '' when none is close."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from workbench.annotate.agreement import krippendorff_alpha, percent_agreement
 from workbench.annotate.client import AnnotationError
 from workbench.annotate.push import PREFERENCE_QUESTION, RATIONALE_QUESTION, get_dataset
-from workbench.runner.store import write_json_atomic
+from workbench.fsio import write_json_atomic
 
 if TYPE_CHECKING:
     import argilla as rg

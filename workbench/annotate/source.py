@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+from workbench.api.kinds import UriScheme
 from workbench.errors import StageError
 
 SCHEME = "argilla://"
@@ -64,3 +65,20 @@ def _pull(uri: str, work_dir: Path) -> ArgillaSource:
 def _summary(metrics: dict[str, float]) -> str:
     keys = ("records", "incomplete", "ties", "both_bad", "undecided")
     return ", ".join(f"{key} {int(metrics[key])}" for key in keys)
+
+
+def uri_problem(uri: str) -> str | None:
+    """The problem with an `argilla://` URI's shape, or None (offline: the server is asked only at plan time)."""
+    try:
+        parse_argilla_uri(uri)
+    except StageError as error:
+        return str(error)
+    return None
+
+
+ARGILLA = UriScheme(
+    scheme="argilla",
+    check=uri_problem,
+    digest=lambda uri, work_root: resolve_argilla_source(uri, work_root).content_hash,
+    forget=forget_pulls,
+)

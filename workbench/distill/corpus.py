@@ -23,8 +23,8 @@ from workbench.data.chat import DataReport
 from workbench.errors import StageError
 
 if TYPE_CHECKING:
-    from workbench.runner.context import StageContext
-    from workbench.stages.pretrain import CorpusFields
+    from workbench.api.context import StageContext
+    from workbench.distill.fields import CorpusFields
 
 CORPUS_FORMAT = "workbench-corpus/1"
 
@@ -47,8 +47,7 @@ class CorpusBlocks:
 def load_corpus(ctx: StageContext, fields: CorpusFields, relative: str, tokenizer, metric_prefix: str) -> CorpusBlocks:
     """The blocks of one corpus file, tokenized and packed on first use and memory-mapped afterwards."""
     from workbench.modeling.tokenizer import tokenizer_fingerprint
-    from workbench.runner.hashing import digest_json, file_digest
-    from workbench.runner.plan import work_root
+    from workbench.hashing import digest_json, file_digest
 
     path = ctx.resolve(relative)
     if not path.is_file():
@@ -63,7 +62,7 @@ def load_corpus(ctx: StageContext, fields: CorpusFields, relative: str, tokenize
             "difficulty_field": fields.difficulty_field,
         }
     )
-    folder = work_root(ctx.loaded) / "_corpus" / key[:16]
+    folder = ctx.project.work_root / "_corpus" / key[:16]
     if not (folder / "info.json").is_file():
         _build(folder, path, relative, fields, tokenizer)
     corpus = open_corpus(folder)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import StageError
-from workbench.runner.store import write_json_atomic
+from workbench.fsio import write_json_atomic
 
 CACHE_FORMAT = "workbench-topk-cache/1"
 MANIFEST, BUILD = "manifest.json", "build.json"

@@ -237,7 +237,7 @@ def _row(task: str, sample: dict) -> dict[str, Any]:
 
 def write_report(report: EvalReport, output_dir: Path) -> None:
     """`results.json` (lm-eval's results plus our metric names) and `samples_<suite>.jsonl`."""
-    from workbench.runner.store import write_json_atomic, write_jsonl_atomic
+    from workbench.fsio import write_json_atomic, write_jsonl_atomic
 
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(output_dir / "results.json", {"metrics": report.metrics, "lm_eval": report.raw})

@@ -19,7 +19,8 @@ import operator
 import re
 from dataclasses import dataclass
 
-from workbench.errors import WorkbenchError
+from workbench.api.config import RecipeView
+from workbench.errors import WorkbenchError, did_you_mean
 
 _NAME = r"[A-Za-z][A-Za-z0-9_\-]*"
 _NUMBER = r"\d+(?:\.\d+)?|\.\d+"
@@ -103,3 +104,34 @@ def gate_table(stage: str, results: list[dict]) -> str:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     failed = sum(not r["passed"] for r in results)
     return f"stage '{stage}': {failed} of {len(results)} gates failed\n" + "\n".join(lines)
+
+
+def gate_problems(
+    gates: list[str], suites: list[str], compare: list[str], recipe: RecipeView, field: tuple = ("gates",)
+) -> None:
+    """Report, at `field[i]`, every gate that cannot be checked: a suite the stage does not run, a metric its suite
+    does not report, a comparison with a stage that is not in `compare` (each with a did-you-mean)."""
+    evaluate_stages = recipe.stages_of_kind("evaluate")
+    for index, text in enumerate(gates):
+        where = (*field, index)
+        try:
+            gate = parse_gate(text)
+        except ValueError:
+            continue  # the schema reported it
+        if gate.suite not in suites:
+            hint = did_you_mean(gate.suite, suites)
+            recipe.problem(where, f"gate {text!r} uses suite '{gate.suite}', which this stage does not run{hint}")
+            continue
+        known = recipe.members("suite", gate.suite)
+        if known is not None and gate.metric not in known:
+            recipe.problem(
+                where,
+                f"suite '{gate.suite}' reports no metric '{gate.metric}'{did_you_mean(gate.metric, known)}; "
+                f"it reports: {', '.join(known)}",
+            )
+        if gate.stage is not None and gate.stage not in compare:
+            if recipe.kind_of(gate.stage) == "evaluate":
+                recipe.problem(where, f"gate {text!r} compares with '{gate.stage}': add it to 'compare'")
+            else:
+                hint = did_you_mean(gate.stage, compare) or did_you_mean(gate.stage, evaluate_stages)
+                recipe.problem(where, f"gate {text!r} compares with '{gate.stage}', which is not in 'compare'{hint}")

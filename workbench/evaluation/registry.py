@@ -7,6 +7,18 @@ from workbench.errors import WorkbenchError
 CANDIDATE, CHAMPION = "candidate", "champion"
 
 
+def find_version(client, name: str, tags: dict[str, str]) -> str | None:
+    """The version of registered model `name` carrying all of `tags`, or None (also when there is no such model)."""
+    from mlflow.exceptions import MlflowException
+
+    query = " and ".join([f"name = '{name}'", *(f"tags.`{key}` = '{value}'" for key, value in tags.items())])
+    try:
+        found = client.search_model_versions(query)
+    except MlflowException:
+        return None
+    return str(found[0].version) if found else None
+
+
 def register_candidate(client, name: str, run_id: str, artifact_path: str, tags: dict[str, str]) -> str:
     """A new version of registered model `name` from the run's logged model folder, aliased `candidate`."""
     from mlflow.exceptions import MlflowException

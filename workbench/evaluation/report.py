@@ -5,16 +5,6 @@ from __future__ import annotations
 from rich.table import Table
 
 from workbench.recipe.loader import LoadedRecipe
-from workbench.runner.plan import Plan
-
-
-def finished_evaluations(loaded: LoadedRecipe, plan: Plan) -> dict[str, dict[str, float]]:
-    """Metrics of every evaluate stage of `plan` whose output exists, by stage name, in recipe order."""
-    return {
-        stage.name: plan.store.read_info(stage.name, stage.hash).get("metrics", {})
-        for stage in plan.stages
-        if stage.kind == "evaluate" and plan.store.is_done(stage.name, stage.hash)
-    }
 
 
 def scores_table(loaded: LoadedRecipe, evaluations: dict[str, dict[str, float]]) -> Table | None:

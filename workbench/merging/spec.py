@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from workbench.api.kinds import Namespace
 from workbench.errors import StageError
 
 TEMPLATE_DIR = "merges"
@@ -64,3 +65,30 @@ def resolve_spec(
         for key in ("dtype", "out_dtype", "tokenizer_source", "chat_template")
     }
     return MergeSpec(methods, {**template.get("parameters", {}), **parameters}, merged_settings)
+
+
+def template_names(root: Path) -> list[str]:
+    return sorted(p.stem for p in (root / TEMPLATE_DIR).glob("*.yaml"))
+
+
+def template_problems(name: str, root: Path) -> list[str]:
+    """What is wrong with a template file itself (its keys, its method and parameter names)."""
+    from workbench.merging.methods import method_problems
+
+    try:
+        data = load_template(name, root)
+    except StageError as error:
+        return [str(error)]
+    methods = data.get("merge_method")
+    if methods is None:
+        return []
+    methods = methods if isinstance(methods, list) else [methods]
+    return [f"template '{name}': {p}" for p in method_problems(methods, data.get("parameters", {}), {})]
+
+
+TEMPLATES = Namespace(
+    name="merge template",
+    names=template_names,
+    definition=lambda name, root: (template_path(name), root / template_path(name)),
+    check=template_problems,
+)

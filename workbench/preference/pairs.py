@@ -8,6 +8,9 @@ from typing import Any
 
 from workbench.preference.judges import Candidate, Judge
 
+PAIRS_FILE = "pairs.jsonl"
+"""The file a pairs stage writes in its folder and a preference stage reads through `pairs_from`."""
+
 SCORING_FIELDS = ("task", "instruction_id_list", "kwargs", "json_schema", "tools", "tool_calls")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from workbench.runner.hashing import digest_json
+from workbench.hashing import digest_json
 
 TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 

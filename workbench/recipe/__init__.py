@@ -1,6 +1,6 @@
 """Recipe schema and loading."""
 
 from workbench.recipe.loader import LoadedRecipe, load_recipe
-from workbench.recipe.schema import Recipe, StageConfig
+from workbench.recipe.schema import Recipe
 
-__all__ = ["LoadedRecipe", "Recipe", "StageConfig", "load_recipe"]
+__all__ = ["LoadedRecipe", "Recipe", "load_recipe"]

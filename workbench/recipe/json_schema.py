@@ -1,4 +1,4 @@
-"""The JSON Schema of recipe files, with every registered stage kind, for editor autocompletion."""
+"""The JSON Schema of recipe files, with every stage kind of a catalog, for editor autocompletion."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
+from workbench.api.kinds import Catalog
 from workbench.recipe.schema import Recipe
-from workbench.stages.registry import stage_kinds
 
 
-def recipe_json_schema() -> dict[str, Any]:
-    configs = tuple(kind.config for kind in stage_kinds().values())
+def recipe_json_schema(catalog: Catalog) -> dict[str, Any]:
+    configs = tuple(kind.config for kind in catalog.kinds.values())
     stage_union = Annotated[Union[configs], Field(discriminator="kind")]  # noqa: UP007 (built at runtime)
     schema = Recipe.model_json_schema(by_alias=True)
     stage_schema = TypeAdapter(stage_union).json_schema(by_alias=True, ref_template="#/$defs/{model}")

@@ -1,23 +1,32 @@
-"""Load a recipe file: safe YAML, schema validation, stage references and the stage graph.
+"""Load a recipe file: safe YAML, schema validation, everything each stage consumes, and the stage graph.
 
-Every problem in a file is collected and reported at once as `file:line: path: message`.
+Every problem in a file is collected and reported at once as `file:line: path: message`, where `path` starts at
+the stage's name (`sft.data`), not its index. What a stage consumes is read from its config's field markers
+(`workbench.api.markers`), the same description the planner hashes, so a recipe that validates has every file,
+name and reference that `plan` hashes and `run` opens.
 """
 
 from __future__ import annotations
 
-import difflib
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from workbench.errors import Problem, RecipeError
-from workbench.recipe.graph import find_cycle, topological_order
-from workbench.recipe.schema import Recipe, StageConfig
+from workbench.api.config import StageConfig
+from workbench.api.context import Project
+from workbench.api.kinds import Catalog
+from workbench.api.markers import Consumed, DataPath, ModelPath, Named, StageRef, consumed
+from workbench.errors import Problem, RecipeError, did_you_mean
+from workbench.recipe.schema import Recipe
 from workbench.recipe.yaml_lines import LineMap, load_yaml_with_lines
-from workbench.stages.registry import stage_kinds
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+BUILTIN_CHAT_TEMPLATES = ("lfm2",)
 
 
 @dataclass
@@ -30,12 +39,21 @@ class LoadedRecipe:
     path: Path
     root: Path
     """Project root: relative paths in the recipe (data, work_dir) resolve against it."""
+    catalog: Catalog = field(repr=False, default_factory=Catalog)
 
     def resolve(self, relative: str) -> Path:
         return (self.root / relative).resolve()
 
-    def dependencies(self, name: str) -> list[str]:
-        return list(dict.fromkeys(ref for _, ref in self.stages[name].stage_refs()))
+    def consumed(self, name: str) -> list[Consumed]:
+        config = self.stages[name]
+        return consumed(type(config), config.model_dump(mode="json", by_alias=True))
+
+    def dependencies(self, name: str, hashed_only: bool = False) -> list[str]:
+        """The stages `name` reads (all of them, or only those whose output changes its own)."""
+        refs = [c.value for c in self.consumed(name) if isinstance(c.marker, StageRef)]
+        if hashed_only:
+            refs = [c.value for c in self.consumed(name) if isinstance(c.marker, StageRef) and c.marker.hashed]
+        return list(dict.fromkeys(refs))
 
     def descendants(self, names: set[str]) -> set[str]:
         found = set(names)
@@ -44,14 +62,20 @@ class LoadedRecipe:
                 found.add(stage)
         return found
 
+    @property
+    def work_root(self) -> Path:
+        return self.resolve(self.recipe.work_dir)
 
-class _Collector:
-    def __init__(self, file: str, lines: LineMap):
-        self.file, self.lines, self.problems = file, lines, []
-
-    def add(self, path: tuple, message: str, line_path: tuple | None = None) -> None:
-        line = self.lines.line_of(line_path if line_path is not None else path)
-        self.problems.append(Problem(self.file, line, format_path(path), message))
+    @property
+    def project(self) -> Project:
+        return Project(
+            root=self.root,
+            store_root=self.work_root / self.recipe.name,
+            work_root=self.work_root,
+            recipe_name=self.recipe.name,
+            seed=self.recipe.seed,
+            trust_remote_code=self.recipe.trust_remote_code,
+        )
 
 
 def format_path(path: tuple) -> str:
@@ -62,75 +86,298 @@ def format_path(path: tuple) -> str:
     return text
 
 
-def did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def load_recipe(path: str | Path, root: str | Path | None = None, check_files: bool = True) -> LoadedRecipe:
+def load_recipe(
+    path: str | Path, catalog: Catalog, root: str | Path | None = None, check_files: bool = True
+) -> LoadedRecipe:
     """Parse and validate a recipe; raise RecipeError listing every problem found."""
     path = Path(path)
+    root = Path(root or Path.cwd()).resolve()
     display = str(path)
     if not path.is_file():
         raise RecipeError([Problem(display, None, "", "recipe file not found")])
     try:
         data, lines, duplicates = load_yaml_with_lines(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        reason = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise RecipeError([Problem(display, mark.line + 1 if mark else None, "", f"invalid YAML: {reason}")]) from None
+        raise RecipeError([_yaml_problem(display, error)]) from None
     except UnicodeDecodeError:
         raise RecipeError([Problem(display, None, "", "file is not UTF-8 text")]) from None
-    out = _Collector(display, lines)
+    out = _Checker(display, lines, data, catalog, root, check_files)
     for line, where, message in duplicates:
-        out.problems.append(Problem(display, line, format_path(where), message))
+        out.problems.append(Problem(display, line, out.format(where), message))
     if not isinstance(data, dict):
         out.add((), "a recipe must be a mapping with 'name', 'tokenizer' and 'stages'")
         raise RecipeError(out.problems)
-
-    recipe = _validate(Recipe, data, (), out)
-    stages = _validate_stages(data.get("stages"), out)
-    _check_references(stages, out)
-    if check_files:
-        _check_files(recipe, stages, Path(root or Path.cwd()), out)
+    recipe = out.validate(Recipe, data, ())
+    out.check_recipe_fields(data)
+    out.check_stages(data.get("stages"))
     if out.problems:
-        raise RecipeError(sorted(out.problems, key=lambda p: (p.line or 0, p.path)))
-    configs = {name: stage.config for name, stage in stages.items()}
-    order = topological_order({name: [r for _, r in cfg.stage_refs()] for name, cfg in configs.items()})
-    return LoadedRecipe(
-        recipe=recipe,
-        stages=configs,
-        order=order,
-        path=path,
-        root=Path(root or Path.cwd()).resolve(),
-    )
+        raise RecipeError(sorted(set(out.problems), key=lambda p: (p.line or 0, p.path, p.message)))
+    configs = {name: entry.config for name, entry in out.stages.items()}
+    graph = {name: out.stages[name].refs for name in configs}
+    order = _stable_order(graph)
+    return LoadedRecipe(recipe=recipe, stages=configs, order=order, path=path, root=root, catalog=catalog)
 
 
-def _validate(model: type, data: dict, prefix: tuple, out: _Collector) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as error:
-        for item in error.errors():
-            _report_pydantic(model, item, data, prefix, out)
-        return None
+def _yaml_problem(display: str, error: yaml.YAMLError) -> Problem:
+    mark = getattr(error, "problem_mark", None)
+    reason = getattr(error, "problem", None) or str(error).splitlines()[0]
+    if any(word in reason for word in ("mapping values", "expected <block end>", "expected key", "block mapping")):
+        reason += " (check the indentation of this line and the lines just above it)"
+    return Problem(display, mark.line + 1 if mark else None, "", f"invalid YAML: {reason}")
 
 
-def _report_pydantic(model: type, item: dict, data: dict, prefix: tuple, out: _Collector) -> None:
-    loc = tuple(item["loc"])
-    kind = item["type"]
-    if kind == "extra_forbidden":
-        parent, key = prefix + loc[:-1], loc[-1]
-        fields = _field_names(model, loc[:-1])
-        out.add(parent, f"unknown field '{key}'{did_you_mean(str(key), fields)}", line_path=prefix + loc)
-    elif kind == "missing":
-        out.add(prefix + loc[:-1], f"missing required field '{loc[-1]}'")
-    else:
-        message = item["msg"]
-        if message.startswith("Value error, "):
-            message = message[len("Value error, ") :]
-        if kind not in ("value_error", "assertion_error") and not isinstance(item.get("input"), (dict, list)):
-            message += f" (got {item.get('input')!r})"
-        out.add(prefix + loc, message)
+def _stable_order(graph: dict[str, list[str]]) -> list[str]:
+    """Inputs before the stages that use them; stages that become ready together keep the recipe's order."""
+    position = {name: index for index, name in enumerate(graph)}
+    sorter = TopologicalSorter(graph)
+    sorter.prepare()
+    order: list[str] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready(), key=position.__getitem__)
+        order += ready
+        sorter.done(*ready)
+    return order
+
+
+@dataclass
+class _Stage:
+    index: int
+    name: str
+    raw: dict
+    config_class: type[StageConfig]
+    config: StageConfig | None
+    refs: list[str] = field(default_factory=list)
+
+
+class _Checker:
+    """Collects problems while checking one recipe; implements the `RecipeView` stages' `check_recipe` sees."""
+
+    def __init__(self, file: str, lines: LineMap, data: Any, catalog: Catalog, root: Path, check_files: bool):
+        self.file, self.lines, self.data, self.catalog = file, lines, data, catalog
+        self.root, self.check_files = root, check_files
+        self.problems: list[Problem] = []
+        self.stages: dict[str, _Stage] = {}
+        self._current: tuple = ()
+        self._names_cache: dict[str, list[str]] = {}
+
+    # -- reporting ---------------------------------------------------------------------------------------------
+    def add(self, path: tuple, message: str, line_path: tuple | None = None) -> None:
+        line = self.lines.line_of(line_path if line_path is not None else path)
+        self.problems.append(Problem(self.file, line, self.format(path), message))
+
+    def format(self, path: tuple) -> str:
+        """`stages[1].from` as `sft.from` when stage 1 has a name."""
+        stages = self.data.get("stages") if isinstance(self.data, dict) else None
+        if len(path) >= 2 and path[0] == "stages" and isinstance(path[1], int) and isinstance(stages, list):
+            entry = stages[path[1]] if path[1] < len(stages) else None
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if isinstance(name, str) and name:
+                return format_path((name, *path[2:]))
+        return format_path(path)
+
+    # -- RecipeView, for StageConfig.check_recipe ----------------------------------------------------------------
+    def problem(self, path: tuple, message: str) -> None:
+        self.add(self._current + tuple(path), message)
+
+    def kind_of(self, stage: str) -> str | None:
+        entry = self.stages.get(stage)
+        return entry.raw.get("kind") if entry else None
+
+    def stages_of_kind(self, kind: str) -> list[str]:
+        return [name for name, entry in self.stages.items() if entry.raw.get("kind") == kind]
+
+    def config_of(self, stage: str) -> StageConfig | None:
+        entry = self.stages.get(stage)
+        return entry.config if entry else None
+
+    def names(self, namespace: str) -> list[str]:
+        if namespace not in self._names_cache:
+            self._names_cache[namespace] = sorted(self.catalog.namespaces[namespace].names(self.root))
+        return self._names_cache[namespace]
+
+    def members(self, namespace: str, name: str) -> list[str] | None:
+        space = self.catalog.namespaces[namespace]
+        return space.members(name, self.root) if space.members else None
+
+    # -- schema --------------------------------------------------------------------------------------------------
+    def validate(self, model: type, data: dict, prefix: tuple) -> Any:
+        try:
+            return model.model_validate(data)
+        except ValidationError as error:
+            for item in error.errors():
+                self._report_pydantic(model, item, prefix)
+            return None
+
+    def _report_pydantic(self, model: type, item: dict, prefix: tuple) -> None:
+        loc = tuple(item["loc"])
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            parent, key = prefix + loc[:-1], loc[-1]
+            message = f"unknown field '{key}'{did_you_mean(str(key), _field_names(model, loc[:-1]))}"
+            message += self._elsewhere(model, loc, str(key))
+            self.add(parent, message, line_path=prefix + loc)
+        elif kind == "missing":
+            self.add(prefix + loc[:-1], f"missing required field '{loc[-1]}'")
+        else:
+            message = item["msg"]
+            if message.startswith("Value error, "):
+                message = message[len("Value error, ") :]
+            if kind not in ("value_error", "assertion_error") and not isinstance(item.get("input"), (dict, list)):
+                message += f" (got {item.get('input')!r})"
+            self.add(prefix + loc, message)
+
+    def _elsewhere(self, model: type, loc: tuple, key: str) -> str:
+        """Which stage kinds take a field this stage kind (or the recipe's top level) rejects."""
+        if len(loc) != 1:
+            return ""
+        takers = self.catalog.kinds_with_field(key)
+        if model is Recipe and takers:
+            return f"; stage kinds {', '.join(takers)} take it: is it indented under a stage?"
+        if issubclass(model, StageConfig) and takers:
+            return f"; kinds that take it: {', '.join(takers)}"
+        return ""
+
+    # -- recipe-level fields -------------------------------------------------------------------------------------
+    def check_recipe_fields(self, data: dict) -> None:
+        template = data.get("chat_template")
+        if isinstance(template, str) and template not in BUILTIN_CHAT_TEMPLATES:
+            if not template.endswith(".jinja"):
+                builtins = ", ".join(BUILTIN_CHAT_TEMPLATES)
+                self.add(("chat_template",), f"unknown chat template '{template}': a builtin ({builtins}) or a .jinja file")
+            elif self.check_files and not (self.root / template).is_file():
+                self.add(("chat_template",), f"file not found: '{template}' (relative to {self.root})")
+        tokenizer = data.get("tokenizer")
+        if not isinstance(tokenizer, dict):
+            return
+        train = tokenizer.get("train")
+        if isinstance(train, dict) and isinstance(train.get("files"), list) and self.check_files:
+            for index, file in enumerate(train["files"]):
+                if isinstance(file, str) and not (self.root / file).is_file():
+                    self.add(("tokenizer", "train", "files", index), f"file not found: '{file}' (relative to {self.root})")
+        if isinstance(tokenizer.get("path"), str):
+            self._check_model_path(("tokenizer", "path"), tokenizer["path"], "tokenizer folder")
+
+    # -- stages --------------------------------------------------------------------------------------------------
+    def check_stages(self, raw: Any) -> None:
+        if not isinstance(raw, list):
+            return
+        kinds = self.catalog.kinds
+        for index, entry in enumerate(raw):
+            where = ("stages", index)
+            if not isinstance(entry, dict):
+                self.add(where, "a stage must be a mapping with 'name' and 'kind'")
+                continue
+            kind_name = entry.get("kind")
+            if kind_name is None:
+                self.add(where, f"missing required field 'kind' (one of: {', '.join(sorted(kinds))})")
+            elif kind_name not in kinds:
+                hint = did_you_mean(str(kind_name), list(kinds))
+                self.add(where + ("kind",), f"unknown stage kind '{kind_name}'{hint}; known kinds: {', '.join(sorted(kinds))}")
+            name = entry.get("name")
+            if isinstance(name, str) and name in self.stages:
+                first = self.lines.line_of(("stages", self.stages[name].index, "name"))
+                self.add(where + ("name",), f"duplicate stage name '{name}' (first defined at line {first})")
+                continue
+            if kind_name not in kinds:
+                continue
+            config_class = kinds[kind_name].config
+            config = self.validate(config_class, entry, where)
+            if isinstance(name, str):
+                self.stages[name] = _Stage(index, name, entry, config_class, config)
+        for stage in self.stages.values():
+            self._check_consumed(stage)
+        self._check_cycles()
+        for stage in self.stages.values():
+            if stage.config is not None:
+                self._current = ("stages", stage.index)
+                stage.config.check_recipe(self)
+        self._current = ()
+
+    def _check_consumed(self, stage: _Stage) -> None:
+        """Every stage reference, path, model and name the stage's markers point at, read from the raw YAML so a
+        stage with other errors is still checked."""
+        for item in consumed(stage.config_class, stage.raw):
+            path = ("stages", stage.index) + item.path
+            marker = item.marker
+            if isinstance(marker, StageRef):
+                self._check_ref(stage, path, item.value, marker)
+            elif isinstance(marker, DataPath):
+                self._check_data_path(path, item.value, marker)
+            elif isinstance(marker, ModelPath):
+                self._check_model_path(path, item.value, "model folder")
+            elif isinstance(marker, Named):
+                self._check_name(path, item.value, marker)
+
+    def _check_ref(self, stage: _Stage, path: tuple, ref: str, marker: StageRef) -> None:
+        if ref == stage.name:
+            self.add(path, f"stage '{stage.name}' cannot use its own output")
+        elif ref not in self.stages:
+            self.add(path, f"unknown stage '{ref}'{did_you_mean(ref, [n for n in self.stages if n != stage.name])}")
+        else:
+            kind = self.stages[ref].raw.get("kind")
+            if marker.kinds and kind not in marker.kinds:
+                wanted = " or ".join(marker.kinds)
+                candidates = [n for n, s in self.stages.items() if s.raw.get("kind") in marker.kinds and n != stage.name]
+                hint = did_you_mean(ref, candidates) or (f" ({wanted} stages: {', '.join(candidates)})" if candidates else "")
+                self.add(path, f"'{ref}' is a {kind} stage; this field takes a {wanted} stage{hint}")
+            stage.refs.append(ref)
+
+    def _check_data_path(self, path: tuple, value: str, marker: DataPath) -> None:
+        if "://" in value:
+            scheme = value.split("://", 1)[0]
+            if scheme not in marker.schemes or scheme not in self.catalog.schemes:
+                allowed = ", ".join(f"{s}://" for s in marker.schemes) or "none"
+                self.add(path, f"'{value}': this field takes a file path, not a '{scheme}://' URI (URIs allowed: {allowed})")
+                return
+            problem = self.catalog.schemes[scheme].check(value)
+            if problem:
+                self.add(path, problem)
+            return
+        if not self.check_files:
+            return
+        local = self.root / value
+        if not local.exists():
+            self.add(path, f"{'folder' if marker.kind == 'folder' else 'file'} not found: '{value}' (relative to {self.root})")
+        elif marker.kind == "file" and not local.is_file():
+            self.add(path, f"'{value}' is a folder; a file is expected here")
+        elif marker.kind == "folder" and not local.is_dir():
+            self.add(path, f"'{value}' is a file; a folder is expected here")
+
+    def _check_model_path(self, path: tuple, value: str, what: str) -> None:
+        """A folder that exists, or a hub id (`org/name`) whose first part is not a folder of the project."""
+        if not self.check_files or (self.root / value).exists():
+            return
+        first = Path(value).parts[0] if Path(value).parts else value
+        looks_local = value.startswith((".", "/", "~")) or not HUB_ID.match(value) or (self.root / first).is_dir()
+        if looks_local:
+            self.add(path, f"{what} not found: '{value}' (relative to {self.root}; a hub id is written org/name)")
+
+    def _check_name(self, path: tuple, value: str, marker: Named) -> None:
+        space = self.catalog.namespaces.get(marker.namespace)
+        if space is None:
+            self.add(path, f"no namespace '{marker.namespace}' is registered (a stage kind's bug)")
+            return
+        known = self.names(marker.namespace)
+        found = value in known or (space.contains is not None and space.contains(value, self.root))
+        if not found:
+            stem = value.rsplit(".", 1)[0] if "." in value else None
+            if stem and stem in known:
+                self.add(path, f"write the {space.name} name without its extension: '{stem}'")
+            else:
+                listed = ", ".join(known) if len(known) <= 12 else ", ".join(known[:12]) + ", ..."
+                self.add(path, f"unknown {space.name} '{value}'{did_you_mean(value, known)}; known: {listed or 'none'}")
+            return
+        if space.check is not None:
+            for message in space.check(value, self.root):
+                self.add(path, message)
+
+    def _check_cycles(self) -> None:
+        graph = {name: stage.refs for name, stage in self.stages.items()}
+        try:
+            TopologicalSorter(graph).prepare()
+        except CycleError as error:
+            cycle = list(reversed(error.args[1]))
+            self.add(("stages", self.stages[cycle[0]].index, "name"), "dependency cycle: " + " -> ".join(cycle))
 
 
 def _field_names(model: type, loc: tuple) -> list[str]:
@@ -139,102 +386,10 @@ def _field_names(model: type, loc: tuple) -> list[str]:
     for part in loc:
         if isinstance(part, int):
             continue
-        field = getattr(current, "model_fields", {}).get(part)
-        annotation = getattr(field, "annotation", None)
+        field_info = getattr(current, "model_fields", {}).get(part)
+        annotation = getattr(field_info, "annotation", None)
         candidates = [annotation, *getattr(annotation, "__args__", ())]
         current = next((c for c in candidates if hasattr(c, "model_fields")), None)
         if current is None:
             return []
     return [f.alias or name for name, f in current.model_fields.items()]
-
-
-@dataclass
-class _StageEntry:
-    index: int
-    raw: dict
-    kind: type[StageConfig]
-    config: StageConfig | None
-
-    def values(self, fields: tuple[str, ...]) -> list[tuple[tuple, str]]:
-        """(path below the stage, value) of the string values in `fields`, read from the raw YAML: a string,
-        a list of strings, or mappings that name a stage with `from:` (`models: [{from: sft, ...}]`)."""
-        found = []
-        for field in fields:
-            head, _, below = field.partition(".")
-            alias = self.kind.model_fields[head].alias or head
-            value, prefix = self.raw.get(alias), (alias,)
-            if below:  # a field of a nested mapping, e.g. "select.compare"
-                value, prefix = (value.get(below) if isinstance(value, dict) else None), (alias, below)
-            items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
-            for index, item in items:
-                path = prefix if index is None else prefix + (index,)
-                if isinstance(item, str):
-                    found.append((path, item))
-                elif isinstance(item, dict) and isinstance(item.get("from"), str):
-                    found.append((path + ("from",), item["from"]))
-        return found
-
-
-def _validate_stages(raw: Any, out: _Collector) -> dict[str, _StageEntry]:
-    """Validate each stage with its kind's schema. Names and references are read from the raw
-    YAML so they are checked even for a stage whose other fields are wrong."""
-    kinds = stage_kinds()
-    stages: dict[str, _StageEntry] = {}
-    if not isinstance(raw, list):
-        return stages
-    for index, entry in enumerate(raw):
-        where = ("stages", index)
-        if not isinstance(entry, dict):
-            out.add(where, "a stage must be a mapping with 'name' and 'kind'")
-            continue
-        kind_name = entry.get("kind")
-        if kind_name is None:
-            out.add(where, f"missing required field 'kind' (one of: {', '.join(sorted(kinds))})")
-        elif kind_name not in kinds:
-            hint = did_you_mean(str(kind_name), list(kinds))
-            out.add(
-                where + ("kind",), f"unknown stage kind '{kind_name}'{hint}; known kinds: {', '.join(sorted(kinds))}"
-            )
-        name = entry.get("name")
-        if isinstance(name, str) and name in stages:
-            first = out.lines.line_of(("stages", stages[name].index, "name"))
-            out.add(where + ("name",), f"duplicate stage name '{name}' (first defined at line {first})")
-            continue
-        if kind_name not in kinds:
-            continue
-        config = _validate(kinds[kind_name].config, entry, where, out)
-        if isinstance(name, str):
-            stages[name] = _StageEntry(index, entry, kinds[kind_name].config, config)
-    return stages
-
-
-def _check_references(stages: dict[str, _StageEntry], out: _Collector) -> None:
-    names = list(stages)
-    graph: dict[str, list[str]] = {}
-    for name, stage in stages.items():
-        graph[name] = []
-        for below, ref in stage.values(stage.kind.stage_ref_fields):
-            path = ("stages", stage.index) + below
-            if ref == name:
-                out.add(path, f"stage '{name}' cannot use its own output")
-            elif ref not in stages:
-                out.add(path, f"unknown stage '{ref}'{did_you_mean(ref, names)}")
-            else:
-                graph[name].append(ref)
-    cycle = find_cycle(graph)
-    if cycle:
-        out.add(("stages", stages[cycle[0]].index, "name"), "dependency cycle: " + " -> ".join(cycle + [cycle[0]]))
-
-
-def _check_files(recipe: Recipe | None, stages: dict[str, _StageEntry], root: Path, out: _Collector) -> None:
-    def check(path: tuple, relative: str) -> None:
-        if "://" not in relative and not (root / relative).exists():
-            out.add(path, f"file not found: '{relative}' (relative to {root})")
-
-    if recipe is not None and recipe.tokenizer.train is not None:
-        for i, file in enumerate(recipe.tokenizer.train.files):
-            check(("tokenizer", "train", "files", i), file)
-    for stage in stages.values():
-        for below, file in stage.values(stage.kind.data_file_fields):
-            if below[-1] != "from":
-                check(("stages", stage.index) + below, file)

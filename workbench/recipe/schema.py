@@ -1,23 +1,17 @@
 """The recipe schema: typed, documented, strict (a typo fails at load time).
 
-Stage configs are not listed here: each stage kind registers its own config class (see
-`workbench.stages.registry`), so new kinds plug in without touching the loader.
+Stage configs are not listed here: each stage kind brings its own config class in the catalog the loader is
+given, so new kinds plug in without touching the loader.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]*$"
-
-
-class StrictModel(BaseModel):
-    """Base for every config: unknown keys are errors and field docstrings become descriptions."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, populate_by_name=True)
+from workbench.api.config import NAME_PATTERN, StrictModel
 
 
 class TrackingConfig(StrictModel):
@@ -53,41 +47,6 @@ class TokenizerSpec(StrictModel):
     def model_post_init(self, _context: Any) -> None:
         if (self.path is None) == (self.train is None):
             raise ValueError("give exactly one of 'path' or 'train'")
-
-
-class StageConfig(StrictModel):
-    """Fields every stage has. Each stage kind subclasses this with `kind: Literal[...]`."""
-
-    name: str = Field(pattern=NAME_PATTERN)
-    """Unique stage name; later stages refer to this stage by it."""
-
-    kind: str
-    """The stage kind (init, sft, ...)."""
-
-    description: str = ""
-    """Free text for humans; does not affect the stage's hash."""
-
-    # Fields that name earlier stages and fields that name data files; the loader checks both.
-    stage_ref_fields: ClassVar[tuple[str, ...]] = ()
-    data_file_fields: ClassVar[tuple[str, ...]] = ()
-    # Fields that do not change the stage's output and so stay out of its content hash.
-    unhashed_fields: ClassVar[frozenset[str]] = frozenset({"name", "description"})
-
-    def stage_refs(self) -> list[tuple[str, str]]:
-        """(field name, referenced stage name) for every reference to another stage."""
-        return self._values_of(self.stage_ref_fields)
-
-    def data_files(self) -> list[tuple[str, str]]:
-        """(field name, path) for every data file this stage reads."""
-        return self._values_of(self.data_file_fields)
-
-    def _values_of(self, fields: tuple[str, ...]) -> list[tuple[str, str]]:
-        """(field, value) for each set value of `fields`; list fields give one pair per item."""
-        found = []
-        for field in fields:
-            value = getattr(self, field)
-            found.extend((field, item) for item in (value if isinstance(value, list) else [value]) if item is not None)
-        return found
 
 
 class Recipe(StrictModel):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from collections.abc import Iterator
@@ -11,15 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from filelock import FileLock, Timeout
 from rich.console import Console
 
-from workbench.errors import StageError, WorkbenchError
+from workbench.api.context import ReviewContext, StageContext, StageInput
+from workbench.errors import StageError, StageHalted, WorkbenchError
+from workbench.fsio import write_json_atomic
 from workbench.recipe.loader import LoadedRecipe
-from workbench.runner.context import StageContext, StageInput
-from workbench.runner.plan import Plan, PlannedStage, make_plan, work_root
-from workbench.runner.store import write_json_atomic
+from workbench.runner.plan import Plan, PlannedStage, make_plan
 from workbench.runner.tokenizer import ensure_tokenizer
-from workbench.stages.registry import stage_kinds
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ def run_recipe(
     _check_only_inputs(plan, selected, only)
 
     recipe = loaded.recipe
-    root = work_root(loaded)
+    root = loaded.work_root
     with _exclusive(plan.store.root):
         uri = default_tracking_uri(recipe.tracking.uri, root)
         sqlite_default = uri.startswith("sqlite:///") and not recipe.tracking.uri
@@ -68,12 +67,14 @@ def run_recipe(
             tokenizer_dir = ensure_tokenizer(loaded, plan.store.root, plan.tokenizer_hash, plan.chat_template)
             for stage in selected:
                 if stage.status == "cached" and stage.name not in forced:
-                    outcomes.append(_log_cached(tracker, plan, stage, tags, console))
+                    outcome, halt = _log_cached(loaded, tracker, plan, stage, tags, console)
                 else:
-                    outcomes.append(
-                        _execute(loaded, tracker, plan, stage, tags, tokenizer_dir, stage.name in forced, console)
+                    outcome, halt = _execute(
+                        loaded, tracker, plan, stage, tags, tokenizer_dir, stage.name in forced, console
                     )
-                _check_gates(plan, stage, console)
+                outcomes.append(outcome)
+                if halt:
+                    raise StageHalted(halt)
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -81,19 +82,6 @@ def run_recipe(
         finally:
             tracker.end_parent(status)
     return outcomes
-
-
-def _check_gates(plan: Plan, stage: PlannedStage, console: Console) -> None:
-    """A stage may report gate results (evaluate stages); one failed gate stops the recipe."""
-    from workbench.evaluation.gates import GateFailed, gate_table
-
-    gates = plan.store.read_info(stage.name, stage.hash).get("details", {}).get("gates")
-    if not gates:
-        return
-    table = gate_table(stage.name, gates)
-    if not all(gate["passed"] for gate in gates):
-        raise GateFailed(table)
-    console.print(table, highlight=False, markup=False)
 
 
 def _check_names(loaded: LoadedRecipe, names: set[str]) -> None:
@@ -117,12 +105,15 @@ def _check_only_inputs(plan: Plan, selected: list[PlannedStage], only: set[str])
 def _exclusive(store_root: Path) -> Iterator[None]:
     """One `workbench run` per recipe at a time: two would write the same stage folders."""
     store_root.mkdir(parents=True, exist_ok=True)
-    with open(store_root / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise WorkbenchError(f"another workbench run is using {store_root}; wait for it to finish") from None
+    lock = FileLock(store_root / ".lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise WorkbenchError(f"another workbench run is using {store_root}; wait for it to finish") from None
+    try:
         yield
+    finally:
+        lock.release()
 
 
 def _resolved(loaded: LoadedRecipe, plan: Plan) -> dict:
@@ -139,7 +130,38 @@ def _stage_tags(stage: PlannedStage, tags: dict[str, str]) -> dict[str, str]:
     return tags | {"workbench.stage": stage.name, "workbench.kind": stage.kind, "workbench.stage_hash": stage.hash}
 
 
-def _log_cached(tracker, plan: Plan, stage: PlannedStage, tags: dict, console: Console) -> StageOutcome:
+def _inputs(plan: Plan, stage: PlannedStage) -> dict[str, StageInput]:
+    return {
+        dep: StageInput(dep, plan.store.final_dir(dep, h), plan.store.read_info(dep, h))
+        for dep, h in stage.inputs.items()
+    }
+
+
+def _review(loaded, plan: Plan, stage: PlannedStage, run, console: Console) -> str | None:
+    """The kind's verdict on the recorded output (gates), for fresh and cached stages alike; returns a halt reason."""
+    kind = loaded.catalog.kinds[stage.kind]
+    if kind.review is None:
+        return None
+    final = plan.store.final_dir(stage.name, stage.hash)
+    review = kind.review(
+        ReviewContext(
+            config=loaded.stages[stage.name],
+            info=plan.store.read_info(stage.name, stage.hash),
+            inputs=_inputs(plan, stage),
+            project=loaded.project,
+            tracker=run,
+            console=console,
+            model_dir=final / "model",
+        )
+    )
+    if review.details:
+        run.log_dict(review.details, "review.json")
+    if review.report and not review.halt:
+        console.print(review.report, highlight=False, markup=False)
+    return review.halt
+
+
+def _log_cached(loaded, tracker, plan: Plan, stage: PlannedStage, tags: dict, console: Console):
     from workbench.tracking import flatten
 
     info = plan.store.read_info(stage.name, stage.hash)
@@ -148,19 +170,18 @@ def _log_cached(tracker, plan: Plan, stage: PlannedStage, tags: dict, console: C
         run.log_params(flatten(info.get("config", {}), "stage"))
         run.log_metrics(info.get("metrics", {}))
         run.log_dict(info, "stage.json")
-    console.print(f"[green]✓[/] {stage.name} ({stage.kind}) cached [dim]{stage.hash[:12]}[/]")
-    return StageOutcome(stage.name, "cached", plan.store.final_dir(stage.name, stage.hash), 0.0)
+        console.print(f"[green]✓[/] {stage.name} ({stage.kind}) cached [dim]{stage.hash[:12]}[/]")
+        halt = _review(loaded, plan, stage, run, console)
+    outcome = StageOutcome(stage.name, "cached", plan.store.final_dir(stage.name, stage.hash), 0.0)
+    return outcome, halt
 
 
-def _execute(loaded, tracker, plan: Plan, stage: PlannedStage, tags, tokenizer_dir, fresh, console) -> StageOutcome:
+def _execute(loaded, tracker, plan: Plan, stage: PlannedStage, tags, tokenizer_dir, fresh, console):
     from workbench.modeling.tokenizer import tokenizer_fingerprint
     from workbench.tracking import flatten
 
     config = loaded.stages[stage.name]
-    inputs = {
-        dep: StageInput(dep, plan.store.final_dir(dep, h), plan.store.read_info(dep, h))
-        for dep, h in stage.inputs.items()
-    }
+    inputs = _inputs(plan, stage)
     pinned = tokenizer_fingerprint(tokenizer_dir)
     for dep, given in inputs.items():
         if given.info.get("tokenizer_fingerprint") not in (None, pinned):
@@ -174,8 +195,8 @@ def _execute(loaded, tracker, plan: Plan, stage: PlannedStage, tags, tokenizer_d
     started = time.time()
     with tracker.stage_run(stage.name, _stage_tags(stage, tags) | {"workbench.resumed": str(resuming).lower()}) as run:
         run.log_params(flatten(config.model_dump(mode="json", by_alias=True), "stage"))
-        ctx = StageContext(loaded, config, stage.hash, tmp, inputs, tokenizer_dir, run, console)
-        result = stage_kinds()[stage.kind].run(ctx)
+        ctx = StageContext(loaded.project, config, stage.hash, tmp, inputs, tokenizer_dir, run, console)
+        result = loaded.catalog.kinds[stage.kind].run(ctx)
         info = {
             "name": stage.name,
             "kind": stage.kind,
@@ -195,5 +216,7 @@ def _execute(loaded, tracker, plan: Plan, stage: PlannedStage, tags, tokenizer_d
         run.log_metrics(result.metrics)
         run.log_dict(info, "stage.json")
         final = plan.store.commit(stage.name, stage.hash)
-    console.print(f"[green]✓[/] {stage.name} done in {info['seconds']:.1f}s → {final}")
-    return StageOutcome(stage.name, "resumed" if resuming else "ran", final, info["seconds"])
+        console.print(f"[green]✓[/] {stage.name} done in {info['seconds']:.1f}s → {final}")
+        halt = result.halt or _review(loaded, plan, stage, run, console)
+    outcome = StageOutcome(stage.name, "resumed" if resuming else "ran", final, info["seconds"])
+    return outcome, halt

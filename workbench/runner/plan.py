@@ -1,13 +1,18 @@
-"""Plan a recipe: each stage's content hash and whether its output is cached, partial or missing."""
+"""Plan a recipe: each stage's content hash and whether its output is cached, partial or missing.
+
+A stage's hash covers its config (less the fields that cannot change its output), the hashes of the stages whose
+output it reads, the content of every file, model folder and named definition its markers point at, the pinned
+tokenizer and the environment fingerprint.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from workbench.annotate.source import forget_pulls, is_argilla_uri, resolve_argilla_source
+from workbench.api.markers import DataPath, ModelPath, Named
+from workbench.errors import WorkbenchError
+from workbench.hashing import digest_json, digest_text, env_fingerprint, file_digest
 from workbench.recipe.loader import LoadedRecipe
-from workbench.runner.hashing import data_digest, digest_json, digest_text, env_fingerprint
 from workbench.runner.store import StageStore
 
 
@@ -17,7 +22,7 @@ class PlannedStage:
     kind: str
     hash: str
     inputs: dict[str, str]
-    """Input stage name -> its hash."""
+    """Input stage name -> its hash (every stage it reads, hashed into it or not)."""
     status: str
     """'cached' (output exists), 'resume' (an interrupted run left checkpoints) or 'run'."""
 
@@ -34,18 +39,21 @@ class Plan:
 
 
 def recipe_store(loaded: LoadedRecipe) -> StageStore:
-    return StageStore(work_root(loaded) / loaded.recipe.name)
+    return StageStore(loaded.project.store_root)
 
 
-def work_root(loaded: LoadedRecipe) -> Path:
-    return loaded.resolve(loaded.recipe.work_dir)
+def local_digest(loaded: LoadedRecipe, relative: str, what: str) -> str:
+    """The content hash of a file or folder of the project; a missing one is an error, never a hash of its name."""
+    local = loaded.root / relative
+    if not local.exists():
+        raise WorkbenchError(f"{loaded.path}: {what} '{relative}' not found (relative to {loaded.root})")
+    return file_digest(local)
 
 
-def _source_digest(loaded: LoadedRecipe, reference: str) -> str:
-    """A data reference's content hash; `argilla://` sources are pulled first, so new annotations re-run."""
-    if is_argilla_uri(reference):
-        return resolve_argilla_source(reference, work_root(loaded)).content_hash
-    return data_digest(loaded.root, reference)
+def model_digest(loaded: LoadedRecipe, value: str) -> str:
+    """A model folder's content, or for a hub id (nothing local of that name) the id itself."""
+    local = loaded.root / value
+    return file_digest(local) if local.exists() else digest_text(value)
 
 
 def tokenizer_spec_hash(loaded: LoadedRecipe, chat_template: str) -> str:
@@ -54,34 +62,65 @@ def tokenizer_spec_hash(loaded: LoadedRecipe, chat_template: str) -> str:
     if spec.train is not None:
         source = {
             "vocab_size": spec.train.vocab_size,
-            "files": {f: data_digest(loaded.root, f) for f in spec.train.files},
+            "files": {f: local_digest(loaded, f, "tokenizer training file") for f in spec.train.files},
         }
     else:
-        source = {"path": spec.path, "content": data_digest(loaded.root, spec.path)}
+        source = {"path": spec.path, "content": model_digest(loaded, spec.path)}
     return digest_json({"tokenizer": source, "chat_template": digest_text(chat_template), **env_fingerprint()})
 
 
-def make_plan(loaded: LoadedRecipe) -> Plan:
-    from workbench.modeling.chat_template import resolve_chat_template
+def resolve_chat_template(loaded: LoadedRecipe) -> str:
+    from workbench.modeling.chat_template import resolve_chat_template as resolve
 
-    chat_template = resolve_chat_template(loaded.recipe.chat_template, loaded.root)
+    try:
+        return resolve(loaded.recipe.chat_template, loaded.root)
+    except ValueError as error:
+        raise WorkbenchError(f"{loaded.path}: chat_template: {error}") from None
+
+
+def consumed_digests(loaded: LoadedRecipe, name: str) -> dict[str, str]:
+    """Hash key -> content digest of everything stage `name` reads besides other stages."""
+    files: dict[str, str] = {}
+    for item in loaded.consumed(name):
+        marker = item.marker
+        if isinstance(marker, DataPath):
+            scheme = item.value.split("://", 1)[0] if "://" in item.value else None
+            if scheme is not None:
+                files[marker.hash_prefix + item.value] = loaded.catalog.schemes[scheme].digest(
+                    item.value, loaded.work_root
+                )
+            else:
+                files[marker.hash_prefix + item.value] = local_digest(loaded, item.value, "file")
+        elif isinstance(marker, ModelPath):
+            files[marker.hash_prefix + item.value] = model_digest(loaded, item.value)
+        elif isinstance(marker, Named):
+            space = loaded.catalog.namespaces[marker.namespace]
+            definition = space.definition(item.value, loaded.root) if space.definition else None
+            if definition is not None:
+                key, path = definition
+                if not path.exists():
+                    raise WorkbenchError(f"{loaded.path}: {space.name} '{item.value}': {path} not found")
+                files[key] = file_digest(path)
+    return files
+
+
+def make_plan(loaded: LoadedRecipe) -> Plan:
+    chat_template = resolve_chat_template(loaded)
     tokenizer_hash = tokenizer_spec_hash(loaded, chat_template)
     store = recipe_store(loaded)
     hashes: dict[str, str] = {}
     planned = []
-    forget_pulls()
+    for scheme in loaded.catalog.schemes.values():
+        if scheme.forget is not None:
+            scheme.forget()
     for name in loaded.order:
         config = loaded.stages[name]
-        inputs = {dep: hashes[dep] for dep in loaded.dependencies(name)}
-        files = {path: _source_digest(loaded, path) for _, path in config.data_files()}
-        model = getattr(config, "model", None)
-        if model is not None:
-            files[f"model:{model}"] = data_digest(loaded.root, model)
+        hashed_inputs = {dep: hashes[dep] for dep in loaded.dependencies(name, hashed_only=True)}
         payload = {
             "kind": config.kind,
             "config": config.model_dump(mode="json", by_alias=True, exclude=set(config.unhashed_fields)),
-            "inputs": inputs,
-            "files": files,
+            "inputs": hashed_inputs,
+            "files": consumed_digests(loaded, name),
             "tokenizer": tokenizer_hash,
             "recipe_seed": loaded.recipe.seed,
             "trust_remote_code": loaded.recipe.trust_remote_code,
@@ -95,5 +134,15 @@ def make_plan(loaded: LoadedRecipe) -> Plan:
             status = "resume"
         else:
             status = "run"
+        inputs = {dep: hashes[dep] for dep in loaded.dependencies(name)}
         planned.append(PlannedStage(name, config.kind, stage_hash, inputs, status))
     return Plan(planned, tokenizer_hash, chat_template, store)
+
+
+def finished_evaluations(loaded: LoadedRecipe, plan: Plan) -> dict[str, dict[str, float]]:
+    """Metrics of every evaluate stage of `plan` whose output exists, by stage name, in recipe order."""
+    return {
+        stage.name: plan.store.read_info(stage.name, stage.hash).get("metrics", {})
+        for stage in plan.stages
+        if stage.kind == "evaluate" and plan.store.is_done(stage.name, stage.hash)
+    }

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
+
+from workbench.fsio import publish_folder
 
 SHORT_HASH = 16
 
@@ -43,28 +43,7 @@ class StageStore:
         return tmp
 
     def commit(self, stage: str, stage_hash: str) -> Path:
-        """Atomically publish the temporary folder (rename), replacing an older output of the same hash."""
-        tmp, final = self.tmp_dir(stage, stage_hash), self.final_dir(stage, stage_hash)
+        """Atomically publish the temporary folder, replacing an older output of the same hash."""
+        tmp = self.tmp_dir(stage, stage_hash)
         shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
-        retired = None
-        if final.exists():
-            retired = final.with_name(f"{final.name}.old-{int(time.time() * 1000)}")
-            os.rename(final, retired)
-        os.rename(tmp, final)
-        if retired is not None:
-            shutil.rmtree(retired, ignore_errors=True)
-        return final
-
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def write_jsonl_atomic(path: Path, rows: list[Any]) -> None:
-    """One JSON value per line, written through a temporary file and a rename like `write_json_atomic`."""
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text("".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows), encoding="utf-8")
-    os.replace(tmp, path)
+        return publish_folder(tmp, self.final_dir(stage, stage_hash))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from itertools import chain
 from pathlib import Path
 
 from workbench.errors import StageError
+from workbench.fsio import build_folder
 from workbench.recipe.loader import LoadedRecipe
 from workbench.runner.store import SHORT_HASH
 
@@ -17,12 +16,8 @@ def ensure_tokenizer(loaded: LoadedRecipe, store_root: Path, spec_hash: str, cha
     final = store_root / "_tokenizer" / spec_hash[:SHORT_HASH]
     if (final / "tokenizer_config.json").is_file():
         return final
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = _build(loaded, chat_template)
-    tokenizer.save_pretrained(tmp)
-    os.rename(tmp, final)
-    return final
+    return build_folder(final, lambda tmp: tokenizer.save_pretrained(tmp))
 
 
 def _build(loaded: LoadedRecipe, chat_template: str):

@@ -1,13 +1,46 @@
-"""Built-in stage kinds. Importing this package registers them."""
+"""Built-in stage kinds, listed explicitly (registration never depends on import order), plus plug-ins.
 
-from workbench.stages import (  # noqa: F401
-    distill,
-    evaluate,
-    init,
-    merge,
-    pairs,
-    preference,
-    pretrain,
-    sft,
-    teacher_cache,
+A plug-in package declares an entry point in the `workbench.stages` group that resolves to a `StageKind`:
+
+    [project.entry-points."workbench.stages"]
+    my_kind = "my_package.my_stage:KIND"
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+from workbench.annotate.source import ARGILLA
+from workbench.api.kinds import Catalog, StageKind
+from workbench.errors import WorkbenchError
+from workbench.evaluation.suites import SUITES
+from workbench.merging.spec import TEMPLATES
+from workbench.stages import distill, evaluate, init, merge, pairs, preference, pretrain, sft, teacher_cache
+
+BUILTIN_KINDS = (
+    init.KIND,
+    pretrain.KIND,
+    teacher_cache.KIND,
+    distill.KIND,
+    sft.KIND,
+    evaluate.KIND,
+    pairs.KIND,
+    preference.KIND,
+    merge.KIND,
 )
+
+
+def builtin_catalog(plugins: bool = True) -> Catalog:
+    """The built-in kinds, namespaces (suites, merge templates) and URI schemes (argilla), and the plug-in kinds."""
+    catalog = Catalog(namespaces={"suite": SUITES, "merge_template": TEMPLATES}, schemes={"argilla": ARGILLA})
+    for kind in BUILTIN_KINDS:
+        catalog.add(kind)
+    if plugins:
+        for entry in entry_points(group="workbench.stages"):
+            kind = entry.load()
+            if not isinstance(kind, StageKind):
+                raise WorkbenchError(
+                    f"entry point '{entry.name}' ({entry.value}) of group workbench.stages is not a StageKind"
+                )
+            catalog.add(kind)
+    return catalog

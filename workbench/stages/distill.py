@@ -4,19 +4,17 @@ default) or a teacher run in the loop (`online`, for comparison)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Annotated, Literal
 
 from pydantic import model_validator
 
+from workbench.api import DataFolder, ModelPath, StageConfig, StageContext, StageKind, StageName, StageRef, StageResult
+from workbench.distill.fields import PretrainFields
 from workbench.losses.topk_distill_config import TopKDistillConfig
-from workbench.stages.pretrain import PretrainStageConfig
-from workbench.stages.registry import StageKind, register
-
-if TYPE_CHECKING:
-    from workbench.runner.context import StageContext, StageResult
+from workbench.training.settings import TrainerFields
 
 
-class DistillStageConfig(PretrainStageConfig):
+class DistillStageConfig(StageConfig, PretrainFields):
     """Distill a teacher into a student on packed blocks of a corpus (the student starts like `pretrain`)."""
 
     kind: Literal["distill"]
@@ -26,24 +24,23 @@ class DistillStageConfig(PretrainStageConfig):
     """`cached`: teacher targets from a top-K cache (`cache` or `cache_path`). `online`: the teacher (`teacher` or
     `teacher_model`) runs on every batch and its top-K is taken on the fly: slower, for comparison."""
 
-    cache: str | None = None
+    cache: Annotated[str, StageRef(kinds=("teacher_cache",))] | None = None
     """A `teacher_cache` stage of this recipe (cached mode). Its corpus blocks must be this stage's."""
 
-    cache_path: str | None = None
+    cache_path: DataFolder | None = None
     """Or: a cache folder built elsewhere (cached mode); refused unless its manifest matches."""
 
-    teacher: str | None = None
+    teacher: StageName | None = None
     """The teacher as an earlier stage: required in online mode; in cached mode the cache must come from it."""
 
-    teacher_model: str | None = None
+    teacher_model: Annotated[str, ModelPath()] | None = None
     """Or: the teacher as a model folder on disk (same rules as `teacher`)."""
 
     loss: TopKDistillConfig = TopKDistillConfig()
     """The loss: `k` (32, at most the cache's K), `temperature` (1.0), `w_ce` (0.5), `w_kd` (0.5),
     `use_mass_weight` (true: L_T weighted by P_T), `use_tau_squared` (true: L_T times tau^2)."""
 
-    stage_ref_fields = ("from_", "scorer", "cache", "teacher")
-    data_file_fields = ("corpus", "eval_corpus", "architecture", "cache_path", "teacher_model")
+    unhashed_fields = StageConfig.unhashed_fields | TrainerFields.cadence_fields
 
     @model_validator(mode="after")
     def _teacher_source(self):
@@ -61,24 +58,24 @@ class DistillStageConfig(PretrainStageConfig):
 
 
 def run(ctx: StageContext) -> StageResult:
-    from transformers import AutoTokenizer
-
     from workbench.distill.corpus import load_corpus
+    from workbench.distill.pretraining import block_order, corpus_training_metrics, heldout_evaluator, start_model
+    from workbench.distill.teacher import load_teacher, open_cache, teacher_source
     from workbench.distill.training import BlockCollator, BlockDataset, DistillTrainer, training_arguments
-    from workbench.stages.pretrain import block_order, start_model, train_and_save
+    from workbench.training.loop import train_and_save
 
     config: DistillStageConfig = ctx.config
-    tokenizer = AutoTokenizer.from_pretrained(ctx.tokenizer_dir)
+    tokenizer = ctx.tokenizer()
     train = load_corpus(ctx, config, config.corpus, tokenizer, "data/train")
     held_out = load_corpus(ctx, config, config.eval_corpus, tokenizer, "data/eval") if config.eval_corpus else None
     student = start_model(ctx, tokenizer)
-    teacher_source = _teacher_source(ctx)
-    cache = (
-        _open_cache(ctx, train.digest, teacher_source, student.config.vocab_size)
-        if config.cache or config.cache_path
-        else None
-    )
-    teacher = _load_teacher(ctx, teacher_source, student.config.vocab_size) if config.teacher_mode == "online" else None
+    vocab = student.config.vocab_size
+    source = teacher_source(ctx, config.teacher, config.teacher_model)
+    cache = None
+    if config.cache or config.cache_path:
+        folder = ctx.inputs[config.cache].dir / "cache" if config.cache else ctx.resolve(config.cache_path)
+        cache = open_cache(ctx, folder, train.digest, source, vocab)
+    teacher = load_teacher(ctx, source, vocab) if config.teacher_mode == "online" else None
     order, sequential = block_order(ctx, train)
     trainer = DistillTrainer(
         model=student,
@@ -89,69 +86,13 @@ def run(ctx: StageContext) -> StageResult:
         loss_config=config.loss,
         teacher=teacher,
     )
-    return train_and_save(ctx, trainer, tokenizer, held_out)
+    trained = train_and_save(ctx, trainer, heldout_evaluator(trainer, held_out))
+    return StageResult(metrics=corpus_training_metrics(trained, config.seq_len))
 
 
-def _teacher_source(ctx: StageContext) -> str | None:
-    config: DistillStageConfig = ctx.config
-    if config.teacher is not None:
-        return str(ctx.inputs[config.teacher].model_dir)
-    if config.teacher_model is not None:
-        return str(ctx.resolve(config.teacher_model))
-    return None
-
-
-def _open_cache(ctx: StageContext, corpus_digest: str, teacher_source: str | None, student_vocab: int):
-    """The cache, checked before any training: same tokenizer, same blocks, K >= k, and the named teacher."""
-    from workbench.distill.topk_cache import open_topk_cache
-    from workbench.errors import StageError
-    from workbench.modeling.tokenizer import tokenizer_fingerprint
-    from workbench.stages.teacher_cache import teacher_hash
-
-    config: DistillStageConfig = ctx.config
-    folder = ctx.inputs[config.cache].dir / "cache" if config.cache else ctx.resolve(config.cache_path)
-    expected = {
-        "tokenizer_hash": tokenizer_fingerprint(ctx.tokenizer_dir),
-        "corpus_digest": corpus_digest,
-        "seq_len": config.seq_len,
-    }
-    if teacher_source is not None:
-        expected["teacher_hash"] = teacher_hash(teacher_source)
-    try:
-        cache = open_topk_cache(folder, expected, config.loss.k)
-    except StageError as error:
-        raise StageError(f"stage '{config.name}': {error}") from None
-    if cache.manifest["vocab_size"] > student_vocab:
-        raise StageError(
-            f"stage '{config.name}': the cache's teacher has {cache.manifest['vocab_size']} vocabulary rows, "
-            f"the student only {student_vocab}"
-        )
-    ctx.console.print(
-        f"  teacher cache: top-{cache.k} of {cache.manifest['tokens']:,} positions, using k={config.loss.k}"
-    )
-    return cache
-
-
-def _load_teacher(ctx: StageContext, source: str, student_vocab: int):
-
-    from workbench.errors import StageError
-    from workbench.stages.teacher_cache import check_teacher_tokenizer
-
-    check_teacher_tokenizer(ctx, source)
-    teacher = ctx.load_model(source)
-    if teacher.config.vocab_size > student_vocab:
-        raise StageError(
-            f"stage '{ctx.config.name}': the teacher has {teacher.config.vocab_size} vocabulary rows, "
-            f"the student only {student_vocab}"
-        )
-    return teacher
-
-
-register(
-    StageKind(
-        name="distill",
-        config=DistillStageConfig,
-        run=run,
-        summary="decoupled Top-K distillation from a cached (or online) teacher",
-    )
+KIND = StageKind(
+    name="distill",
+    config=DistillStageConfig,
+    run=run,
+    summary="decoupled Top-K distillation from a cached (or online) teacher",
 )

@@ -1,42 +1,47 @@
-"""`evaluate`: score an earlier stage's model on evaluation suites through lm-eval, then apply gates.
+"""`evaluate`: score an earlier stage's model on evaluation suites through lm-eval; gates decide whether the
+recipe goes on.
 
-Metrics go to the stage's MLflow child run as `<suite>/<metric>`, per-sample results as MLflow
-tables (`samples/<suite>.json`), lm-eval's results as `eval/results.json`. Gate results are
-reported in `stage.json`'s details; the runner stops the recipe when one failed. With
-`register: true` and every gate passed, the model is registered in the MLflow model registry
-with alias `candidate`.
+Metrics go to the stage's MLflow child run as `<suite>/<metric>`, per-sample results as MLflow tables
+(`samples/<suite>.json`), lm-eval's results as `eval/results.json`. Gates are checked by the kind's `review`
+against the recorded metrics, for a fresh and a cached stage alike, so they stay out of the stage's hash: changing
+a threshold re-checks, it does not re-evaluate. With `register: true` and every gate passed, the model is
+registered in the MLflow model registry with alias `candidate` (once per evaluated output).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from workbench.recipe.schema import StageConfig
-from workbench.stages.registry import StageKind, register
+from workbench.api import (
+    DataFile,
+    ModelSource,
+    Named,
+    RecipeView,
+    Review,
+    ReviewContext,
+    StageConfig,
+    StageContext,
+    StageKind,
+    StageRef,
+    StageResult,
+)
 
-if TYPE_CHECKING:
-    from workbench.runner.context import StageContext, StageResult
+SuiteName = Annotated[str, Named("suite")]
 
 
-class EvaluateStageConfig(StageConfig):
+class EvaluateStageConfig(StageConfig, ModelSource):
     """Evaluate an earlier stage's model on suites; gates decide whether the recipe goes on."""
 
     kind: Literal["evaluate"]
     """Stage kind."""
 
-    from_: str | None = Field(default=None, alias="from")
-    """The earlier stage whose model is evaluated."""
-
-    model: str | None = None
-    """Or: a model folder on disk to evaluate (hashed by content)."""
-
-    suites: list[str] = Field(min_length=1)
+    suites: list[SuiteName] = Field(min_length=1)
     """Suites to run: `instruction_following`, `json_schema`, `tool_use` (from `evals/`), or any stock
     lm-eval task whose data is available locally."""
 
-    data: dict[str, str] = {}
+    data: dict[str, DataFile] = {}
     """Per suite, a JSONL file to use instead of the shipped data (e.g. the original IFEval JSONL for
     `instruction_following`)."""
 
@@ -52,7 +57,7 @@ class EvaluateStageConfig(StageConfig):
     `json_schema/valid_rate >= eval_sft - 0.02` (no regression against another evaluate stage,
     which must be listed in `compare`). A failed gate stops the recipe."""
 
-    compare: list[str] = []
+    compare: list[Annotated[str, StageRef(kinds=("evaluate",), hashed=False)]] = []
     """Earlier evaluate stages that relative gates compare with."""
 
     register_model: bool = Field(default=False, alias="register")
@@ -61,16 +66,8 @@ class EvaluateStageConfig(StageConfig):
     registered_model: str | None = None
     """Registered model name. Default: the recipe's name."""
 
-    stage_ref_fields = ("from_", "compare")
-    # Gates and registration stay in the hash: a cached stage's recorded gate results must match its config.
-
-    def data_files(self) -> list[tuple[str, str]]:
-        """The `data` overrides and our suites' definitions (task YAML, scoring code, data in `evals/`), so
-        editing a suite re-runs the evaluations that used it."""
-        from workbench.evaluation.tasks import REPO_EVALS
-
-        ours = [("suites", str(REPO_EVALS / suite)) for suite in self.suites if (REPO_EVALS / suite).is_dir()]
-        return [("data", path) for path in self.data.values()] + ours
+    # Gates, comparisons and registration act on the recorded metrics; they do not change what is measured.
+    unhashed_fields = StageConfig.unhashed_fields | {"gates", "compare", "register_model", "registered_model"}
 
     @field_validator("gates")
     @classmethod
@@ -81,44 +78,24 @@ class EvaluateStageConfig(StageConfig):
             parse_gate(gate)
         return gates
 
-    @model_validator(mode="after")
-    def _gates_fit(self) -> EvaluateStageConfig:
-        from workbench.evaluation.gates import parse_gate
+    def check_recipe(self, recipe: RecipeView) -> None:
+        from workbench.evaluation.gates import gate_problems
 
-        if (self.from_ is None) == (self.model is None):
-            raise ValueError("give exactly one of 'from' (an earlier stage) or 'model' (a model folder)")
-        for gate in map(parse_gate, self.gates):
-            if gate.suite not in self.suites:
-                raise ValueError(f"gate {gate.text!r} uses suite '{gate.suite}', which 'suites' does not list")
-            if gate.stage is not None and gate.stage not in self.compare:
-                raise ValueError(f"gate {gate.text!r} compares with stage '{gate.stage}': list it in 'compare'")
-        unknown = sorted(set(self.data) - set(self.suites))
-        if unknown:
-            raise ValueError(f"'data' names suite '{unknown[0]}', which 'suites' does not list")
-        return self
+        gate_problems(self.gates, self.suites, self.compare, recipe)
+        for suite in self.data:
+            if suite not in self.suites:
+                recipe.problem(("data", suite), f"'data' names suite '{suite}', which 'suites' does not list")
 
 
 def run(ctx: StageContext) -> StageResult:
-    from dataclasses import asdict
-
-    from workbench.errors import StageError
     from workbench.evaluation.api import evaluate_model
-    from workbench.evaluation.gates import check_gates, parse_gate
-    from workbench.runner.context import StageResult
 
     config: EvaluateStageConfig = ctx.config
-    data = {suite: ctx.resolve(path) for suite, path in config.data.items()}
-    for suite, path in data.items():
-        if not path.is_file():
-            raise StageError(f"stage '{config.name}': data for suite '{suite}' not found: {path}")
-    for name in config.compare:
-        if ctx.inputs[name].info.get("kind") != "evaluate":
-            raise StageError(f"stage '{config.name}': 'compare' names '{name}', which is not an evaluate stage")
     out = ctx.tmp_dir / "eval"
+    data = {suite: str(ctx.resolve(path)) for suite, path in config.data.items()}
     report = evaluate_model(
-        ctx.input_model(), config.suites, batch_size=config.batch_size, limit=config.limit,
-        output_dir=out, data={suite: str(path) for suite, path in data.items()},
-    )  # fmt: skip
+        ctx.input_model(), config.suites, batch_size=config.batch_size, limit=config.limit, output_dir=out, data=data
+    )
     total = sum(report.counts.values())
     ctx.console.print(f"  evaluated {total} samples in {report.seconds:.1f}s")
     for metric, value in report.metrics.items():
@@ -126,13 +103,28 @@ def run(ctx: StageContext) -> StageResult:
     for metric in report.unmeasured:
         ctx.console.print(f"  [yellow]{metric}: no sample measured it[/]")
     _log_samples(ctx, report, out)
-    others = {name: ctx.inputs[name].info.get("metrics", {}) for name in config.compare}
-    gates = [asdict(result) for result in check_gates([parse_gate(g) for g in config.gates], report.metrics, others)]
-    details = {"counts": report.counts, "unmeasured": report.unmeasured, "gates": gates}
-    if config.register_model and all(gate["passed"] for gate in gates):
-        details["registered"] = _register(ctx, config)
+    details = {"counts": report.counts, "unmeasured": report.unmeasured}
     metrics = report.metrics | {"eval/samples_per_second": total / max(report.seconds, 1e-9)}
     return StageResult(metrics=metrics, details=details)
+
+
+def review(ctx: ReviewContext) -> Review:
+    """Check the gates against the recorded metrics (and the compared stages'); register the model on a pass."""
+    from dataclasses import asdict
+
+    from workbench.evaluation.gates import check_gates, gate_table, parse_gate
+
+    config: EvaluateStageConfig = ctx.config
+    if not config.gates and not config.register_model:
+        return Review()
+    others = {name: ctx.inputs[name].metrics for name in config.compare}
+    results = [asdict(r) for r in check_gates([parse_gate(g) for g in config.gates], ctx.info["metrics"], others)]
+    table = gate_table(config.name, results) if results else ""
+    passed = all(result["passed"] for result in results)
+    details: dict = {"gates": results}
+    if passed and config.register_model:
+        details["registered"] = _register(ctx, config)
+    return Review(report=table, halt=None if passed else table, details=details)
 
 
 def _log_samples(ctx: StageContext, report, out) -> None:
@@ -145,31 +137,36 @@ def _log_samples(ctx: StageContext, report, out) -> None:
     ctx.tracker.log_artifact(out / "results.json", "eval")
 
 
-def _register(ctx: StageContext, config: EvaluateStageConfig) -> dict:
-    from pathlib import Path
-
-    from workbench.evaluation.registry import CANDIDATE, register_candidate
+def _register(ctx: ReviewContext, config: EvaluateStageConfig) -> dict:
+    """Register the evaluated model as `candidate`, once per evaluated output (a cached stage re-checked with
+    new thresholds registers only if it never was)."""
+    from workbench.evaluation.registry import CANDIDATE, find_version, register_candidate
 
     client, run_id = ctx.tracker.client, ctx.tracker.run_id
-    model_dir = Path(ctx.input_model())  # a local folder: evaluate_model has already read it
-    client.log_artifacts(run_id, str(model_dir), "model")
-    name = config.registered_model or ctx.loaded.recipe.name
+    name = config.registered_model or ctx.project.recipe_name
+    evaluated = ctx.info["hash"]
+    existing = find_version(client, name, {"workbench.evaluate_hash": evaluated})
+    if existing is not None:
+        ctx.console.print(f"  {name} version {existing} is this evaluation's registration")
+        return {"name": name, "version": existing, "alias": CANDIDATE, "existing": True}
     if config.from_ is not None:
         source = ctx.inputs[config.from_]
+        model_dir = source.model_dir
         tags = {"workbench.stage": config.name, "workbench.model_stage": source.name,
                 "workbench.model_stage_hash": str(source.info.get("hash"))}  # fmt: skip
     else:
+        model_dir = ctx.project.resolve(config.model)
         tags = {"workbench.stage": config.name, "workbench.model_path": str(model_dir)}
-    version = register_candidate(client, name, run_id, "model", tags)
+    client.log_artifacts(run_id, str(model_dir), "model")
+    version = register_candidate(client, name, run_id, "model", tags | {"workbench.evaluate_hash": evaluated})
     ctx.console.print(f"  registered {name} version {version} as '{CANDIDATE}'")
     return {"name": name, "version": version, "alias": CANDIDATE}
 
 
-register(
-    StageKind(
-        name="evaluate",
-        config=EvaluateStageConfig,
-        run=run,
-        summary="score a model on evaluation suites through lm-eval; gates stop the recipe or register the model",
-    )
+KIND = StageKind(
+    name="evaluate",
+    config=EvaluateStageConfig,
+    run=run,
+    review=review,
+    summary="score a model on evaluation suites through lm-eval; gates stop the recipe or register the model",
 )

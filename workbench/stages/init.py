@@ -6,15 +6,11 @@ distillation stages build on the same architecture files.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from workbench.recipe.schema import StageConfig
-from workbench.stages.registry import StageKind, register
-
-if TYPE_CHECKING:
-    from workbench.runner.context import StageContext, StageResult
+from workbench.api import DataFile, StageConfig, StageContext, StageKind, StageResult
 
 
 class InitStageConfig(StageConfig):
@@ -23,24 +19,22 @@ class InitStageConfig(StageConfig):
     kind: Literal["init"]
     """Stage kind."""
 
-    architecture: str
+    architecture: DataFile
     """Path to an architecture YAML in `pretrain/` (Lfm2Config fields; vocab size comes from the tokenizer)."""
 
     seed: int | None = Field(default=None)
     """Seed for the random weights. Default: the recipe's seed."""
 
-    data_file_fields = ("architecture",)
+    def architecture_source(self) -> tuple[str, str] | None:
+        return ("file", self.architecture)
 
 
 def run(ctx: StageContext) -> StageResult:
-    from transformers import AutoTokenizer
-
     from workbench.errors import StageError
     from workbench.modeling.architecture import build_model, load_architecture
-    from workbench.runner.context import StageResult
 
     config: InitStageConfig = ctx.config
-    tokenizer = AutoTokenizer.from_pretrained(ctx.tokenizer_dir)
+    tokenizer = ctx.tokenizer()
     try:
         model = build_model(load_architecture(ctx.resolve(config.architecture)), tokenizer, seed=ctx.seed)
     except (ValueError, TypeError) as error:
@@ -51,6 +45,4 @@ def run(ctx: StageContext) -> StageResult:
     return StageResult(metrics={"parameters": float(parameters)})
 
 
-register(
-    StageKind(name="init", config=InitStageConfig, run=run, summary="random-weight model from an architecture file")
-)
+KIND = StageKind(name="init", config=InitStageConfig, run=run, summary="random-weight model from an architecture file")

@@ -8,28 +8,38 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from workbench.recipe.schema import StageConfig, StrictModel
-from workbench.stages.registry import StageKind, register
+from workbench.api import (
+    DataFile,
+    ModelPath,
+    Named,
+    RecipeView,
+    StageConfig,
+    StageContext,
+    StageKind,
+    StageName,
+    StageRef,
+    StageResult,
+    StrictModel,
+)
 
 if TYPE_CHECKING:
     from workbench.merging.engine import ResolvedInput
     from workbench.merging.select import Scored
     from workbench.merging.sweep import Candidate
-    from workbench.runner.context import StageContext, StageResult
     from workbench.tracking import StageTracker
 
 
 class MergeInput(StrictModel):
     """One input model and its own mergekit parameters."""
 
-    from_: str | None = Field(default=None, alias="from")
+    from_: StageName | None = Field(default=None, alias="from")
     """An earlier stage whose model is merged."""
 
-    model: str | None = None
+    model: Annotated[str, ModelPath()] | None = None
     """Or: a model folder (relative to the project root) or a Hugging Face hub id (from the local cache)."""
 
     parameters: dict[str, Any] = Field(default_factory=dict)
@@ -55,10 +65,10 @@ class SelectSpec(StrictModel):
     mode: Literal["min", "max"] | None = None
     """Whether lower or higher is better. Default: `min` for eval_loss; required for suite metrics."""
 
-    data: str | None = None
+    data: DataFile | None = None
     """Held-out chat data (JSONL, JSON, Parquet) for `eval_loss`: mean loss per assistant token."""
 
-    suite: str | None = None
+    suite: Annotated[str, Named("suite")] | None = None
     """An evaluation suite (workbench.evaluation) that reports `metric` and the constrained metrics."""
 
     constraints: list[str] = Field(default_factory=list)
@@ -66,7 +76,7 @@ class SelectSpec(StrictModel):
     (`json_schema/valid_rate >= 0.5`) or relative to an earlier evaluate stage listed in `compare`
     (`json_schema/valid_rate >= eval_sft - 0.02`)."""
 
-    compare: list[str] = Field(default_factory=list)
+    compare: list[Annotated[str, StageRef(kinds=("evaluate",))]] = Field(default_factory=list)
     """Earlier evaluate stages that relative constraints compare with; they become inputs of this stage, so
     their results are part of its cache key."""
 
@@ -91,13 +101,7 @@ class SelectSpec(StrictModel):
         elif self.suite is None or self.mode is None:
             raise ValueError(f"metric '{self.metric}' needs `suite:` (the evaluation suite) and `mode:` (min or max)")
         for text in self.constraints:
-            gate = parse_gate(text)
-            if gate.suite != self.suite:
-                raise ValueError(
-                    f"constraint {text!r} uses suite '{gate.suite}', but candidates run suite '{self.suite}'"
-                )
-            if gate.stage is not None and gate.stage not in self.compare:
-                raise ValueError(f"constraint {text!r} compares with stage '{gate.stage}': list it in `compare`")
+            parse_gate(text)
         return self
 
     @property
@@ -111,16 +115,16 @@ class MergeStageConfig(StageConfig):
     kind: Literal["merge"]
     """Stage kind."""
 
-    template: str | None = None
+    template: Annotated[str, Named("merge_template")] | None = None
     """A mergekit template in `merges/` by name (`merges/<name>.yaml`); the stage's own fields override it."""
 
     method: str | list[str] | None = None
     """mergekit merge method (linear, slerp, ties, dare_ties, della, model_stock, ...); a list sweeps them."""
 
-    base: str | MergeInput | None = None
+    base: StageName | MergeInput | None = None
     """The base model (task-vector methods, slerp): an earlier stage's name, or `{model: path}`."""
 
-    models: list[str | MergeInput] = Field(min_length=1)
+    models: list[StageName | MergeInput] = Field(min_length=1)
     """The models to merge: earlier stages by name, or `{from: stage | model: path, parameters: {...}}`."""
 
     parameters: dict[str, Any] = Field(default_factory=dict)
@@ -146,40 +150,6 @@ class MergeStageConfig(StageConfig):
 
     select: SelectSpec | None = None
     """How to score candidates and pick the output; required when anything is swept."""
-
-    stage_ref_fields = ("base", "models", "select.compare")
-
-    def stage_refs(self) -> list[tuple[str, str]]:
-        """Earlier stages used: bare names and `from:` entries, base included, and `select.compare`."""
-        refs = []
-        if isinstance(self.base, str):
-            refs.append(("base", self.base))
-        elif self.base is not None and self.base.from_:
-            refs.append(("base", self.base.from_))
-        for index, entry in enumerate(self.models):
-            name = entry if isinstance(entry, str) else entry.from_
-            if name:
-                refs.append((f"models[{index}]", name))
-        if self.select is not None:
-            refs += [(f"select.compare[{index}]", name) for index, name in enumerate(self.select.compare)]
-        return refs
-
-    def data_files(self) -> list[tuple[str, str]]:
-        """Files whose content the stage depends on: the template, held-out data and input model folders."""
-        from workbench.merging.spec import template_path
-
-        files = [("template", template_path(self.template))] if self.template else []
-        if self.select is not None and self.select.data:
-            files.append(("select.data", self.select.data))
-        if self.select is not None and getattr(self.select, "suite", None):
-            from workbench.evaluation.tasks import REPO_EVALS
-
-            if (REPO_EVALS / self.select.suite).is_dir():  # our suite's definition scores the candidates
-                files.append(("select.suite", str(REPO_EVALS / self.select.suite)))
-        for entry in [self.base, *self.models]:
-            if isinstance(entry, MergeInput) and entry.model:
-                files.append(("model", entry.model))
-        return files
 
     def model_inputs(self) -> list[MergeInput]:
         """`models:` with bare stage names as entries without parameters."""
@@ -219,6 +189,17 @@ class MergeStageConfig(StageConfig):
             return problems
         return problems + base_problems(methods, self.base is not None)
 
+    def check_recipe(self, recipe: RecipeView) -> None:
+        from workbench.merging.checks import architecture_problems, selection_problems, template_fit_problems
+
+        for path, message in template_fit_problems(self, recipe.root):
+            recipe.problem(path, message)
+        if self.select is not None:
+            selection_problems(self.select, recipe)
+        inputs = [*([self.base_input()] if self.base is not None else []), *self.model_inputs()]
+        for message in architecture_problems([entry.from_ for entry in inputs if entry.from_], recipe):
+            recipe.problem(("models",), message)
+
     def candidate_count(self) -> int:
         from workbench.merging.sweep import is_sweep
 
@@ -234,7 +215,6 @@ def run(ctx: StageContext) -> StageResult:
     from workbench.merging.compat import check_compatible, read_facts
     from workbench.merging.spec import load_template, resolve_spec
     from workbench.merging.sweep import expand_grid
-    from workbench.runner.context import StageResult
 
     config: MergeStageConfig = ctx.config
     try:
@@ -455,11 +435,9 @@ def _log_table(ctx: StageContext, rows: list[dict[str, Any]]) -> None:
     ctx.tracker.log_text(buffer.getvalue(), "merge/candidates.csv")
 
 
-register(
-    StageKind(
-        name="merge",
-        config=MergeStageConfig,
-        run=run,
-        summary="merge models with mergekit (every method), with compatibility checks and scored sweeps",
-    )
+KIND = StageKind(
+    name="merge",
+    config=MergeStageConfig,
+    run=run,
+    summary="merge models with mergekit (every method), with compatibility checks and scored sweeps",
 )

@@ -7,32 +7,22 @@ through `pairs_from:`. See docs/preference.md.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from workbench.recipe.schema import StageConfig
-from workbench.stages.registry import StageKind, register
-
-if TYPE_CHECKING:
-    from workbench.runner.context import StageContext, StageResult
-
-PAIRS_FILE = "pairs.jsonl"
+from workbench.api import DataFile, ModelPath, ModelSource, StageConfig, StageContext, StageKind, StageResult
+from workbench.preference.pairs import PAIRS_FILE
 
 
-class PairsStageConfig(StageConfig):
+
+class PairsStageConfig(StageConfig, ModelSource):
     """Generate preference pairs from the policy's own samples, scored by a judge."""
 
     kind: Literal["pairs"]
     """Stage kind."""
 
-    from_: str | None = Field(default=None, alias="from")
-    """Earlier stage whose model samples the responses (the policy)."""
-
-    model: str | None = None
-    """Or: a model folder on disk or a Hugging Face hub id to sample from."""
-
-    data: str
+    data: DataFile
     """Prompts: chat records (`messages`, `tools`) whose last assistant turn, if any, is the reference reply,
     with the scoring fields the judge needs (`instruction_id_list`/`kwargs`, `json_schema`, `tool_calls`)."""
 
@@ -64,7 +54,7 @@ class PairsStageConfig(StageConfig):
     """`verifier`: the evaluation checkers named by each record's scoring fields (IFEval instructions, JSON
     schema, gold tool calls); `reward_model`: the score of the `reward_model` folder."""
 
-    reward_model: str | None = None
+    reward_model: Annotated[str, ModelPath()] | None = None
     """A sequence-classification model folder (for `judge: reward_model`); hashed like a data file."""
 
     reward_batch_size: int = Field(default=16, ge=1)
@@ -76,13 +66,9 @@ class PairsStageConfig(StageConfig):
     seed: int | None = None
     """Sampling seed. Default: the recipe's seed."""
 
-    stage_ref_fields = ("from_",)
-    data_file_fields = ("data", "reward_model")
 
     @model_validator(mode="after")
     def _one_source(self) -> PairsStageConfig:
-        if (self.from_ is None) == (self.model is None):
-            raise ValueError("give exactly one of 'from' (an earlier stage) or 'model' (a path or hub id)")
         if (self.judge == "reward_model") != (self.reward_model is not None):
             raise ValueError("'reward_model' (a model folder) is needed with judge: reward_model, and only then")
         return self
@@ -90,14 +76,13 @@ class PairsStageConfig(StageConfig):
 
 def run(ctx: StageContext) -> StageResult:
     import torch
-    from transformers import AutoTokenizer
+
 
     from workbench.preference.pairs import PairStats, judge_prompt, sample_responses
-    from workbench.runner.context import StageResult
-    from workbench.runner.store import write_jsonl_atomic
+    from workbench.fsio import write_jsonl_atomic
 
     config: PairsStageConfig = ctx.config
-    tokenizer = AutoTokenizer.from_pretrained(ctx.tokenizer_dir)
+    tokenizer = ctx.tokenizer()
     model = ctx.load_model()
     items = _prompt_items(ctx)
     judge = _judge(ctx)
@@ -122,7 +107,6 @@ def run(ctx: StageContext) -> StageResult:
     if not pairs:
         ctx.console.print("  [yellow]no pairs: every prompt was a tie, under the gap or unjudgeable[/]")
     return StageResult(metrics=metrics, details={"pairs_file": PAIRS_FILE, "outcomes": dict(stats.outcomes)})
-
 
 
 def _prompt_items(ctx: StageContext):
@@ -182,11 +166,9 @@ def _metrics(stats, prompts: int, written: int, samples: int) -> dict[str, float
     }
 
 
-register(
-    StageKind(
-        name="pairs",
-        config=PairsStageConfig,
-        run=run,
-        summary="semi-online preference pairs: policy samples judged by verifiers or a reward model",
-    )
+KIND = StageKind(
+    name="pairs",
+    config=PairsStageConfig,
+    run=run,
+    summary="semi-online preference pairs: policy samples judged by verifiers or a reward model",
 )

@@ -8,49 +8,49 @@ docs/preference.md.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from workbench.annotate.source import is_argilla_uri, resolve_argilla_source
+from workbench.api import (
+    DataFile,
+    DataPath,
+    ModelSource,
+    StageConfig,
+    StageContext,
+    StageKind,
+    StageName,
+    StageRef,
+    StageResult,
+)
 from workbench.losses.preference_config import LossFn, PreferenceLossConfig, Preset, resolve
-from workbench.recipe.schema import StageConfig
-from workbench.stages.pairs import PAIRS_FILE
-from workbench.stages.registry import StageKind, register
+from workbench.preference.data import PairData
+from workbench.preference.pairs import PAIRS_FILE
 from workbench.training.lora import LoraSettings
 from workbench.training.settings import TrainerFields
-
-if TYPE_CHECKING:
-    from workbench.preference.data import PairData
-    from workbench.runner.context import StageContext, StageResult
 
 REF_CACHE_FOLDER = "_ref_logps"
 LOSS_FIELDS = ("beta", "margin", "delta", "loss_fn", "length_normalize", "reference_free")
 
 
-class PreferenceStageConfig(StageConfig, TrainerFields):
+class PreferenceStageConfig(StageConfig, ModelSource, TrainerFields):
     """Train on chosen/rejected pairs with the generalized (optionally length-normalized) preference loss."""
 
     kind: Literal["preference"]
     """Stage kind."""
 
-    from_: str | None = Field(default=None, alias="from")
-    """Earlier stage whose model is the policy to train (and, by default, the frozen reference)."""
-
-    model: str | None = None
-    """Or: a model folder on disk or a Hugging Face hub id to start from."""
-
-    reference_from: str | None = None
+    reference_from: StageName | None = None
     """Earlier stage whose model is the reference. Default: the starting model itself."""
 
-    data: str | None = None
+    data: Annotated[str, DataPath("file", schemes=("argilla",))] | None = None
     """Preference pairs file: `messages`/`prompt` + `chosen` + `rejected` (also trl's formats; docs/preference.md),
     or `argilla://WORKSPACE/DATASET`: annotations pulled from Argilla at plan time; their hash enters the cache key."""
 
-    pairs_from: str | None = None
+    pairs_from: Annotated[str, StageRef(kinds=("pairs",))] | None = None
     """Earlier `pairs` stage whose generated pairs to train on (with `data`'s, when both are given)."""
 
-    eval_data: str | None = None
+    eval_data: DataFile | None = None
     """Held-out pairs: loss, reward margins and preference accuracy before and after training."""
 
     preset: Preset = Preset.LFM2
@@ -108,14 +108,10 @@ class PreferenceStageConfig(StageConfig, TrainerFields):
     sample_count: int = Field(default=3, ge=0)
     """Held-out prompts to generate from before and after training (logged to MLflow)."""
 
-    stage_ref_fields = ("from_", "reference_from", "pairs_from")
-    data_file_fields = ("data", "eval_data")
     unhashed_fields = StageConfig.unhashed_fields | TrainerFields.cadence_fields | {"sample_count", "cache_reference"}
 
     @model_validator(mode="after")
     def _check(self) -> PreferenceStageConfig:
-        if (self.from_ is None) == (self.model is None):
-            raise ValueError("give exactly one of 'from' (an earlier stage) or 'model' (a path or hub id)")
         if self.data is None and self.pairs_from is None:
             raise ValueError("give 'data' (a pairs file) or 'pairs_from' (a pairs stage), or both")
         self.loss_config()
@@ -128,18 +124,15 @@ class PreferenceStageConfig(StageConfig, TrainerFields):
 
 
 def run(ctx: StageContext) -> StageResult:
-    from transformers import AutoTokenizer
-
     from datasets import Dataset
     from workbench.preference.trainer import PreferenceTrainer
-    from workbench.runner.context import StageResult
-    from workbench.training.checkpoints import last_complete_checkpoint
-    from workbench.training.lora import peft_config, trained_model
+    from workbench.training.lora import peft_config
+    from workbench.training.loop import train_and_save
     from workbench.training.samples import generate_samples
 
     config: PreferenceStageConfig = ctx.config
     loss_config = config.loss_config()
-    tokenizer = AutoTokenizer.from_pretrained(ctx.tokenizer_dir)
+    tokenizer = ctx.tokenizer()
     model = ctx.load_model()
     train = _load_all_pairs(ctx, tokenizer, "data/train", _train_sources(ctx))
     held_out = _load_all_pairs(ctx, tokenizer, "data/eval", [(config.eval_data, None)]) if config.eval_data else None
@@ -162,19 +155,10 @@ def run(ctx: StageContext) -> StageResult:
         loss_config=loss_config,
         ref_cache=cache,
     )
-    metrics = _data_metrics(train, "data/train")
-    resume = last_complete_checkpoint(ctx.checkpoint_dir)
-    if held_out and resume is None:
-        metrics |= _eval_metrics(trainer.evaluate(), "_before")
-    if resume is not None:
-        ctx.console.print(f"  resuming from {resume.name}")
-    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    metrics |= {"train/loss": output.training_loss, "train/steps": float(trainer.state.global_step)}
-    if held_out:
-        metrics |= _eval_metrics(trainer.evaluate(), "")
-    trained = trained_model(ctx, trainer, config.lora is not None)
-    ctx.save_model(trained, tokenizer)
-    after = generate_samples(trained, tokenizer, prompts)
+    evaluate = (lambda: _eval_metrics(trainer.evaluate())) if held_out else None
+    trained = train_and_save(ctx, trainer, evaluate, lora=config.lora is not None)
+    metrics = _data_metrics(train, "data/train") | trained.metrics
+    after = generate_samples(trained.model, tokenizer, prompts)
     metrics |= _sample_metrics(ctx, tokenizer, prompts, before, after)
     details = {"loss": loss_config.model_dump(mode="json"), "ref_cache": _cache_details(cache)}
     if cache is not None:
@@ -188,9 +172,7 @@ def _train_sources(ctx: StageContext) -> list[tuple[str | None, Path | None]]:
     config: PreferenceStageConfig = ctx.config
     sources: list[tuple[str | None, Path | None]] = []
     if config.data and is_argilla_uri(config.data):
-        from workbench.runner.plan import work_root
-
-        pulled = resolve_argilla_source(config.data, work_root(ctx.loaded))
+        pulled = resolve_argilla_source(config.data, ctx.project.work_root)
         ctx.tracker.log_metrics({f"argilla/{key}": value for key, value in pulled.metrics.items()})
         ctx.console.print(f"  data: {config.data}: pulled version {pulled.content_hash[:12]} ({pulled.path})")
         sources.append((config.data, pulled.path))
@@ -228,7 +210,7 @@ def _load_all_pairs(ctx: StageContext, tokenizer, prefix: str, sources) -> PairD
 
 def _ref_cache(ctx: StageContext, loss_config: PreferenceLossConfig):
     from workbench.preference.ref_cache import RefLogpCache
-    from workbench.runner.hashing import data_digest, file_digest
+    from workbench.hashing import file_digest, model_identity
 
     config: PreferenceStageConfig = ctx.config
     if not (config.cache_reference and config.precompute_ref_log_probs) or loss_config.reference_free:
@@ -238,9 +220,9 @@ def _ref_cache(ctx: StageContext, loss_config: PreferenceLossConfig):
     elif config.from_:
         identity = file_digest(ctx.inputs[config.from_].model_dir)
     else:
-        identity = data_digest(ctx.loaded.root, config.model)
+        identity = model_identity(ctx.model_location(config.model))
     # The stage writes into <work_dir>/<recipe>/<stage>/<hash>.tmp; the cache sits at the recipe level.
-    return RefLogpCache(ctx.tmp_dir.parent.parent / REF_CACHE_FOLDER, reference=identity)
+    return RefLogpCache(ctx.project.store_root / REF_CACHE_FOLDER, reference=identity)
 
 
 def _training_args(ctx: StageContext, loss_config: PreferenceLossConfig, evaluate: bool):
@@ -267,13 +249,13 @@ def _data_metrics(data: PairData, prefix: str) -> dict[str, float]:
     }
 
 
-def _eval_metrics(raw: dict[str, float], suffix: str) -> dict[str, float]:
-    """trl's `eval_rewards/margins` -> `eval/rewards_margins{suffix}` (and so on), runtime figures left out."""
+def _eval_metrics(raw: dict[str, float]) -> dict[str, float]:
+    """trl's `eval_rewards/margins` -> `eval/rewards_margins` (and so on), runtime figures left out."""
     kept = {}
     for key, value in raw.items():
         name = key.removeprefix("eval_")
         if name.startswith(("rewards/", "logps/", "lengths/")) or name == "loss":
-            kept[f"eval/{name.replace('/', '_')}{suffix}"] = float(value)
+            kept[f"eval/{name.replace('/', '_')}"] = float(value)
     return kept
 
 
@@ -303,11 +285,9 @@ def _cache_details(cache) -> dict | None:
     return {"dir": str(cache.root), "hits": cache.hits, "misses": cache.misses}
 
 
-register(
-    StageKind(
-        name="preference",
-        config=PreferenceStageConfig,
-        run=run,
-        summary="preference optimization (dpo, ln_dpo, simpo, apo_zero, lfm2) on trl's DPOTrainer",
-    )
+KIND = StageKind(
+    name="preference",
+    config=PreferenceStageConfig,
+    run=run,
+    summary="preference optimization (dpo, ln_dpo, simpo, apo_zero, lfm2) on trl's DPOTrainer",
 )

@@ -2,35 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from workbench.recipe.schema import StageConfig
-from workbench.stages.registry import StageKind, register
+from workbench.api import DataFile, ModelSource, StageConfig, StageContext, StageKind, StageResult
 from workbench.training.lora import LoraSettings
 from workbench.training.settings import TrainerFields
 
-if TYPE_CHECKING:
-    from workbench.runner.context import StageContext, StageResult
 
-
-class SFTStageConfig(StageConfig, TrainerFields):
+class SFTStageConfig(StageConfig, ModelSource, TrainerFields):
     """Fine-tune on chat-format data (`messages`, optional `tools`) with loss on assistant turns."""
 
     kind: Literal["sft"]
     """Stage kind."""
 
-    from_: str | None = Field(default=None, alias="from")
-    """Earlier stage whose model this stage starts from."""
-
-    model: str | None = None
-    """Or: a model folder on disk or a Hugging Face hub id to start from."""
-
-    data: str
+    data: DataFile
     """Training data: JSONL, JSON, Parquet or a saved dataset folder, relative to the project root."""
 
-    eval_data: str | None = None
+    eval_data: DataFile | None = None
     """Held-out chat data for eval loss (before and after training) and sample generations."""
 
     max_length: int = Field(default=1024, ge=8)
@@ -58,30 +48,20 @@ class SFTStageConfig(StageConfig, TrainerFields):
     sample_count: int = Field(default=3, ge=0)
     """Held-out prompts to generate from before and after training (logged to MLflow)."""
 
-    stage_ref_fields = ("from_",)
-    data_file_fields = ("data", "eval_data")
     unhashed_fields = StageConfig.unhashed_fields | TrainerFields.cadence_fields | {"sample_count"}
-
-    @model_validator(mode="after")
-    def _one_source(self) -> SFTStageConfig:
-        if (self.from_ is None) == (self.model is None):
-            raise ValueError("give exactly one of 'from' (an earlier stage) or 'model' (a path or hub id)")
-        return self
 
 
 def run(ctx: StageContext) -> StageResult:
-    from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from datasets import Dataset
-    from workbench.runner.context import StageResult
     from workbench.training.chat_dataset import load_training_chats
-    from workbench.training.checkpoints import last_complete_checkpoint
-    from workbench.training.lora import peft_config, trained_model
+    from workbench.training.lora import peft_config
+    from workbench.training.loop import train_and_save
     from workbench.training.samples import generate_samples, log_samples, prompts_from_records
 
     config: SFTStageConfig = ctx.config
-    tokenizer = AutoTokenizer.from_pretrained(ctx.tokenizer_dir)
+    tokenizer = ctx.tokenizer()
     model = ctx.load_model()
     policies = dict(invalid=config.invalid_records, overlength=config.overlength)
     train = load_training_chats(ctx, config.data, tokenizer, config.max_length, metric_prefix="data/train", **policies)
@@ -100,22 +80,11 @@ def run(ctx: StageContext) -> StageResult:
         processing_class=tokenizer,
         peft_config=peft_config(config.lora),
     )
-    metrics: dict[str, float] = {}
-    resume = last_complete_checkpoint(ctx.checkpoint_dir)
-    if held_out and resume is None:
-        metrics["eval/loss_before"] = trainer.evaluate()["eval_loss"]
-    if resume is not None:
-        ctx.console.print(f"  resuming from {resume.name}")
-    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    metrics["train/loss"] = output.training_loss
-    if held_out:
-        metrics["eval/loss"] = trainer.evaluate()["eval_loss"]
-    trained = trained_model(ctx, trainer, config.lora is not None)
-    ctx.save_model(trained, tokenizer)
-    after = generate_samples(trained, tokenizer, prompts)
+    evaluate = (lambda: {"eval/loss": trainer.evaluate()["eval_loss"]}) if held_out else None
+    trained = train_and_save(ctx, trainer, evaluate, lora=config.lora is not None)
+    after = generate_samples(trained.model, tokenizer, prompts)
     log_samples(ctx, prompts, before, after)
-    metrics["train/steps"] = float(trainer.state.global_step)
-    return StageResult(metrics=metrics)
+    return StageResult(metrics=trained.metrics)
 
 
 def _training_args(ctx: StageContext, args_class, evaluate: bool):
@@ -131,6 +100,4 @@ def _training_args(ctx: StageContext, args_class, evaluate: bool):
     )
 
 
-register(
-    StageKind(name="sft", config=SFTStageConfig, run=run, summary="supervised fine-tuning with trl (full or LoRA)")
-)
+KIND = StageKind(name="sft", config=SFTStageConfig, run=run, summary="supervised fine-tuning with trl (full or LoRA)")

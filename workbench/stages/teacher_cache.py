@@ -6,31 +6,20 @@ The output folder holds `cache/` (sharded memory-mapped `.npy` files and `manife
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from workbench.recipe.schema import StageConfig
-from workbench.stages.pretrain import CorpusFields
-from workbench.stages.registry import StageKind, register
-
-if TYPE_CHECKING:
-    from workbench.runner.context import StageContext, StageResult
+from workbench.api import ModelSource, StageConfig, StageContext, StageKind, StageResult
+from workbench.distill.fields import CorpusFields
 
 
-class TeacherCacheStageConfig(StageConfig, CorpusFields):
+class TeacherCacheStageConfig(StageConfig, ModelSource, CorpusFields):
     """Cache a teacher's top-K log-probs for every position of a corpus (the corpus fields must match the
     `distill` stage that reads the cache; it checks)."""
 
     kind: Literal["teacher_cache"]
     """Stage kind."""
-
-    from_: str | None = Field(default=None, alias="from")
-    """The teacher: an earlier stage's model."""
-
-    model: str | None = None
-    """Or: a teacher model folder on disk (its tokenizer must be the recipe's)."""
 
     k: int = Field(default=32, ge=1)
     """Teacher tokens stored per position. LFM2 used 32; a distill stage may use any k up to this."""
@@ -41,27 +30,17 @@ class TeacherCacheStageConfig(StageConfig, CorpusFields):
     batch_size: int = Field(default=8, ge=1)
     """Blocks per teacher forward pass (does not change the cache)."""
 
-    stage_ref_fields = ("from_",)
-    data_file_fields = ("corpus",)
     unhashed_fields = StageConfig.unhashed_fields | {"batch_size"}
-
-    @model_validator(mode="after")
-    def _one_teacher(self):
-        if (self.from_ is None) == (self.model is None):
-            raise ValueError("give exactly one of 'from' (an earlier stage) or 'model' (the teacher)")
-        return self
 
 
 def run(ctx: StageContext) -> StageResult:
-    from transformers import AutoTokenizer
-
     from workbench.distill.corpus import load_corpus
+    from workbench.distill.teacher import check_teacher_tokenizer, teacher_hash
     from workbench.distill.topk_cache import CacheIdentity, build_topk_cache
     from workbench.modeling.tokenizer import tokenizer_fingerprint
-    from workbench.runner.context import StageResult
 
     config: TeacherCacheStageConfig = ctx.config
-    tokenizer = AutoTokenizer.from_pretrained(ctx.tokenizer_dir)
+    tokenizer = ctx.tokenizer()
     source = ctx.input_model()
     check_teacher_tokenizer(ctx, source)
     teacher = ctx.load_model(source)
@@ -95,32 +74,9 @@ def run(ctx: StageContext) -> StageResult:
     return StageResult(metrics=metrics, details={"cache": "cache", "bytes_per_token": manifest["bytes_per_token"]})
 
 
-def teacher_hash(source: str) -> str:
-    """Content hash of a local teacher folder; a hub id hashes as its name."""
-    from workbench.runner.hashing import digest_text, file_digest
-
-    path = Path(source)
-    return file_digest(path) if path.exists() else digest_text(source)
-
-
-def check_teacher_tokenizer(ctx: StageContext, source: str) -> None:
-    """A teacher folder that carries a tokenizer must carry the recipe's: its top-K ids are in that vocabulary."""
-    from workbench.errors import StageError
-    from workbench.modeling.tokenizer import tokenizer_fingerprint
-
-    path = Path(source)
-    if (path / "tokenizer.json").is_file() and tokenizer_fingerprint(path) != tokenizer_fingerprint(ctx.tokenizer_dir):
-        raise StageError(
-            f"stage '{ctx.config.name}': teacher '{source}' has a different tokenizer than the recipe pins; "
-            "teacher and student must share one tokenizer"
-        )
-
-
-register(
-    StageKind(
-        name="teacher_cache",
-        config=TeacherCacheStageConfig,
-        run=run,
-        summary="a teacher's top-K next-token log-probs over a corpus, sharded and memory-mapped",
-    )
+KIND = StageKind(
+    name="teacher_cache",
+    config=TeacherCacheStageConfig,
+    run=run,
+    summary="a teacher's top-K next-token log-probs over a corpus, sharded and memory-mapped",
 )

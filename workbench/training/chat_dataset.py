@@ -8,7 +8,7 @@ from typing import Any
 
 from workbench.data.chat import OVERLENGTH, DataReport, InvalidPolicy, OverlengthPolicy, load_chat_records
 from workbench.errors import StageError
-from workbench.runner.context import StageContext
+from workbench.api.context import StageContext
 
 
 @dataclass

@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from workbench.recipe.schema import StrictModel
+from workbench.api.config import StrictModel
 
 if TYPE_CHECKING:
-    from workbench.runner.context import StageContext
+    from workbench.api.context import StageContext
 
 
 class LoraSettings(StrictModel):

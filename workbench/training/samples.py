@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from workbench.runner.context import StageContext
+    from workbench.api.context import StageContext
 
 
 def prompts_from_records(records: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from workbench.recipe.schema import StrictModel
+from workbench.api.config import StrictModel
 
 
 class TrainerFields(StrictModel):

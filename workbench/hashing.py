@@ -35,12 +35,10 @@ def file_digest(path: Path) -> str:
     return _file_memo[key]
 
 
-def data_digest(root: Path, relative: str) -> str:
-    """Digest of a data reference: a local file or folder's content; a remote URI hashes as its text."""
-    local = root / relative
-    if "://" not in relative and local.exists():
-        return file_digest(local)
-    return digest_text(relative)
+def model_identity(location: str | Path) -> str:
+    """A model's identity for caches keyed by it: a local folder's content, or a hub id's name."""
+    path = Path(location)
+    return file_digest(path) if path.exists() else digest_text(str(location))
 
 
 def env_fingerprint() -> dict[str, str]:

@@ -1,19 +1,34 @@
-"""What a stage's `run(ctx)` receives and returns."""
+"""What a stage's `run(ctx)` receives and returns, and what its `review` sees."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 
+from workbench.api.config import StageConfig
 from workbench.errors import StageError
+from workbench.tracking import StageTracker
 
-if TYPE_CHECKING:
-    from workbench.recipe.loader import LoadedRecipe
-    from workbench.recipe.schema import StageConfig
-    from workbench.tracking import StageTracker
+
+@dataclass(frozen=True)
+class Project:
+    """The recipe-wide facts a stage may use."""
+
+    root: Path
+    """Project root: relative paths in the recipe resolve against it."""
+    store_root: Path
+    """`<work_dir>/<recipe>/`: stage folders, and recipe-level caches (`_corpus`, `_ref_logps`)."""
+    work_root: Path
+    """`<work_dir>/`: shared by every recipe of the project (pulled Argilla versions)."""
+    recipe_name: str
+    seed: int
+    trust_remote_code: bool
+
+    def resolve(self, relative: str | Path) -> Path:
+        return (self.root / relative).resolve()
 
 
 @dataclass(frozen=True)
@@ -28,18 +43,48 @@ class StageInput:
     def model_dir(self) -> Path:
         return self.dir / "model"
 
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.info.get("metrics", {})
+
 
 @dataclass
 class StageResult:
-    """What a stage reports back: final metrics (into stage.json and MLflow) and extra facts."""
+    """What a stage reports back: final metrics (into stage.json and MLflow) and extra facts.
+
+    `halt`: the stage finished (its output is kept) but the recipe must stop here, for this reason.
+    """
 
     metrics: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    halt: str | None = None
+
+
+@dataclass
+class Review:
+    """A kind's verdict on a finished stage, fresh or cached: lines to print, and a reason to stop the recipe."""
+
+    report: str = ""
+    halt: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
+class ReviewContext:
+    """What a kind's `review` sees: the stage's config, its recorded `stage.json`, its inputs and its run."""
+
+    config: StageConfig
+    info: dict[str, Any]
+    inputs: dict[str, StageInput]
+    project: Project
+    tracker: StageTracker
+    console: Console
+    model_dir: Path
+
+
+@dataclass
 class StageContext:
-    loaded: LoadedRecipe
+    project: Project
     config: StageConfig
     stage_hash: str
     tmp_dir: Path
@@ -48,6 +93,7 @@ class StageContext:
     tokenizer_dir: Path
     tracker: StageTracker
     console: Console
+    _tokenizer: Any = field(default=None, repr=False)
 
     @property
     def model_dir(self) -> Path:
@@ -61,10 +107,18 @@ class StageContext:
     @property
     def seed(self) -> int:
         own = getattr(self.config, "seed", None)
-        return self.loaded.recipe.seed if own is None else own
+        return self.project.seed if own is None else own
 
-    def resolve(self, relative: str) -> Path:
-        return self.loaded.resolve(relative)
+    def resolve(self, relative: str | Path) -> Path:
+        return self.project.resolve(relative)
+
+    def tokenizer(self):
+        """The recipe's pinned tokenizer (loaded once per stage)."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir)
+        return self._tokenizer
 
     def input_model(self) -> str:
         """The model this stage starts from: an earlier stage's model folder, a local path or a hub id."""
@@ -74,6 +128,10 @@ class StageContext:
         model = getattr(self.config, "model", None)
         if model is None:
             raise StageError(f"stage '{self.config.name}' names no input model")
+        return self.model_location(model)
+
+    def model_location(self, model: str) -> str:
+        """A `model:` value as a loader takes it: the local folder when it exists, else the hub id."""
         local = self.resolve(model)
         return str(local) if local.exists() else model
 
@@ -87,14 +145,15 @@ class StageContext:
         source = str(source) if source is not None else self.input_model()
         try:
             return auto_class.from_pretrained(
-                source, dtype=torch.float32, trust_remote_code=self.loaded.recipe.trust_remote_code
+                source, dtype=torch.float32, trust_remote_code=self.project.trust_remote_code
             )
         except OSError as error:
             first = str(error).strip().splitlines()[0]
             raise StageError(f"stage '{self.config.name}': model '{source}' could not be loaded: {first}") from None
 
-    def save_model(self, model, tokenizer) -> None:
+    def save_model(self, model, tokenizer=None) -> None:
         """Write a complete Hugging Face model folder with the recipe's pinned tokenizer."""
+        tokenizer = tokenizer if tokenizer is not None else self.tokenizer()
         model.save_pretrained(self.model_dir, safe_serialization=True)
         tokenizer.save_pretrained(self.model_dir)
         if getattr(model, "generation_config", None) is not None:
