@@ -69,6 +69,34 @@ def test_read_pairs_order_is_random_but_stable(tmp_path):
         assert pair.response_a == a_text
 
 
+def test_read_pairs_refuses_what_the_preference_stage_would(tmp_path):
+    """A role the preference stage rejects (after pulling) is refused at push time, with its file:line."""
+    from workbench.preference.data import normalize_pair
+
+    path = tmp_path / "pairs.jsonl"
+    human = {"prompt": [{"role": "human", "content": "Name a colour."}], "chosen": "Blue.", "rejected": "Colours."}
+    write_pairs(path, [PAIRS[0], human, PAIRS[1]])
+    _, stage_problems = normalize_pair(2, human)
+    assert stage_problems, "the preference stage's own reader refuses the role"
+    with pytest.raises(StageError) as error:
+        read_pairs(path)
+    message = str(error.value)
+    assert message.startswith("1 invalid pair line(s):")
+    assert f"pairs.jsonl:2: the preference stage would refuse a pair {stage_problems[0]}" in message
+    assert "unknown role" in message
+
+
+def test_read_pairs_reports_undecodable_and_non_object_lines(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(json.dumps(PAIRS[0]).encode() + b"\n[1, 2]\n{broken\n\n\xff\n")
+    with pytest.raises(StageError) as error:
+        read_pairs(path)
+    message = str(error.value)
+    assert "3 invalid pair line(s)" in message
+    for where in ("pairs.jsonl:2: not a JSON object", "pairs.jsonl:3: invalid JSON", "pairs.jsonl:5: not UTF-8"):
+        assert where in message
+
+
 def test_majority_and_agreement():
     assert majority(["a", "a", "b"]) == "a"
     assert majority(["a", "b"]) is None

@@ -4,6 +4,7 @@ nested MLflow run under the stage's run, the best by held-out loss becomes the s
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import yaml
@@ -64,8 +65,15 @@ def test_sweep_selects_the_lowest_held_out_loss_and_logs_each_candidate(tmp_path
         assert by_index[index].data.metrics["eval_loss"] == pytest.approx(row["eval_loss"])
         assert by_index[index].data.params["base.weight"] == str(row["base.weight"])
         assert by_index[index].info.status == "FINISHED"
-    table = client.download_artifacts(stage_run.info.run_id, "merge/candidates.json", str(tmp_path))
-    assert [row["selected"] for row in json.loads(open(table).read())] == [True, False, False]
+        assert by_index[index].data.tags["workbench.pid"] == str(os.getpid()), "owned, so a kill is reaped"
+    artifacts = {a.path for a in client.list_artifacts(stage_run.info.run_id, "merge")}
+    assert artifacts == {"merge/candidates.json"}, "one table, no CSV"
+    table = json.loads(
+        open(client.download_artifacts(stage_run.info.run_id, "merge/candidates.json", str(tmp_path))).read()
+    )
+    columns = table["columns"]
+    assert [dict(zip(columns, row, strict=True))["selected"] for row in table["data"]] == [True, False, False]
+    assert [row[columns.index("eval_loss")] for row in table["data"]] == pytest.approx(losses)
 
     again = {o.name: o for o in run_recipe(load_recipe(path))}
     assert again["soup"].status == "cached"

@@ -1,8 +1,9 @@
-"""MLflow tracking: one parent run per `workbench run`, one nested child run per stage.
+"""MLflow tracking: one parent run per `workbench run`, one nested child run per stage (and per merge candidate).
 
-The child run is made the *active* fluent run while its stage executes, so the Hugging Face
-Trainer's own MLflowCallback (which logs into the active run when there is one) streams its
-metrics there instead of opening a stray top-level run (transformers issue 15663).
+Every run records the process that owns it (`process_tags`), so a later start marks KILLED the runs whose process
+was killed (`Tracker.reap_dead_runs`). A stage's child run is also made the *active* fluent run while its stage
+executes, so the Hugging Face Trainer's own MLflowCallback (which logs into the active run when there is one)
+streams its metrics there instead of opening a stray top-level run (transformers issue 15663).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import contextlib
 import os
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,41 @@ class StageTracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def log_table(self, rows: list[dict[str, Any]], artifact_file: str) -> None:
+        """Rows as an MLflow table (shown in the UI's artifact view; a key missing from a row is empty there)."""
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        data = {key: [row.get(key) for row in rows] for key in columns}
+        self.client.log_table(self.run_id, data=data, artifact_file=artifact_file)
+
+
+@contextlib.contextmanager
+def _ending(end: Callable[[str], None]) -> Iterator[None]:
+    """Call `end(status)` on the way out: FINISHED, KILLED on KeyboardInterrupt, FAILED on any other exception."""
+    status = "FAILED"
+    try:
+        yield
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        end(status)
+
+
+@contextlib.contextmanager
+def child_run(client, parent_run_id: str, run_name: str, tags: dict[str, str]) -> Iterator[StageTracker]:
+    """A run nested under `parent_run_id` (same experiment), owned by this process, ended FINISHED, FAILED, or
+    KILLED on KeyboardInterrupt. A SIGKILL ends nothing: the run stays RUNNING until `Tracker.reap_dead_runs`
+    finds its process gone. It does not become the active fluent run (`Tracker.stage_run` does that on top)."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    # resolve_tags adds what `mlflow.start_run` adds (user, source); ours win
+    tags = resolve_tags(tags | process_tags() | {"mlflow.parentRunId": parent_run_id})
+    run_id = client.create_run(experiment, run_name=run_name, tags=tags).info.run_id
+    with _ending(lambda status: client.set_terminated(run_id, status=status)):
+        yield StageTracker(client, run_id)
+
 
 class Tracker:
     """Opens the parent run and the stage runs of one `workbench run`."""
@@ -167,24 +203,20 @@ class Tracker:
 
     @contextlib.contextmanager
     def stage_run(self, stage: str, tags: dict[str, str]) -> Iterator[StageTracker]:
-        """A nested child run, active for the duration; ended FAILED/KILLED if the stage raises."""
-        run = self.mlflow.start_run(
-            experiment_id=self.experiment_id, run_name=stage, nested=True, tags=tags | process_tags()
-        )
-        status = "FAILED"
-        saved = {name: os.environ.pop(name) for name in _CALLBACK_RUN_VARIABLES if name in os.environ}
-        try:
-            yield StageTracker(self.client, run.info.run_id)
-            status = "FINISHED"
-        except KeyboardInterrupt:
-            status = "KILLED"
-            raise
-        finally:
-            os.environ.update(saved)
-            self.mlflow.flush_async_logging()
-            # The Trainer callback may have ended our run already; end it only if it is still active.
-            active = self.mlflow.active_run()
-            if active is not None and active.info.run_id == run.info.run_id:
-                self.mlflow.end_run(status=status)
-            else:
-                self.client.set_terminated(run.info.run_id, status=status)
+        """A child run of the parent run (`child_run`), also the active fluent run for the duration."""
+        if self.parent_id is None:
+            raise RuntimeError("start_parent before stage_run")
+        with child_run(self.client, self.parent_id, stage, tags) as run:
+            self.mlflow.start_run(run_id=run.run_id, nested=True)
+            saved = {name: os.environ.pop(name) for name in _CALLBACK_RUN_VARIABLES if name in os.environ}
+            with _ending(lambda status: self._deactivate(run.run_id, status, saved)):
+                yield run
+
+    def _deactivate(self, run_id: str, status: str, saved: dict[str, str]) -> None:
+        os.environ.update(saved)
+        self.mlflow.flush_async_logging()
+        # The Trainer callback may have ended our run already; end it only if it is still active (child_run then
+        # sets the status again, in case the callback's was another).
+        active = self.mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            self.mlflow.end_run(status=status)

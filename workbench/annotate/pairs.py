@@ -1,11 +1,15 @@
 """Read candidate pairs (a prompt and two responses) from JSONL, in a stable, annotation-ready form.
 
-Accepted lines (one JSON object each):
+Accepted records (one JSON object a line; JSON, Parquet and dataset folders are read too, by row):
 - `prompt` (a string, or a list of chat messages) or `messages` (the chat before the responses);
 - the two responses as `chosen` + `rejected` (the preference stage's semi-online pairs, optionally with
   `chosen_score` / `rejected_score`), or `response_a` + `response_b`, or `responses: [first, second]`
   (optionally with `scores: [s1, s2]`);
 - optional `source` (stage name), `model`, `judge`.
+
+A pair is also checked as the preference stage will read it once pulled (`prompt`, `chosen`, `rejected`:
+`workbench.preference.data.normalize_pair`), so what that stage would refuse (a prompt turn of an unknown role,
+say) is refused here, at push time, with its line, rather than after annotators have spent time on it.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from workbench.data.records import read_records
 from workbench.errors import StageError
+from workbench.preference.data import normalize_pair
 
 
 @dataclass(frozen=True)
@@ -44,37 +49,36 @@ def pair_key(prompt: list[dict[str, str]], first: str, second: str) -> str:
 def read_pairs(path: Path, seed: int = 0) -> tuple[list[Pair], int]:
     """The pairs in `path` and how many lines repeated an earlier pair (skipped). Every invalid line is
     reported at once, with its line number."""
-    if not path.is_file():
+    if not path.exists():
         raise StageError(f"{path}: pairs file not found")
+    read = read_records(path)
+    problems = list(read.unreadable)
     pairs: dict[str, Pair] = {}
-    problems: list[str] = []
     duplicates = 0
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for record in read.records:
         try:
-            pair = _parse(json.loads(line), seed)
+            pair = _parse(record.data, seed)
         except (ValueError, TypeError) as error:
-            problems.append(f"{path}:{number}: {error}")
+            problems.append((record.location, str(error)))
             continue
         if pair.key in pairs:
             duplicates += 1
         else:
             pairs[pair.key] = pair
     if problems:
-        raise StageError(f"{len(problems)} invalid pair line(s):\n" + "\n".join(problems))
+        lines = [f"{path}:{number}: {reason}" for number, reason in sorted(problems)]
+        raise StageError(f"{len(problems)} invalid pair line(s):\n" + "\n".join(lines))
     if not pairs:
         raise StageError(f"{path}: no pairs")
     return list(pairs.values()), duplicates
 
 
-def _parse(row: Any, seed: int) -> Pair:
-    if not isinstance(row, dict):
-        raise ValueError("expected a JSON object")
+def _parse(row: dict, seed: int) -> Pair:
     prompt = _prompt(row)
     (first, first_name, first_score), (second, second_name, second_score) = _responses(row)
     if first == second:
         raise ValueError("the two responses are identical")
+    _check_as_preference_data(prompt, first, second)
     key = pair_key(prompt, first, second)
     # The order shown to annotators is a coin flip per pair that does not change between pushes.
     swap = hashlib.sha256(f"{seed}:{key}".encode()).digest()[0] % 2 == 1
@@ -85,6 +89,13 @@ def _parse(row: Any, seed: int) -> Pair:
         )
     info = {name: str(row[name]) for name in ("source", "model", "judge") if row.get(name) is not None}
     return Pair(key, prompt, first, second, first_name, first_score, second_score, info)
+
+
+def _check_as_preference_data(prompt: list[dict[str, str]], first: str, second: str) -> None:
+    """Refuse what the preference stage would refuse in the pulled row (`prompt`, `chosen`, `rejected`)."""
+    _, problems = normalize_pair(0, {"prompt": prompt, "chosen": first, "rejected": second})
+    if problems:
+        raise ValueError("the preference stage would refuse a pair " + " and ".join(problems))
 
 
 def _prompt(row: dict) -> list[dict[str, str]]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from workbench.annotate.agreement import krippendorff_alpha, percent_agreement
 from workbench.annotate.client import AnnotationError
 from workbench.annotate.push import PREFERENCE_QUESTION, RATIONALE_QUESTION, get_dataset
-from workbench.fsio import write_json_atomic
+from workbench.fsio import build_new_folder, write_json_atomic
 
 if TYPE_CHECKING:
     import argilla as rg
@@ -168,28 +166,24 @@ def pull_preferences(client: rg.Argilla, workspace: str, name: str, out_root: Pa
 
 
 def _write_version(target: Path, payload: bytes, rows: list[dict], provenance: dict) -> None:
+    """Build the version folder aside and publish it whole; when another pull wrote the same version first
+    (same content hash, so the same pairs), its folder is kept and ours discarded."""
     import datasets
 
-    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    (staging / "preferences.jsonl").write_bytes(payload)
-    hf_rows = [{**row, "votes": json.dumps(row["votes"], sort_keys=True)} for row in rows]
-    features = datasets.Features(
-        {
-            "prompt": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],
-            "chosen": datasets.Value("string"),
-            "rejected": datasets.Value("string"),
-            "argilla_id": datasets.Value("string"),
-            "votes": datasets.Value("string"),
-        }
-    )
-    columns = {name: [row[name] for row in hf_rows] for name in features}  # from_list loses columns when empty
-    datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(staging / "hf"))
-    write_json_atomic(staging / "provenance.json", provenance)
-    try:
-        staging.rename(target)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)  # another pull wrote the same version first
-        if not target.exists():
-            raise
+    def build(staging: Path) -> None:
+        (staging / "preferences.jsonl").write_bytes(payload)
+        hf_rows = [{**row, "votes": json.dumps(row["votes"], sort_keys=True)} for row in rows]
+        features = datasets.Features(
+            {
+                "prompt": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],
+                "chosen": datasets.Value("string"),
+                "rejected": datasets.Value("string"),
+                "argilla_id": datasets.Value("string"),
+                "votes": datasets.Value("string"),
+            }
+        )
+        columns = {name: [row[name] for row in hf_rows] for name in features}  # from_list loses columns when empty
+        datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(staging / "hf"))
+        write_json_atomic(staging / "provenance.json", provenance)
+
+    build_new_folder(target, build)

@@ -47,9 +47,13 @@ class DataReport:
     def metrics(self, prefix: str) -> dict[str, float]:
         metrics = {f"{prefix}/records": float(self.total)}
         for problem, where in self.problems.items():
-            key = re.sub(r"[^0-9A-Za-z]+", "_", problem.split("(")[0]).strip("_")
-            metrics[f"{prefix}/{key}"] = float(len(where))
+            metrics[f"{prefix}/{metric_key(problem)}"] = float(len(where))
         return metrics
+
+
+def metric_key(problem: str) -> str:
+    """A problem phrase as a metric name: `with an empty turn (...)` -> `with_an_empty_turn`."""
+    return re.sub(r"[^0-9A-Za-z]+", "_", problem.split("(")[0]).strip("_")
 
 
 def read_with_report(path: Path, source: str) -> tuple[list[Record], DataReport]:

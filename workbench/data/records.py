@@ -5,9 +5,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from workbench.errors import StageError
+
+NOT_UTF8 = "not UTF-8"
+INVALID_JSON = "invalid JSON"
+"""Followed by the parser's message in parentheses: `invalid JSON (Expecting value)`."""
+NOT_OBJECT = "not a JSON object"
+NOT_MAPPING = "not a mapping"
+EMPTY = "empty"
+"""A blank JSONL line, reported only when the reader is asked to (`blank_lines="report"`)."""
 
 
 @dataclass(frozen=True)
@@ -22,20 +30,23 @@ class Record:
 class ReadResult:
     records: list[Record]
     unreadable: list[tuple[int, str]]
-    """(line, reason) for lines that are not valid JSON objects."""
+    """(location, reason) for lines that are not valid JSON objects (and rows that are not mappings), in order."""
     unit: str
     """'line' or 'row': how `Record.location` counts."""
 
 
-def read_records(path: Path) -> ReadResult:
-    """Load JSONL, JSON (a list), Parquet, or a saved Hugging Face dataset folder."""
+def read_records(path: Path, blank_lines: Literal["skip", "report"] = "skip") -> ReadResult:
+    """Load JSONL, JSON (a list), Parquet, or a saved Hugging Face dataset folder.
+
+    Blank JSONL lines are skipped, or with `blank_lines="report"` listed as unreadable (`EMPTY`) with their line.
+    """
     if not path.exists():
         raise StageError(f"{path}: file not found")
     if path.is_dir():
         return _rows(_load_hf_folder(path))
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        return _read_jsonl(path)
+        return _read_jsonl(path, report_blank=blank_lines == "report")
     if suffix == ".json":
         try:
             value = json.loads(path.read_text(encoding="utf-8"))
@@ -49,24 +60,26 @@ def read_records(path: Path) -> ReadResult:
     raise StageError(f"{path}: unsupported data format '{suffix}' (use .jsonl, .json, .parquet or a dataset folder)")
 
 
-def _read_jsonl(path: Path) -> ReadResult:
+def _read_jsonl(path: Path, report_blank: bool) -> ReadResult:
     records, unreadable = [], []
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
-                unreadable.append((number, "not UTF-8"))
+                unreadable.append((number, NOT_UTF8))
                 continue
             if not text.strip():
+                if report_blank:
+                    unreadable.append((number, EMPTY))
                 continue
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as error:
-                unreadable.append((number, f"invalid JSON ({error.msg})"))
+                unreadable.append((number, f"{INVALID_JSON} ({error.msg})"))
                 continue
             if not isinstance(value, dict):
-                unreadable.append((number, "not a JSON object"))
+                unreadable.append((number, NOT_OBJECT))
                 continue
             records.append(Record(number, value))
     return ReadResult(records, unreadable, "line")
@@ -78,7 +91,7 @@ def _rows(rows: list[Any]) -> ReadResult:
         if isinstance(row, dict):
             records.append(Record(number, row))
         else:
-            unreadable.append((number, "not a mapping"))
+            unreadable.append((number, NOT_MAPPING))
     return ReadResult(records, unreadable, "row")
 
 

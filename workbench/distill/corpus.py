@@ -10,17 +10,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import re
-import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from workbench.data.chat import DataReport
+from workbench.data.chat import DataReport, metric_key
+from workbench.data.records import EMPTY, NOT_UTF8, read_records
+from workbench.data.report import publish_problems
 from workbench.errors import StageError
+from workbench.fsio import build_folder
 
 if TYPE_CHECKING:
     from workbench.api.context import StageContext
@@ -46,8 +47,8 @@ class CorpusBlocks:
 
 def load_corpus(ctx: StageContext, fields: CorpusFields, relative: str, tokenizer, metric_prefix: str) -> CorpusBlocks:
     """The blocks of one corpus file, tokenized and packed on first use and memory-mapped afterwards."""
-    from workbench.modeling.tokenizer import tokenizer_fingerprint
     from workbench.hashing import digest_json, file_digest
+    from workbench.modeling.tokenizer import tokenizer_fingerprint
 
     path = ctx.resolve(relative)
     if not path.is_file():
@@ -79,23 +80,15 @@ def open_corpus(folder: Path) -> CorpusBlocks:
 
 def _report(ctx: StageContext, info: dict, fields: CorpusFields, prefix: str) -> None:
     lines = info["problems"]
-    for line in lines:
-        ctx.console.print(f"  [yellow]corpus:[/] {line}")
     if lines and fields.invalid_lines == "error":
         raise StageError("\n".join(lines) + "\n(fix the corpus, or set invalid_lines: drop to skip these lines)")
-    ctx.console.print(
-        f"  corpus: {info['source']}: {info['documents']} of {info['lines']} {info['unit']}s used, "
+    summary = (
+        f"{info['source']}: {info['documents']} of {info['lines']} {info['unit']}s used, "
         f"{info['blocks']} blocks of {info['seq_len']} tokens ({info['tail_tokens']} tail tokens dropped)"
     )
     metrics = {f"{prefix}/{name}": float(info[name]) for name in ("lines", "documents", "blocks", "tail_tokens")}
-    skipped = {f"{prefix}/skipped_{_metric_key(k)}": float(v) for k, v in info["problem_counts"].items()}
-    ctx.tracker.log_metrics(metrics | skipped)
-    if lines:
-        ctx.tracker.log_text("\n".join(lines) + "\n", f"data/{prefix.replace('/', '_')}_report.txt")
-
-
-def _metric_key(problem: str) -> str:
-    return re.sub(r"[^0-9A-Za-z]+", "_", problem.split("(")[0]).strip("_")
+    skipped = {f"{prefix}/skipped_{metric_key(k)}": float(v) for k, v in info["problem_counts"].items()}
+    publish_problems(ctx, lines, summary, metrics | skipped, prefix)
 
 
 def read_documents(
@@ -103,19 +96,21 @@ def read_documents(
 ) -> tuple[list[tuple[int, str, float | None]], DataReport]:
     """(location, text, difficulty) for every usable document, and a report of the lines that are not."""
     suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        from workbench.data.records import read_parquet_rows
-
-        rows, unit = enumerate(read_parquet_rows(path), start=1), "row"
-    elif suffix in (".txt", ".jsonl"):
-        rows, unit = _lines(path, text_field, parse_json=suffix == ".jsonl"), "line"
+    if suffix == ".txt":
+        entries, unit = _text_lines(path, text_field), "line"
+    elif suffix in (".jsonl", ".parquet"):
+        read = read_records(path, blank_lines="report")
+        unusable = [(location, None, reason) for location, reason in read.unreadable]
+        usable = [(record.location, record.data, None) for record in read.records]
+        entries, unit = sorted(unusable + usable, key=lambda entry: entry[0]), read.unit
     else:
         raise StageError(f"{source}: unsupported corpus format '{suffix}' (use .txt, .jsonl or .parquet)")
     report = DataReport(source=source, unit=unit)
     documents = []
-    for location, row in rows:
+    for location, row, problem in entries:
         report.total += 1
-        text, difficulty, problem = _document(row, text_field, difficulty_field)
+        if problem is None:
+            text, difficulty, problem = _document(row, text_field, difficulty_field)
         if problem:
             report.add(problem, location)
         else:
@@ -123,33 +118,22 @@ def read_documents(
     return documents, report
 
 
-def _lines(path: Path, text_field: str, parse_json: bool):
-    """(line number, value) pairs; a value is a str (the problem) when the line is unusable before parsing."""
+def _text_lines(path: Path, text_field: str) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(line number, record, problem) for each line of a plain-text corpus: one document a line."""
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
                 text = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError:
-                yield number, ("problem", "not UTF-8")
+                yield number, None, NOT_UTF8
                 continue
-            if not text.strip():
-                yield number, ("problem", "empty")
-            elif not parse_json:
-                yield number, {text_field: text}
+            if text.strip():
+                yield number, {text_field: text}, None
             else:
-                try:
-                    value = json.loads(text)
-                except json.JSONDecodeError as error:
-                    yield number, ("problem", f"invalid JSON ({error.msg})")
-                    continue
-                yield number, value if isinstance(value, dict) else ("problem", "not a JSON object")
+                yield number, None, EMPTY
 
 
-def _document(row: Any, text_field: str, difficulty_field: str) -> tuple[str, float | None, str | None]:
-    if isinstance(row, tuple):
-        return "", None, row[1]
-    if not isinstance(row, dict):
-        return "", None, "not a mapping"
+def _document(row: dict, text_field: str, difficulty_field: str) -> tuple[str, float | None, str | None]:
     text = row.get(text_field)
     if not isinstance(text, str):
         return "", None, f"without a string '{text_field}'"
@@ -161,7 +145,8 @@ def _document(row: Any, text_field: str, difficulty_field: str) -> tuple[str, fl
 
 
 def _build(folder: Path, path: Path, source: str, fields: CorpusFields, tokenizer) -> None:
-    """Tokenize and pack; written to `<folder>.tmp` and renamed, so a half-built corpus is never read."""
+    """Tokenize and pack; built in a temporary folder and published whole (`fsio.build_folder`), so a half-built
+    corpus is never read and an older build stays in place until the new one replaces it."""
     documents, report = read_documents(path, source, fields.text_field, fields.difficulty_field)
     if not documents:
         raise StageError("\n".join([*report.lines(), f"{source}: no usable documents"]))
@@ -176,13 +161,6 @@ def _build(folder: Path, path: Path, source: str, fields: CorpusFields, tokenize
     blocks = ids[: count * fields.seq_len].astype(dtype).reshape(count, fields.seq_len)
     scores = [d for _, _, d in documents]
     missing = [loc for loc, _, d in documents if d is None]
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    np.save(tmp / "blocks.npy", blocks)
-    if not missing:
-        per_token = np.repeat(np.array(scores, dtype=np.float64), lengths)[: count * fields.seq_len]
-        np.save(tmp / "difficulty.npy", per_token.reshape(count, fields.seq_len).mean(axis=1).astype(np.float32))
     info = {
         "format": CORPUS_FORMAT,
         "source": source,
@@ -200,6 +178,12 @@ def _build(folder: Path, path: Path, source: str, fields: CorpusFields, tokenize
         "missing_difficulty": missing[:20],
         "missing_difficulty_count": len(missing),
     }
-    (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
-    shutil.rmtree(folder, ignore_errors=True)
-    os.rename(tmp, folder)
+
+    def write(tmp: Path) -> None:
+        np.save(tmp / "blocks.npy", blocks)
+        if not missing:
+            per_token = np.repeat(np.array(scores, dtype=np.float64), lengths)[: count * fields.seq_len]
+            np.save(tmp / "difficulty.npy", per_token.reshape(count, fields.seq_len).mean(axis=1).astype(np.float32))
+        (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+
+    build_folder(folder, write)

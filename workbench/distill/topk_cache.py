@@ -10,14 +10,13 @@ Layout of a cache folder::
 
 Row ``[b, t]`` is the teacher's prediction after reading tokens ``0..t`` of block ``b``, i.e. its distribution
 over token ``t + 1``; ids are sorted by decreasing log-prob. Each shard is written to temporary files and renamed
-into place (log-probs first, ids last), so a killed build leaves only whole shards behind and resumes after them.
-Shards are plain ``.npy`` files, opened as read-only memory maps.
+into place (log-probs first, ids last; ``fsio.atomic_path``), so a killed build leaves only whole shards behind and
+resumes after them. Shards are plain ``.npy`` files, opened as read-only memory maps.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import StageError
-from workbench.fsio import write_json_atomic
+from workbench.fsio import atomic_path, write_json_atomic
 
 CACHE_FORMAT = "workbench-topk-cache/1"
 MANIFEST, BUILD = "manifest.json", "build.json"
@@ -105,19 +104,20 @@ def build_topk_cache(
             continue
         shape = (len(rows), identity.seq_len, identity.k)
         ids_path, lp_path = _shard_paths(folder, shard)
-        ids_tmp, lp_tmp = (p.with_name(p.name + ".partial") for p in (ids_path, lp_path))
-        ids_out = np.lib.format.open_memmap(ids_tmp, mode="w+", dtype=identity.ids_dtype, shape=shape)
-        lp_out = np.lib.format.open_memmap(lp_tmp, mode="w+", dtype=LOGPROBS_DTYPE, shape=shape)
-        for start in range(0, len(rows), batch_size):
-            stop = min(start + batch_size, len(rows))
-            chunk = np.asarray(blocks[rows.start + start : rows.start + stop], dtype=np.int64)
-            ids, values = teacher_topk(teacher, torch.from_numpy(chunk).to(teacher.device), identity.k)
-            ids_out[start:stop] = ids.cpu().numpy().astype(identity.ids_dtype)
-            lp_out[start:stop] = values.cpu().numpy().astype(LOGPROBS_DTYPE)
-        for out, tmp, final in ((lp_out, lp_tmp, lp_path), (ids_out, ids_tmp, ids_path)):
-            out.flush()
-            os.replace(tmp, final)  # ids last: a shard counts as written only once its ids file exists
-        del ids_out, lp_out
+        # The blocks end inner first: log-probs are renamed into place before ids, and a shard counts as written
+        # only once its ids file exists. An error removes both temporary files.
+        with atomic_path(ids_path) as ids_tmp, atomic_path(lp_path) as lp_tmp:
+            ids_out = np.lib.format.open_memmap(ids_tmp, mode="w+", dtype=identity.ids_dtype, shape=shape)
+            lp_out = np.lib.format.open_memmap(lp_tmp, mode="w+", dtype=LOGPROBS_DTYPE, shape=shape)
+            for start in range(0, len(rows), batch_size):
+                stop = min(start + batch_size, len(rows))
+                chunk = np.asarray(blocks[rows.start + start : rows.start + stop], dtype=np.int64)
+                ids, values = teacher_topk(teacher, torch.from_numpy(chunk).to(teacher.device), identity.k)
+                ids_out[start:stop] = ids.cpu().numpy().astype(identity.ids_dtype)
+                lp_out[start:stop] = values.cpu().numpy().astype(LOGPROBS_DTYPE)
+            ids_out.flush()
+            lp_out.flush()
+            del ids_out, lp_out
         if after_shard is not None:
             after_shard(shard)
     manifest = planned | {

@@ -113,11 +113,14 @@ def evaluate_lm(
 ) -> EvalReport:
     """Run `suites` with any lm-eval LM (`evaluate_model` passes HFLM on a model folder) through
     `manager` (from `task_manager`, with the same `data`), prompts in the model's chat template."""
-    from lm_eval import simple_evaluate
+    from lm_eval import evaluator, simple_evaluate
 
     from workbench.evaluation.ifeval import ensure_punkt_tab
 
     ensure_punkt_tab()
+    # lm-eval runs `git describe` with stderr inherited: outside a repository every evaluation would print
+    # "fatal: not a git repository". Ask git quietly; the result (or None) is the same.
+    evaluator.get_git_commit_hash = _quiet_git_commit
     group_log = logging.getLogger("lm_eval.api.group")
     if _CATEGORY_FILTER not in group_log.filters:
         group_log.addFilter(_CATEGORY_FILTER)
@@ -135,6 +138,16 @@ def evaluate_lm(
     if output_dir is not None:
         write_report(report, Path(output_dir))
     return report
+
+
+def _quiet_git_commit() -> str | None:
+    import subprocess
+
+    try:
+        found = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return found.stdout.strip() if found.returncode == 0 else None
 
 
 class _CategoryMetricFilter:

@@ -13,29 +13,33 @@ import math
 from pathlib import Path
 from typing import Any
 
+from workbench.data.records import INVALID_JSON, NOT_MAPPING, NOT_OBJECT, read_records
 from workbench.errors import StageError
 
 REPO_EVALS = Path(__file__).resolve().parents[2] / "evals"
 
 
 def _records(path: Path) -> list[dict]:
-    """JSONL records; a bad line is an error naming the file and line, never skipped."""
+    """The suite's records (JSONL, or any format `read_records` reads), each with its `_line`; an unreadable line
+    is an error naming the file and line, never skipped."""
     if not path.is_file():
         raise StageError(f"eval data file not found: {path}")
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise StageError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-        if not isinstance(record, dict):
-            raise StageError(f"{path}:{number}: a record must be a JSON object")
-        records.append(record | {"_line": number})
-    if not records:
+    read = read_records(path)
+    if read.unreadable:
+        number, reason = read.unreadable[0]
+        raise StageError(f"{path}:{number}: {_in_suite_words(reason)}")
+    if not read.records:
         raise StageError(f"{path}: no records")
-    return records
+    return [record.data | {"_line": record.location} for record in read.records]
+
+
+def _in_suite_words(reason: str) -> str:
+    """`read_records`' reason as the suites word it: `not valid JSON (...)`, `a record must be a JSON object`."""
+    if reason.startswith(INVALID_JSON):
+        return "not valid JSON" + reason.removeprefix(INVALID_JSON)
+    if reason in (NOT_OBJECT, NOT_MAPPING):
+        return "a record must be a JSON object"
+    return reason
 
 
 def _require(path: Path, record: dict, *fields: str) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 import yaml
 
-from workbench.merging.engine import ResolvedInput
 from workbench.hashing import file_digest
+from workbench.merging.engine import ResolvedInput
 
 
 def input_rows(inputs: list[ResolvedInput]) -> list[dict[str, Any]]:

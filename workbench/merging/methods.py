@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
+
+from workbench.errors import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -54,13 +57,10 @@ def method_problems(methods: list[str], shared: Iterable[str], per_model: dict[s
 
     `shared` are the names under `parameters:`; `per_model` maps an input's label to its own parameter names.
     """
-    import difflib
-
     known_methods = merge_methods()
     for method in methods:
         if method not in known_methods:
-            close = difflib.get_close_matches(method, list(known_methods), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = did_you_mean(method, known_methods)
             return [f"unknown merge method '{method}'{hint}; mergekit has: {', '.join(sorted(known_methods))}"]
     infos = [known_methods[m] for m in methods]
     takes_shared = frozenset().union(*(i.shared for i in infos))
@@ -88,3 +88,17 @@ def base_problems(methods: list[str], has_base: bool) -> list[str]:
         elif policy == "forbidden" and has_base:
             problems.append(f"{method} does not take a `base` model")
     return problems
+
+
+def applicable(
+    method: str, parameters: dict[str, Any], model_parameters: tuple[dict[str, Any], ...]
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+    """The shared and per-model parameters `method` takes, and the names left out: in a method sweep, a parameter
+    only some of the methods take reaches only those (mergekit would ignore it silently)."""
+    info = merge_methods()[method]
+    shared = {k: v for k, v in parameters.items() if k in info.shared | info.per_model}
+    per_model = [{k: v for k, v in own.items() if k in info.per_model} for own in model_parameters]
+    ignored = set(parameters) - set(shared)
+    for own, kept in zip(model_parameters, per_model, strict=True):
+        ignored |= set(own) - set(kept)
+    return shared, per_model, sorted(ignored)

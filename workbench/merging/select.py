@@ -6,9 +6,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from workbench.errors import StageError
+
+if TYPE_CHECKING:
+    from workbench.merging.config import SelectSpec
 
 EVAL_LOSS = "eval_loss"
 
@@ -42,6 +45,22 @@ class Scored:
     index: int
     metrics: dict[str, float]
     violations: list[str]
+
+
+def score_candidate(
+    index: int, folder: Path, select: SelectSpec, data: Path | None, compared: dict[str, dict[str, float]]
+) -> Scored:
+    """Measure the model in `folder` as `select` asks (held-out loss on the file `data`, or its suite) and check
+    the constraints; `compared` holds the metrics of the stages in `select.compare`."""
+    if select.metric == EVAL_LOSS:
+        loss, counts = held_out_loss(folder, data, select.data, select.max_length)
+        metrics = {EVAL_LOSS: loss} | counts
+    else:
+        metrics = suite_metrics(folder, select.suite, select.limit, select.batch_size)
+    violations = gate_violations(select.constraints, metrics, compared)
+    if select.metric not in metrics:
+        violations.append(f"{select.metric} was not reported by suite '{select.suite}'")
+    return Scored(index, metrics, violations)
 
 
 def pick_best(scored: list[Scored], metric: str, mode: Literal["min", "max"]) -> Scored:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import yaml
 
 from workbench.errors import WorkbenchError
+from workbench.fsio import build_folder
 
 
 def merge_file(config_file: Path, out_dir: Path, overwrite: bool = False, seed: int | None = None) -> Path:
@@ -48,10 +48,9 @@ def merge_file(config_file: Path, out_dir: Path, overwrite: bool = False, seed: 
         raise WorkbenchError(f"{config_file}: {error}") from None
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise WorkbenchError(f"{out_dir} exists and is not empty (pass --overwrite to replace it)")
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    run_mergekit(raw, tmp, seed=seed)
-    write_card(tmp, out_dir.name, raw, inputs)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
-    return out_dir
+
+    def build(tmp: Path) -> None:
+        run_mergekit(raw, tmp, seed=seed)
+        write_card(tmp, out_dir.name, raw, inputs)
+
+    return build_folder(out_dir, build)  # an existing out_dir stays whole until the new one replaces it

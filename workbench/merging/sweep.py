@@ -31,6 +31,15 @@ def sweep_problems(parameters: dict[str, Any], where: str) -> list[str]:
     return problems
 
 
+def grid_size(methods: list[str], parameter_maps: list[dict[str, Any]]) -> int:
+    """How many candidates `expand_grid` makes of these methods and parameter mappings (shared, then per model)."""
+    count = len(methods)
+    for parameters in parameter_maps:
+        for value in parameters.values():
+            count *= len(value[SWEEP_KEY]) if is_sweep(value) else 1
+    return count
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One point of the grid: the method, shared and per-model parameters, and what was chosen where."""

@@ -1,12 +1,13 @@
 """Architecture files (`pretrain/*.yaml`, `Lfm2Config` keyword arguments) and randomly initialised LFM2 models."""
 
-import difflib
 from pathlib import Path
 
 import torch
 import yaml
 from huggingface_hub.errors import StrictDataclassError
 from transformers import Lfm2Config, Lfm2ForCausalLM, PreTrainedTokenizerBase
+
+from workbench.errors import did_you_mean
 
 # The LFM2-specific `Lfm2Config` fields, minus the token ids: those always come from the tokenizer.
 TOKEN_ID_KEYS = frozenset({"pad_token_id", "bos_token_id", "eos_token_id"})
@@ -29,9 +30,7 @@ def load_architecture(path: Path) -> dict:
 def _unknown_key_error(key: str) -> str:
     if key in TOKEN_ID_KEYS:
         return f"{key!r} is not allowed: token ids come from the tokenizer"
-    close = difflib.get_close_matches(key, sorted(ARCHITECTURE_KEYS), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown key {key!r}{hint}"
+    return f"unknown key {key!r}{did_you_mean(key, sorted(ARCHITECTURE_KEYS))}"
 
 
 def _layout_errors(architecture: dict) -> list[str]:

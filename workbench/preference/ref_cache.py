@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from workbench.fsio import atomic_path
 from workbench.hashing import digest_json
 
 TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
@@ -52,10 +52,10 @@ class RefLogpCache:
         return saved["chosen"], saved["rejected"]
 
     def save(self, key: str, chosen: torch.Tensor, rejected: torch.Tensor) -> Path:
-        """Write atomically (temporary file, then rename), so a killed run never leaves half an entry."""
+        """Write atomically (a per-process temporary file, then a rename), so a killed run never leaves half an
+        entry and two runs filling the same entry at once never mix theirs."""
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / f"{key}.pt"
-        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        torch.save({"chosen": chosen.float().cpu(), "rejected": rejected.float().cpu()}, partial)
-        os.replace(partial, path)
+        with atomic_path(path, per_process=True) as partial:
+            torch.save({"chosen": chosen.float().cpu(), "rejected": rejected.float().cpu()}, partial)
         return path

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import ValidationError
@@ -95,12 +95,14 @@ def load_recipe(
     display = str(path)
     if not path.is_file():
         raise RecipeError([Problem(display, None, "", "recipe file not found")])
+    raw = path.read_bytes()
     try:
-        data, lines, duplicates = load_yaml_with_lines(path.read_text(encoding="utf-8"))
+        data, lines, duplicates = load_yaml_with_lines(raw.decode("utf-8"))
     except yaml.YAMLError as error:
         raise RecipeError([_yaml_problem(display, error)]) from None
-    except UnicodeDecodeError:
-        raise RecipeError([Problem(display, None, "", "file is not UTF-8 text")]) from None
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise RecipeError([Problem(display, line, "", "the file is not UTF-8 text (save it as UTF-8)")]) from None
     out = _Checker(display, lines, data, catalog, root, check_files)
     for line, where, message in duplicates:
         out.problems.append(Problem(display, line, out.format(where), message))
@@ -119,11 +121,32 @@ def load_recipe(
 
 
 def _yaml_problem(display: str, error: yaml.YAMLError) -> Problem:
+    """PyYAML's reason in words that say what to fix, at the line to fix (where a bracket or quote was opened,
+    not the end of the file where the parser noticed)."""
     mark = getattr(error, "problem_mark", None)
+    context_mark = getattr(error, "context_mark", None)
     reason = getattr(error, "problem", None) or str(error).splitlines()[0]
-    if any(word in reason for word in ("mapping values", "expected <block end>", "expected key", "block mapping")):
-        reason += " (check the indentation of this line and the lines just above it)"
-    return Problem(display, mark.line + 1 if mark else None, "", f"invalid YAML: {reason}")
+    context = getattr(error, "context", None) or ""
+    if "mapping values are not allowed" in reason:
+        reason = (
+            "unexpected ':' (is this line indented deeper than the key above it? a value containing ': ' must be "
+            "quoted)"
+        )
+    elif reason.startswith(("expected <block end>", "expected key")) or "block mapping" in reason:
+        reason = (
+            "this line is not lined up with the lines above it (keys of one mapping start in the same column: a "
+            "stage's fields under its 'name', list items under their key)"
+        )
+    elif "'\\t'" in reason:  # PyYAML writes the tab escaped
+        reason = "a tab character: YAML indents with spaces only"
+    elif "could not find expected ':'" in reason and context_mark is not None:
+        reason, mark = "a line without 'key: value' inside a mapping (a missing ':'?)", context_mark
+    elif context.startswith("while parsing a flow") and context_mark is not None:
+        bracket = "[" if "sequence" in context else "{"
+        reason, mark = f"the '{bracket}' opened on this line is not closed ({reason})", context_mark
+    elif context.startswith("while scanning a quoted scalar") and context_mark is not None:
+        reason, mark = "the quote opened on this line is not closed", context_mark
+    return Problem(display, mark.line + 1 if mark else 1, "", f"invalid YAML: {reason}")
 
 
 def _stable_order(graph: dict[str, list[str]]) -> list[str]:
@@ -159,10 +182,14 @@ class _Checker:
         self.stages: dict[str, _Stage] = {}
         self._current: tuple = ()
         self._names_cache: dict[str, list[str]] = {}
+        self._unknown_kind: set[str] = set()
+        """Names of stages whose kind is missing or unknown: reported once, not again by every reference."""
 
     # -- reporting ---------------------------------------------------------------------------------------------
     def add(self, path: tuple, message: str, line_path: tuple | None = None) -> None:
-        line = self.lines.line_of(line_path if line_path is not None else path)
+        if line_path is None:
+            path, line_path = _locate(self.data, path, message)
+        line = self.lines.line_of(line_path) or 1
         self.problems.append(Problem(self.file, line, self.format(path), message))
 
     def format(self, path: tuple) -> str:
@@ -204,12 +231,11 @@ class _Checker:
         try:
             return model.model_validate(data)
         except ValidationError as error:
-            for item in error.errors():
-                self._report_pydantic(model, item, prefix)
+            for loc, item in _collapse_unions(error.errors(), data):
+                self._report_pydantic(model, loc, item, prefix)
             return None
 
-    def _report_pydantic(self, model: type, item: dict, prefix: tuple) -> None:
-        loc = tuple(item["loc"])
+    def _report_pydantic(self, model: type, loc: tuple, item: dict, prefix: tuple) -> None:
         kind = item["type"]
         if kind == "extra_forbidden":
             parent, key = prefix + loc[:-1], loc[-1]
@@ -217,25 +243,36 @@ class _Checker:
             message += self._elsewhere(model, loc, str(key))
             self.add(parent, message, line_path=prefix + loc)
         elif kind == "missing":
-            self.add(prefix + loc[:-1], f"missing required field '{loc[-1]}'")
+            self.add(prefix + loc[:-1], f"missing required field '{loc[-1]}'", line_path=prefix + loc[:-1])
         else:
-            message = item["msg"]
-            if message.startswith("Value error, "):
-                message = message[len("Value error, ") :]
-            if kind not in ("value_error", "assertion_error") and not isinstance(item.get("input"), (dict, list)):
-                message += f" (got {item.get('input')!r})"
+            message = _plain_message(item)
+            value = item.get("input")
+            if kind not in ("value_error", "assertion_error") and not isinstance(value, (dict, list)):
+                message += f" (got {value!r})"
+                if kind in ("literal_error", "enum") and isinstance(value, str):
+                    message += did_you_mean(value, re.findall(r"'([^']*)'", str(item.get("ctx", {}).get("expected"))))
             self.add(prefix + loc, message)
 
     def _elsewhere(self, model: type, loc: tuple, key: str) -> str:
-        """Which stage kinds take a field this stage kind (or the recipe's top level) rejects."""
+        """Where a field this stage kind (or the recipe's top level) rejects does belong: other stage kinds, a
+        sub-section of this stage (`loss`, `lora`), or the stage itself when it sits in a sub-section."""
         if len(loc) != 1:
+            top = [f.alias or n for n, f in model.model_fields.items()]
+            if issubclass(model, StageConfig) and key in top and isinstance(loc[-2], str):
+                return f"; it is a field of the stage itself, not of '{loc[-2]}': indent it less"
             return ""
         takers = self.catalog.kinds_with_field(key)
         if model is Recipe and takers:
             return f"; stage kinds {', '.join(takers)} take it: is it indented under a stage?"
-        if issubclass(model, StageConfig) and takers:
-            return f"; kinds that take it: {', '.join(takers)}"
-        return ""
+        if not issubclass(model, StageConfig):
+            return ""
+        sections = [
+            section
+            for section, info in model.model_fields.items()
+            if any(key in _keys(sub) for sub in _models_in(info.annotation))
+        ]
+        hint = f"; '{sections[0]}' takes it: indent it under '{sections[0]}:'" if sections else ""
+        return hint + (f"; kinds that take it: {', '.join(takers)}" if takers else "")
 
     # -- recipe-level fields -------------------------------------------------------------------------------------
     def check_recipe_fields(self, data: dict) -> None:
@@ -243,7 +280,9 @@ class _Checker:
         if isinstance(template, str) and template not in BUILTIN_CHAT_TEMPLATES:
             if not template.endswith(".jinja"):
                 builtins = ", ".join(BUILTIN_CHAT_TEMPLATES)
-                self.add(("chat_template",), f"unknown chat template '{template}': a builtin ({builtins}) or a .jinja file")
+                self.add(
+                    ("chat_template",), f"unknown chat template '{template}': a builtin ({builtins}) or a .jinja file"
+                )
             elif self.check_files and not (self.root / template).is_file():
                 self.add(("chat_template",), f"file not found: '{template}' (relative to {self.root})")
         tokenizer = data.get("tokenizer")
@@ -252,8 +291,11 @@ class _Checker:
         train = tokenizer.get("train")
         if isinstance(train, dict) and isinstance(train.get("files"), list) and self.check_files:
             for index, file in enumerate(train["files"]):
-                if isinstance(file, str) and not (self.root / file).is_file():
-                    self.add(("tokenizer", "train", "files", index), f"file not found: '{file}' (relative to {self.root})")
+                where = ("tokenizer", "train", "files", index)
+                if isinstance(file, str) and (self.root / file).is_dir():
+                    self.add(where, f"'{file}' is a folder; list the files in it that train the tokenizer")
+                elif isinstance(file, str) and not (self.root / file).is_file():
+                    self.add(where, f"file not found: '{file}' (relative to {self.root})")
         if isinstance(tokenizer.get("path"), str):
             self._check_model_path(("tokenizer", "path"), tokenizer["path"], "tokenizer folder")
 
@@ -268,11 +310,22 @@ class _Checker:
                 self.add(where, "a stage must be a mapping with 'name' and 'kind'")
                 continue
             kind_name = entry.get("kind")
+            if isinstance(entry.get("name"), str) and (kind_name is None or not isinstance(kind_name, str)
+                                                       or kind_name not in kinds):  # fmt: skip
+                self._unknown_kind.add(entry["name"])
             if kind_name is None:
                 self.add(where, f"missing required field 'kind' (one of: {', '.join(sorted(kinds))})")
+            elif not isinstance(kind_name, str):
+                self.add(
+                    where + ("kind",), f"'kind' is one name, one of: {', '.join(sorted(kinds))} (got {kind_name!r})"
+                )
+                continue
             elif kind_name not in kinds:
                 hint = did_you_mean(str(kind_name), list(kinds))
-                self.add(where + ("kind",), f"unknown stage kind '{kind_name}'{hint}; known kinds: {', '.join(sorted(kinds))}")
+                self.add(
+                    where + ("kind",),
+                    f"unknown stage kind '{kind_name}'{hint}; known kinds: {', '.join(sorted(kinds))}",
+                )
             name = entry.get("name")
             if isinstance(name, str) and name in self.stages:
                 first = self.lines.line_of(("stages", self.stages[name].index, "name"))
@@ -312,14 +365,21 @@ class _Checker:
         if ref == stage.name:
             self.add(path, f"stage '{stage.name}' cannot use its own output")
         elif ref not in self.stages:
-            self.add(path, f"unknown stage '{ref}'{did_you_mean(ref, [n for n in self.stages if n != stage.name])}")
+            if ref not in self._unknown_kind:
+                self.add(path, f"unknown stage '{ref}'{did_you_mean(ref, [n for n in self.stages if n != stage.name])}")
         else:
             kind = self.stages[ref].raw.get("kind")
             if marker.kinds and kind not in marker.kinds:
                 wanted = " or ".join(marker.kinds)
-                candidates = [n for n, s in self.stages.items() if s.raw.get("kind") in marker.kinds and n != stage.name]
-                hint = did_you_mean(ref, candidates) or (f" ({wanted} stages: {', '.join(candidates)})" if candidates else "")
-                self.add(path, f"'{ref}' is a {kind} stage; this field takes a {wanted} stage{hint}")
+                candidates = [
+                    n for n, s in self.stages.items() if s.raw.get("kind") in marker.kinds and n != stage.name
+                ]
+                hint = did_you_mean(ref, candidates) or (
+                    f" ({wanted} stages: {', '.join(candidates)})" if candidates else ""
+                )
+                self.add(
+                    path, f"'{ref}' is {_a(kind)} {kind} stage; this field takes {_a(wanted)} {wanted} stage{hint}"
+                )
             stage.refs.append(ref)
 
     def _check_data_path(self, path: tuple, value: str, marker: DataPath) -> None:
@@ -327,7 +387,9 @@ class _Checker:
             scheme = value.split("://", 1)[0]
             if scheme not in marker.schemes or scheme not in self.catalog.schemes:
                 allowed = ", ".join(f"{s}://" for s in marker.schemes) or "none"
-                self.add(path, f"'{value}': this field takes a file path, not a '{scheme}://' URI (URIs allowed: {allowed})")
+                self.add(
+                    path, f"'{value}': this field takes a file path, not a '{scheme}://' URI (URIs allowed: {allowed})"
+                )
                 return
             problem = self.catalog.schemes[scheme].check(value)
             if problem:
@@ -337,7 +399,10 @@ class _Checker:
             return
         local = self.root / value
         if not local.exists():
-            self.add(path, f"{'folder' if marker.kind == 'folder' else 'file'} not found: '{value}' (relative to {self.root})")
+            self.add(
+                path,
+                f"{'folder' if marker.kind == 'folder' else 'file'} not found: '{value}' (relative to {self.root})",
+            )
         elif marker.kind == "file" and not local.is_file():
             self.add(path, f"'{value}' is a folder; a file is expected here")
         elif marker.kind == "folder" and not local.is_dir():
@@ -393,3 +458,126 @@ def _field_names(model: type, loc: tuple) -> list[str]:
         if current is None:
             return []
     return [f.alias or name for name, f in current.model_fields.items()]
+
+
+def _models_in(annotation: Any) -> list[type]:
+    """The pydantic models an annotation holds (through Optional, unions, lists, dicts and Annotated)."""
+    if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+        return [annotation]
+    return [model for arg in get_args(annotation) for model in _models_in(arg)]
+
+
+def _keys(model: type) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _a(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+_TAG_TYPES = frozenset({"str", "int", "float", "bool", "bytes", "none", "list", "dict", "nullable"})
+_TYPE_WORDS = {
+    "string_type": "a string",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "dict_type": "a mapping",
+    "list_type": "a list",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+}
+
+
+def _plain_message(item: dict) -> str:
+    """pydantic's message without its Python: no 'Value error, ' prefix, no class names, no 'after validation'."""
+    kind, message = item["type"], item["msg"]
+    if message.startswith("Value error, "):
+        return message[len("Value error, ") :]
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return "Input should be a mapping of fields ('key: value' lines)"
+    if kind == "too_short" and isinstance(item.get("ctx"), dict):
+        count = item["ctx"].get("min_length", 1)
+        return f"needs at least {count} {'entry' if count == 1 else 'entries'}"
+    return message
+
+
+def _clean_loc(loc: tuple, data: Any) -> tuple[tuple, int | None]:
+    """`loc` without the union-member tags pydantic inserts (`str`, `function-after[...]`, `MergeInput`), read against
+    the raw data so a user's own key is never taken for a tag; and where the first tag was (None: no union)."""
+    kept: list = []
+    union_at: int | None = None
+    current = data
+    for part in loc:
+        if isinstance(current, dict) and part in current:
+            kept.append(part)
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            kept.append(part)
+            current = current[part]
+        elif isinstance(part, str) and (part in _TAG_TYPES or "[" in part or part[:1].isupper()):
+            union_at = len(kept) if union_at is None else union_at
+        else:
+            kept.append(part)
+            current = None
+    return tuple(kept), union_at
+
+
+def _collapse_unions(errors: list[dict], data: Any) -> list[tuple[tuple, dict]]:
+    """One problem per mistake where a field takes one of several shapes: the errors of the shape the user wrote
+    (a mapping's unknown field) when one branch got further than a type mismatch, else one 'should be a string or a
+    mapping' for the value."""
+    plain: list[tuple[tuple, dict]] = []
+    groups: dict[tuple, list[tuple[tuple, dict]]] = {}
+    for item in errors:
+        loc, union_at = _clean_loc(tuple(item["loc"]), data)
+        if union_at is None:
+            plain.append((loc, item))
+        else:
+            groups.setdefault(loc[:union_at], []).append((loc, item))
+    for root, members in groups.items():
+        deeper = [(loc, item) for loc, item in members if loc != root or item["type"] not in _TYPE_WORDS]
+        if deeper:
+            plain += list({(loc, item["msg"]): (loc, item) for loc, item in deeper}.values())
+            continue
+        words = list(dict.fromkeys(_TYPE_WORDS[item["type"]] for _, item in members))
+        first = members[0][1]
+        plain.append((root, {**first, "type": "union_type", "msg": f"Input should be {' or '.join(words)}"}))
+    return plain
+
+
+def _locate(data: Any, path: tuple, message: str) -> tuple[tuple, tuple]:
+    """(path to report, path of the line) for a problem reported on a whole mapping or list whose message quotes
+    one of its keys or values (`ties takes no parameter 'densty'`): the line of that key or value, so the problem
+    points at what to fix. Unchanged when no quoted name, or more than one, is found exactly once."""
+    node: Any = data
+    for part in path:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            return path, path
+    if not isinstance(node, (dict, list)):
+        return path, path
+    quoted = set(re.findall(r"'([^']+)'", message))
+    found: dict[str, list[tuple[tuple, tuple]]] = {}
+
+    def walk(value: Any, below: tuple) -> None:
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, entry in items:
+            if not below and key in ("name", "kind"):
+                continue
+            if isinstance(key, str) and key in quoted:
+                found.setdefault(key, []).append((path + below, path + below + (key,)))
+            if isinstance(entry, str) and entry in quoted:
+                found.setdefault(entry, []).append((path + below + (key,),) * 2)
+            if isinstance(entry, (dict, list)):
+                walk(entry, below + (key,))
+
+    walk(node, ())
+    targets = {hits[0] for hits in found.values() if len(hits) == 1}
+    return targets.pop() if len(targets) == 1 else (path, path)

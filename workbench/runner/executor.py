@@ -39,7 +39,7 @@ def run_recipe(
     """Execute the recipe; returns what happened to each selected stage."""
     from workbench.tracking import Tracker, default_tracking_uri, environment_tags
 
-    console = console or Console()
+    console = console or Console(soft_wrap=True)
     _check_names(loaded, force | only)
     plan = make_plan(loaded)
     selected = [s for s in plan.stages if not only or s.name in only]

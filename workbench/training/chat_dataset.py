@@ -6,9 +6,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from workbench.data.chat import OVERLENGTH, DataReport, InvalidPolicy, OverlengthPolicy, load_chat_records
-from workbench.errors import StageError
 from workbench.api.context import StageContext
+from workbench.data.chat import OVERLENGTH, DataReport, InvalidPolicy, OverlengthPolicy, load_chat_records
+from workbench.data.report import publish_report
+from workbench.errors import StageError
 
 
 @dataclass
@@ -54,17 +55,3 @@ def load_training_chats(
         for r in kept
     ]
     return ChatData(examples, [r.data for r in kept], report)
-
-
-def publish_report(
-    ctx: StageContext, report: DataReport, used: int, overlength: OverlengthPolicy, key: str, noun: str = "records"
-) -> None:
-    """Print each problem with what happened to those records and how many are used; log the counts as
-    `<key>/...` metrics and the report itself as an artifact of the stage's run."""
-    for line in report.lines():
-        action = "truncated" if OVERLENGTH in line and overlength == "truncate" else "dropped"
-        ctx.console.print(f"  [yellow]data:[/] {line} — {action}")
-    ctx.console.print(f"  data: {report.source}: using {used} of {report.total} {noun}")
-    ctx.tracker.log_metrics(report.metrics(key) | {f"{key}/used": float(used)})
-    if report.problems:
-        ctx.tracker.log_text("\n".join(report.lines()) + "\n", f"data/{key.replace('/', '_')}_report.txt")
