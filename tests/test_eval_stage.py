@@ -65,11 +65,13 @@ def test_failed_gate_stops_the_recipe_and_passing_gates_register_a_candidate(tin
     assert sorted(set(tasks)) == ["tool_use_irrelevance", "tool_use_multiple", "tool_use_parallel", "tool_use_simple"]
     assert client.list_artifacts(run.info.run_id, "eval")[0].path == "eval/results.json"
 
-    # Loosen the gates: only eval_sft re-runs, passes, and registers the SFT model as `candidate`.
+    # Loosen the gates: gates are not part of the hash, so nothing re-evaluates; the cached eval_sft is re-checked,
+    # passes, and registers the SFT model as `candidate`.
     _with_eval_stages(recipe, ["tool_use/parse_rate >= 0.5", "json_schema/valid_rate >= eval_base - 0.02"])
     passed = _run("run", str(recipe), cwd=root)
     assert passed.returncode == 0, passed.stdout + passed.stderr
-    assert "eval_base cached" in passed.stdout and "eval_sft ran" in passed.stdout
+    assert "eval_base cached" in passed.stdout and "eval_sft cached" in passed.stdout
+    assert "stage 'eval_sft': 0 of 2 gates failed" in passed.stdout
     # The run ends with both evaluate stages' scores side by side; `workbench report` prints the same table.
     report = _run("report", str(recipe), cwd=root)
     assert report.returncode == 0, report.stderr
@@ -80,8 +82,16 @@ def test_failed_gate_stops_the_recipe_and_passing_gates_register_a_candidate(tin
     assert row.replace("│", " ").split()[-2:] == expected and "evaluation scores by stage" in passed.stdout
     info = _stage_info(root, "eval_sft")
     candidate = client.get_model_version_by_alias("tiny", "candidate")
-    assert candidate.run_id == info["mlflow_run_id"] and info["details"]["registered"]["version"] == candidate.version
+    assert candidate.tags["workbench.evaluate_hash"] == info["hash"]
+    review_run = client.get_run(candidate.run_id)
+    assert review_run.data.tags["workbench.stage"] == "eval_sft" and review_run.data.tags["workbench.cached"] == "true"
+    review = json.loads(open(client.download_artifacts(candidate.run_id, "review.json", str(root))).read())
+    assert review["registered"]["version"] == candidate.version and all(g["passed"] for g in review["gates"])
     assert {a.path for a in client.list_artifacts(candidate.run_id, "model")} >= {"model/config.json"}
+    # Re-checking the same evaluation again registers nothing new.
+    again = _run("run", str(recipe), cwd=root)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(client.search_model_versions("name = 'tiny'")) == 1
 
     promoted = _run("promote", "tiny", "--tracking-uri", mlflow_server, cwd=root)
     assert promoted.returncode == 0, promoted.stderr

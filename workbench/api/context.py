@@ -79,7 +79,12 @@ class ReviewContext:
     project: Project
     tracker: StageTracker
     console: Console
-    model_dir: Path
+    dir: Path
+    """The stage's committed folder (its `model/`, its own files)."""
+
+    @property
+    def model_dir(self) -> Path:
+        return self.dir / "model"
 
 
 @dataclass

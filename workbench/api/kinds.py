@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 from workbench.api.config import StageConfig
 from workbench.api.context import Review, ReviewContext, StageContext, StageResult
+from workbench.errors import WorkbenchError
 
 
 @dataclass(frozen=True)
@@ -66,10 +68,17 @@ class Catalog:
     namespaces: dict[str, Namespace] = field(default_factory=dict)
     schemes: dict[str, UriScheme] = field(default_factory=dict)
 
-    def add(self, kind: StageKind) -> None:
-        """Add a stage kind; a second, different kind of the same name is an error."""
+    def add(self, kind: StageKind, source: str = "") -> None:
+        """Add a stage kind; a second, different kind of the same name, or a config whose `kind` field does not
+        accept the kind's name, is an error naming `source` (where the kind came from)."""
+        where = f" ({source})" if source else ""
         if kind.name in self.kinds and self.kinds[kind.name] is not kind:
-            raise ValueError(f"stage kind '{kind.name}' is already registered")
+            raise WorkbenchError(f"stage kind '{kind.name}'{where} is already registered")
+        accepted = get_args(kind.config.model_fields["kind"].annotation)
+        if accepted != (kind.name,):
+            raise WorkbenchError(
+                f"stage kind '{kind.name}'{where}: its config's field must be `kind: Literal[\"{kind.name}\"]`"
+            )
         self.kinds[kind.name] = kind
 
     def kinds_with_field(self, field_name: str) -> list[str]:

@@ -5,7 +5,7 @@ A stage config says what it consumes once, in its field types:
     from_: StageName | None                 # an earlier stage (an edge of the stage graph)
     data: DataFile                          # a file under the project root (checked, hashed by content)
     model: ModelPath | None                 # a model folder on disk or a hub id
-    suites: list[Named("suite")]            # a named thing: checked against its namespace
+    suites: list[Annotated[str, Named("suite")]]   # a named thing: checked against its namespace
 
 The loader checks these (names exist, files exist, URIs are well formed), the planner hashes them and the
 executor wires the inputs, all through `consumed()`, so the three can never disagree.

@@ -107,10 +107,16 @@ def gate_table(stage: str, results: list[dict]) -> str:
 
 
 def gate_problems(
-    gates: list[str], suites: list[str], compare: list[str], recipe: RecipeView, field: tuple = ("gates",)
+    gates: list[str],
+    suites: list[str],
+    compare: list[str],
+    recipe: RecipeView,
+    field: tuple = ("gates",),
+    suites_field: str = "suites",
 ) -> None:
     """Report, at `field[i]`, every gate that cannot be checked: a suite the stage does not run, a metric its suite
-    does not report, a comparison with a stage that is not in `compare` (each with a did-you-mean)."""
+    does not report, a comparison with a stage that is not in `compare`, is not an evaluate stage or does not run
+    the gate's suite (each with a did-you-mean). `suites_field` names where the stage lists `suites`."""
     evaluate_stages = recipe.stages_of_kind("evaluate")
     for index, text in enumerate(gates):
         where = (*field, index)
@@ -119,8 +125,9 @@ def gate_problems(
         except ValueError:
             continue  # the schema reported it
         if gate.suite not in suites:
-            hint = did_you_mean(gate.suite, suites)
-            recipe.problem(where, f"gate {text!r} uses suite '{gate.suite}', which this stage does not run{hint}")
+            hint = did_you_mean(gate.suite, suites) or (f" ({suites_field}: {', '.join(suites)})" if suites else "")
+            which = "'suites' does not list" if suites_field == "suites" else "this stage does not run"
+            recipe.problem(where, f"gate {text!r} uses suite '{gate.suite}', which {which}{hint}")
             continue
         known = recipe.members("suite", gate.suite)
         if known is not None and gate.metric not in known:
@@ -129,9 +136,46 @@ def gate_problems(
                 f"suite '{gate.suite}' reports no metric '{gate.metric}'{did_you_mean(gate.metric, known)}; "
                 f"it reports: {', '.join(known)}",
             )
-        if gate.stage is not None and gate.stage not in compare:
-            if recipe.kind_of(gate.stage) == "evaluate":
-                recipe.problem(where, f"gate {text!r} compares with '{gate.stage}': add it to 'compare'")
-            else:
-                hint = did_you_mean(gate.stage, compare) or did_you_mean(gate.stage, evaluate_stages)
-                recipe.problem(where, f"gate {text!r} compares with '{gate.stage}', which is not in 'compare'{hint}")
+        if gate.stage is not None:
+            _comparison_problem(gate, where, compare, evaluate_stages, recipe)
+
+
+def _comparison_problem(
+    gate: Gate, where: tuple, compare: list[str], evaluate_stages: list[str], recipe: RecipeView
+) -> None:
+    """A relative gate's stage: an evaluate stage, listed in `compare`, that runs the gate's suite."""
+    text, stage = gate.text, gate.stage
+    kind = recipe.kind_of(stage)
+    if stage in compare and kind == "evaluate":
+        runs = getattr(recipe.config_of(stage), "suites", None)
+        if isinstance(runs, list) and gate.suite not in runs:
+            recipe.problem(
+                where,
+                f"gate {text!r} compares with '{stage}', which does not run suite '{gate.suite}' "
+                f"(it runs: {', '.join(runs)}); compare with an evaluate stage that does",
+            )
+        return
+    if stage in compare:
+        return  # not an evaluate stage: reported at `compare` itself
+    if kind == "evaluate":
+        recipe.problem(where, f"gate {text!r} compares with '{stage}', which is not in 'compare': list it in 'compare'")
+    elif kind is not None:
+        article = "an" if kind[:1] in "aeiou" else "a"
+        recipe.problem(
+            where,
+            f"gate {text!r} compares with '{stage}', which is {article} {kind} stage; "
+            "a gate compares with an evaluate stage listed in 'compare'",
+        )
+    elif hint := did_you_mean(stage, compare):
+        recipe.problem(where, f"gate {text!r} compares with '{stage}', which is not in 'compare'{hint}")
+    elif hint := did_you_mean(stage, evaluate_stages):
+        recipe.problem(
+            where, f"gate {text!r} compares with '{stage}', which is not in 'compare'{hint[:-1]} list it there too)"
+        )
+    else:
+        candidates = ", ".join(evaluate_stages) or "none"
+        recipe.problem(
+            where,
+            f"gate {text!r} compares with '{stage}', which is not in 'compare' nor a stage of this recipe "
+            f"(evaluate stages: {candidates})",
+        )

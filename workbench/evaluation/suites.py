@@ -9,18 +9,18 @@ from pathlib import Path
 import yaml
 
 from workbench.api.kinds import Namespace
-from workbench.evaluation.tasks import REPO_EVALS
+from workbench.evaluation import tasks
 
 
 def our_suites(_root: Path | None = None) -> list[str]:
     """Suites defined in `evals/` (a folder with its group file `_<suite>.yaml`)."""
-    return sorted(p.parent.name for p in REPO_EVALS.glob("*/_*.yaml") if p.stem == f"_{p.parent.name}")
+    return sorted(p.parent.name for p in tasks.REPO_EVALS.glob("*/_*.yaml") if p.stem == f"_{p.parent.name}")
 
 
 @functools.cache
 def suite_metrics(suite: str) -> list[str] | None:
     """`<suite>/<metric>` for each metric our suite's group reports; None for a stock lm-eval task."""
-    group = REPO_EVALS / suite / f"_{suite}.yaml"
+    group = tasks.REPO_EVALS / suite / f"_{suite}.yaml"
     if not group.is_file():
         return None
     data = yaml.safe_load(group.read_text(encoding="utf-8")) or {}
@@ -39,7 +39,7 @@ def is_lm_eval_task(name: str) -> bool:
 
 
 def _definition(suite: str, _root: Path) -> tuple[str, Path] | None:
-    folder = REPO_EVALS / suite
+    folder = tasks.REPO_EVALS / suite
     return (f"evals/{suite}", folder) if folder.is_dir() else None
 
 

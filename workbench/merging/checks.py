@@ -49,8 +49,8 @@ def selection_problems(select: Any, recipe: RecipeView) -> None:
                 f"suite '{select.suite}' reports no metric '{select.metric}'{did_you_mean(select.metric, known)}; "
                 f"it reports: {', '.join(known)}",
             )
-    gate_problems(select.constraints, [select.suite] if select.suite else [], select.compare, recipe,
-                  field=(*where, "constraints"))  # fmt: skip
+    suites = [select.suite] if select.suite else []
+    gate_problems(select.constraints, suites, select.compare, recipe, (*where, "constraints"), "select.suite")
 
 
 def architecture_file(stage: str, recipe: RecipeView) -> str | None:

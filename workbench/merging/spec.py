@@ -14,6 +14,8 @@ from workbench.errors import StageError
 TEMPLATE_DIR = "merges"
 # The mergekit keys a template may set; inputs (models, base_model) always come from the stage.
 TEMPLATE_KEYS = ("merge_method", "parameters", "dtype", "out_dtype", "tokenizer_source", "chat_template")
+# The stage fields a template may also set (the stage's value wins when it gives one).
+SETTING_KEYS = ("dtype", "out_dtype", "tokenizer_source", "chat_template")
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,7 @@ def resolve_spec(
         raise StageError("no merge method: set `method` in the stage or `merge_method` in its template")
     methods = chosen if isinstance(chosen, list) else [chosen]
     merged_settings = {
-        key: settings.get(key) if settings.get(key) is not None else template.get(key)
-        for key in ("dtype", "out_dtype", "tokenizer_source", "chat_template")
+        key: settings.get(key) if settings.get(key) is not None else template.get(key) for key in SETTING_KEYS
     }
     return MergeSpec(methods, {**template.get("parameters", {}), **parameters}, merged_settings)
 

@@ -17,7 +17,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import ValidationError
 
-from workbench.api.config import StageConfig
+from workbench.api.config import NAME_PATTERN, StageConfig
 from workbench.api.context import Project
 from workbench.api.kinds import Catalog
 from workbench.api.markers import Consumed, DataPath, ModelPath, Named, StageRef, consumed
@@ -193,12 +193,14 @@ class _Checker:
         self.problems.append(Problem(self.file, line, self.format(path), message))
 
     def format(self, path: tuple) -> str:
-        """`stages[1].from` as `sft.from` when stage 1 has a name."""
+        """`stages[1].from` as `sft.from` when stage 1 has a valid name no earlier stage has."""
         stages = self.data.get("stages") if isinstance(self.data, dict) else None
         if len(path) >= 2 and path[0] == "stages" and isinstance(path[1], int) and isinstance(stages, list):
-            entry = stages[path[1]] if path[1] < len(stages) else None
+            index = path[1]
+            entry = stages[index] if index < len(stages) else None
             name = entry.get("name") if isinstance(entry, dict) else None
-            if isinstance(name, str) and name:
+            earlier = [e.get("name") for e in stages[:index] if isinstance(e, dict)]
+            if isinstance(name, str) and re.match(NAME_PATTERN, name) and name not in earlier:
                 return format_path((name, *path[2:]))
         return format_path(path)
 
@@ -231,8 +233,18 @@ class _Checker:
         try:
             return model.model_validate(data)
         except ValidationError as error:
-            for loc, item in _collapse_unions(error.errors(), data):
-                self._report_pydantic(model, loc, item, prefix)
+            found = _collapse_unions(error.errors(), data)
+            # a misspelt required field is one problem (the unknown field's did-you-mean), not two
+            misspelt = {
+                (loc[:-1], name)
+                for loc, item in found
+                if item["type"] == "extra_forbidden"
+                for name in _field_names(model, loc[:-1])
+                if did_you_mean(str(loc[-1]), _field_names(model, loc[:-1])) == f" (did you mean '{name}'?)"
+            }
+            for loc, item in found:
+                if not (item["type"] == "missing" and (loc[:-1], loc[-1]) in misspelt):
+                    self._report_pydantic(model, loc, item, prefix)
             return None
 
     def _report_pydantic(self, model: type, loc: tuple, item: dict, prefix: tuple) -> None:
@@ -317,7 +329,9 @@ class _Checker:
                 self.add(where, f"missing required field 'kind' (one of: {', '.join(sorted(kinds))})")
             elif not isinstance(kind_name, str):
                 self.add(
-                    where + ("kind",), f"'kind' is one name, one of: {', '.join(sorted(kinds))} (got {kind_name!r})"
+                    where + ("kind",),
+                    f"'kind' takes one stage kind: {', '.join(sorted(kinds))} (got {kind_name!r})",
+                    line_path=where + ("kind",),
                 )
                 continue
             elif kind_name not in kinds:

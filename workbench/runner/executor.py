@@ -151,7 +151,7 @@ def _review(loaded, plan: Plan, stage: PlannedStage, run, console: Console) -> s
             project=loaded.project,
             tracker=run,
             console=console,
-            model_dir=final / "model",
+            dir=final,
         )
     )
     if review.details:

@@ -37,10 +37,13 @@ def builtin_catalog(plugins: bool = True) -> Catalog:
         catalog.add(kind)
     if plugins:
         for entry in entry_points(group="workbench.stages"):
-            kind = entry.load()
+            source = f"entry point '{entry.name}' = {entry.value} of group workbench.stages"
+            try:
+                kind = entry.load()
+            except Exception as error:  # noqa: BLE001 (a broken plug-in is one line naming it)
+                first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                raise WorkbenchError(f"{source} could not be loaded: {type(error).__name__}: {first}") from None
             if not isinstance(kind, StageKind):
-                raise WorkbenchError(
-                    f"entry point '{entry.name}' ({entry.value}) of group workbench.stages is not a StageKind"
-                )
-            catalog.add(kind)
+                raise WorkbenchError(f"{source} is not a workbench.api.StageKind")
+            catalog.add(kind, source)
     return catalog

@@ -22,7 +22,7 @@ class InitStageConfig(StageConfig):
     architecture: DataFile
     """Path to an architecture YAML in `pretrain/` (Lfm2Config fields; vocab size comes from the tokenizer)."""
 
-    seed: int | None = Field(default=None)
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     """Seed for the random weights. Default: the recipe's seed."""
 
     def architecture_source(self) -> tuple[str, str] | None:

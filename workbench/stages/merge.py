@@ -10,8 +10,6 @@ from pydantic import Field, model_validator
 from workbench.api import Named, RecipeView, StageConfig, StageContext, StageKind, StageName, StageResult
 from workbench.merging.config import MergeInput, SelectSpec
 
-SETTINGS = ("dtype", "out_dtype", "tokenizer_source", "chat_template")
-
 
 class MergeStageConfig(StageConfig):
     """Merge models with mergekit (every mergekit method); a grid of methods/parameters is a sweep."""
@@ -101,12 +99,12 @@ class MergeStageConfig(StageConfig):
 def run(ctx: StageContext) -> StageResult:
     from workbench.errors import StageError
     from workbench.merging.candidates import merge_candidates
-    from workbench.merging.spec import load_template, resolve_spec
+    from workbench.merging.spec import SETTING_KEYS, load_template, resolve_spec
 
     config: MergeStageConfig = ctx.config
     try:
         template = load_template(config.template, ctx.project.root) if config.template else {}
-        settings = {key: getattr(config, key) for key in SETTINGS}
+        settings = {key: getattr(config, key) for key in SETTING_KEYS}
         spec = resolve_spec(template, config.method, config.parameters, settings)
         return merge_candidates(ctx, spec, config.model_inputs(), config.base_input(), config.select)
     except StageError as error:

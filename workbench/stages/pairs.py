@@ -15,7 +15,6 @@ from workbench.api import DataFile, ModelPath, ModelSource, StageConfig, StageCo
 from workbench.preference.pairs import PAIRS_FILE
 
 
-
 class PairsStageConfig(StageConfig, ModelSource):
     """Generate preference pairs from the policy's own samples, scored by a judge."""
 
@@ -63,9 +62,8 @@ class PairsStageConfig(StageConfig, ModelSource):
     reward_max_length: int = Field(default=1024, ge=8)
     """Longest conversation the reward model reads (longer ones are cut at the end)."""
 
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     """Sampling seed. Default: the recipe's seed."""
-
 
     @model_validator(mode="after")
     def _one_source(self) -> PairsStageConfig:
@@ -77,9 +75,8 @@ class PairsStageConfig(StageConfig, ModelSource):
 def run(ctx: StageContext) -> StageResult:
     import torch
 
-
-    from workbench.preference.pairs import PairStats, judge_prompt, sample_responses
     from workbench.fsio import write_jsonl_atomic
+    from workbench.preference.pairs import PairStats, judge_prompt, sample_responses
 
     config: PairsStageConfig = ctx.config
     tokenizer = ctx.tokenizer()

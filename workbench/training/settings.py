@@ -44,7 +44,7 @@ class TrainerFields(StrictModel):
     bf16: bool = False
     """Train in bfloat16 mixed precision (GPUs; off on CPU)."""
 
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     """Training seed. Default: the recipe's seed."""
 
     logging_steps: int = Field(default=10, ge=1)

@@ -1,0 +1,47 @@
+"""Every command turns bad input into one `error:` line: no traceback, no hang."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from workbench.cli import app
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ARGILLA_API_URL", raising=False)
+    monkeypatch.setenv("ARGILLA_API_KEY", "not-a-key")  # so annotate gets as far as the server
+    (tmp_path / "not-a-model").mkdir()
+    (tmp_path / "not-a-model" / "notes.txt").write_text("no config.json here\n")
+    return tmp_path
+
+
+NOTHING_LISTENS = "http://127.0.0.1:9"
+
+COMMANDS = {
+    "plan": (["plan", "missing.yaml"], "missing.yaml: recipe file not found"),
+    "run": (["run", "missing.yaml"], "missing.yaml: recipe file not found"),
+    "report": (["report", "missing.yaml"], "missing.yaml: recipe file not found"),
+    "promote": (["promote", "no-such-model", "--tracking-uri", "sqlite:///{tmp}/m.db"], "no-such-model"),
+    "eval": (["eval", "not-a-model", "--suite", "json_schema", "--limit", "1"], "not-a-model"),
+    "merge": (["merge", "nothere.yaml", "out"], "nothere.yaml"),
+    "annotate push": (
+        ["annotate", "push", "missing.jsonl", "--dataset", "d", "--url", NOTHING_LISTENS],
+        NOTHING_LISTENS,
+    ),
+    "annotate pull": (["annotate", "pull", "--dataset", "d", "--url", NOTHING_LISTENS], NOTHING_LISTENS),
+}
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_bad_input_is_one_error_line(workdir, command):
+    args, mentioned = COMMANDS[command]
+    result = CliRunner().invoke(app, [arg.replace("{tmp}", str(workdir)) for arg in args])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    assert mentioned in errors[0]
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
