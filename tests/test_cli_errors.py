@@ -29,7 +29,7 @@ COMMANDS = {
     "merge": (["merge", "nothere.yaml", "out"], "nothere.yaml"),
     "annotate push": (
         ["annotate", "push", "missing.jsonl", "--dataset", "d", "--url", NOTHING_LISTENS],
-        NOTHING_LISTENS,
+        "missing.jsonl: pairs file not found",  # the file is read before connecting
     ),
     "annotate pull": (["annotate", "pull", "--dataset", "d", "--url", NOTHING_LISTENS], NOTHING_LISTENS),
 }

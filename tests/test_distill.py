@@ -13,13 +13,13 @@ from transformers import Lfm2Config, Lfm2ForCausalLM
 
 from tests.conftest import REPO, TINY_ARCH
 from tests.test_teacher_cache import setup
+from workbench.api import StageRef, consumed
 from workbench.distill.topk_cache import build_topk_cache, open_topk_cache
 from workbench.distill.training import BlockCollator, BlockDataset, DistillTrainer, training_arguments
 from workbench.errors import StageError
 from workbench.losses.topk_distill import TopKDistillConfig
 from workbench.runner import load_recipe
 from workbench.runner.executor import run_recipe
-from workbench.api import StageRef, consumed
 from workbench.stages.distill import DistillStageConfig
 
 

@@ -11,7 +11,12 @@ from workbench.evaluation.gates import check_gates, gate_table, parse_gate
 
 def test_absolute_and_relative_gates_parse():
     absolute = parse_gate("tool_use/ast_accuracy >= 0.8")
-    assert (absolute.metric, absolute.op, absolute.threshold, absolute.stage) == ("tool_use/ast_accuracy", ">=", 0.8, None)
+    assert (absolute.metric, absolute.op, absolute.threshold, absolute.stage) == (
+        "tool_use/ast_accuracy",
+        ">=",
+        0.8,
+        None,
+    )
     relative = parse_gate("json_schema/valid_rate>=eval_base - 0.02")
     assert (relative.stage, relative.margin, relative.threshold) == ("eval_base", -0.02, None)
     assert parse_gate("a/b < eval-sft + 1").margin == 1.0
@@ -55,7 +60,8 @@ def _recipe(tmp_path, evaluate: dict):
         "stages": [
             {"name": "base", "kind": "init", "architecture": "arch.yaml"},
             {"name": "eval_base", "kind": "evaluate", "from": "base", "suites": ["json_schema"]},
-            {"name": "eval_again", "kind": "evaluate", "from": "base", "suites": ["json_schema", "tool_use"]} | evaluate,
+            {"name": "eval_again", "kind": "evaluate", "from": "base", "suites": ["json_schema", "tool_use"]}
+            | evaluate,
         ],
     }
     path = tmp_path / "recipe.yaml"

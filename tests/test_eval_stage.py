@@ -98,7 +98,7 @@ def test_failed_gate_stops_the_recipe_and_passing_gates_register_a_candidate(tin
     assert client.get_model_version_by_alias("tiny", "champion").version == candidate.version
     missing = _run("promote", "no-such-model", "--tracking-uri", mlflow_server, cwd=root)
     assert missing.returncode == 1
-    assert "registered model 'no-such-model' has no version aliased 'candidate'" in missing.stderr
+    assert "no registered model 'no-such-model' (registered models: tiny)" in missing.stderr
 
 
 def test_editing_a_suite_changes_the_evaluate_stage_hash(tmp_path, monkeypatch):

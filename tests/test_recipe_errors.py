@@ -497,7 +497,7 @@ CASES = {
             "  densty: 0.7",
         ),
         [
-            "r.yaml:15: m.parameters: ties takes no parameter 'densty' (it takes: density, int8_mask, lambda, "
+            "r.yaml:15: m.parameters: ties takes no parameter 'densty' (did you mean 'density'?) (it takes: density, int8_mask, lambda, "
             "normalize, rescale, weight)"
         ],
     ),

@@ -36,7 +36,7 @@ def test_fenced_block_wins_over_earlier_embedded_json():
 
 
 def test_bare_fence_is_used_but_other_languages_are_not():
-    assert extract_json('```\n[1, 2]\n```').method == "fenced"
+    assert extract_json("```\n[1, 2]\n```").method == "fenced"
     python = extract_json('```python\nx = {"a": 1}\n```')
     assert (python.value, python.method) == ({"a": 1}, "embedded")
 
@@ -47,7 +47,7 @@ def test_unparsable_fence_falls_back_to_embedded_scan():
 
 
 def test_embedded_scan_skips_braces_that_are_not_json():
-    text = "Use f(x) {like this} or [see note] then [1, {\"k\": null}] end"
+    text = 'Use f(x) {like this} or [see note] then [1, {"k": null}] end'
     assert extract_json(text).value == [1, {"k": None}]
 
 

@@ -21,10 +21,17 @@ WEATHER = {
         "required": ["city"],
     },
 }
-TIME = {"type": "function", "function": {"name": "get_time", "parameters": {
-    "type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]}}}
-AREA = {"name": "area", "parameters": {
-    "type": "object", "properties": {"radius": {"type": "number"}}, "required": ["radius"]}}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]},
+    },
+}
+AREA = {
+    "name": "area",
+    "parameters": {"type": "object", "properties": {"radius": {"type": "number"}}, "required": ["radius"]},
+}
 
 
 def wrap(calls: str) -> str:
@@ -60,7 +67,7 @@ def test_no_markers_means_no_call():
     [
         ('[get_weather(city="Paris"', "invalid call syntax"),
         ('[get_weather("Paris")]', "positional arguments in call to 'get_weather'"),
-        ('[f(a=1, a=2)]', "repeated argument 'a'"),
+        ("[f(a=1, a=2)]", "repeated argument 'a'"),
         ("[f(a=(1, 2))]", "argument 'a': only"),
         ('get_weather(city="Paris")', "expected a list of calls"),
         ('[{"name": "f"}, 3]', "a JSON call must be"),
@@ -71,7 +78,7 @@ def test_malformed_calls_are_parse_errors(calls: str, error: str):
 
 
 def test_unterminated_block_is_a_parse_error():
-    assert parse_tool_calls('<|tool_call_start|>[f(a=1)]').error == "missing <|tool_call_end|>"
+    assert parse_tool_calls("<|tool_call_start|>[f(a=1)]").error == "missing <|tool_call_end|>"
 
 
 @pytest.mark.parametrize(
@@ -134,8 +141,9 @@ def test_extra_argument_without_schema_is_a_mismatch():
 def test_optional_argument_at_its_default_may_be_omitted_or_given():
     expected = [gold("get_weather", city="Paris", unit="celsius")]
     assert score(wrap('[get_weather(city="Paris")]'), expected, tools=[WEATHER]).correct
-    assert score(wrap('[get_weather(city="Paris", unit="celsius")]'), [gold("get_weather", city="Paris")],
-                 tools=[WEATHER]).correct
+    assert score(
+        wrap('[get_weather(city="Paris", unit="celsius")]'), [gold("get_weather", city="Paris")], tools=[WEATHER]
+    ).correct
     fahrenheit = [gold("get_weather", city="Paris", unit="fahrenheit")]
     assert score(wrap('[get_weather(city="Paris")]'), fahrenheit, tools=[WEATHER]).reason == "missing argument 'unit'"
 

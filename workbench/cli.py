@@ -74,7 +74,9 @@ def handled(command: Callable) -> Callable:
                 traceback.print_exc()
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             errors.print(
-                "[red]error:[/] " + _escape(f"{type(error).__name__}: {first}") + " (run with --debug for the traceback)",
+                "[red]error:[/] "
+                + _escape(f"{type(error).__name__}: {first}")
+                + " (run with --debug for the traceback)",
                 highlight=False,
             )
             raise typer.Exit(code=1) from None
@@ -237,7 +239,6 @@ def promote(
 def schema() -> None:
     """Print the JSON Schema of recipe files (point your editor's YAML plugin at it)."""
     from workbench.recipe.json_schema import recipe_json_schema
-
     from workbench.runner import default_catalog
 
     sys.stdout.write(json.dumps(recipe_json_schema(default_catalog()), indent=2) + "\n")
@@ -295,7 +296,7 @@ def annotate_push(
     from workbench.annotate.client import connect
     from workbench.annotate.push import push_pairs
 
-    report = push_pairs(connect(url), pairs, workspace, dataset, min_submitted=min_submitted)
+    report = push_pairs(lambda: connect(url), pairs, workspace, dataset, min_submitted=min_submitted)
     console.print(
         f"{workspace}/{dataset} ({'created' if report.created else 'existing'}, id {report.dataset_id}): "
         f"{report.added} added, {report.already_present} already present, {report.duplicate_lines} duplicate "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -103,12 +104,22 @@ def get_dataset(client: rg.Argilla, workspace: str, name: str) -> rg.Dataset | N
 
 
 def push_pairs(
-    client: rg.Argilla, pairs_file: Path, workspace: str, name: str, min_submitted: int = 2, seed: int = 0
+    client: rg.Argilla | Callable[[], rg.Argilla],
+    pairs_file: Path,
+    workspace: str,
+    name: str,
+    min_submitted: int = 2,
+    seed: int = 0,
 ) -> PushReport:
-    """Add the pairs in `pairs_file` that the dataset does not hold yet (creating the dataset if needed)."""
+    """Add the pairs in `pairs_file` that the dataset does not hold yet (creating the dataset if needed).
+
+    `client` may be a function that connects: the file is read and checked first, so a bad file is reported as
+    such even when the server is down."""
     import argilla as rg
 
     pairs, duplicate_lines = read_pairs(pairs_file, seed=seed)
+    if callable(client) and not isinstance(client, rg.Argilla):
+        client = client()
     dataset = get_dataset(client, workspace, name)
     created = dataset is None
     if created:

@@ -27,6 +27,8 @@ class StageKind:
     run: Callable[[StageContext], StageResult]
     summary: str
     review: Callable[[ReviewContext], Review] | None = None
+    makes_model: bool = True
+    """Whether the stage's folder holds a `model/` that later stages may start from (`from:`, `models:`)."""
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ class StageRef:
     """The value names an earlier stage of the recipe."""
 
     kinds: tuple[str, ...] = ()
-    """The stage kinds it may name (empty: any)."""
+    """The stage kinds it may name (empty: any kind that makes a model, since the stage reads that model)."""
 
     hashed: bool = True
     """False when the reference only feeds a check (a gate's comparison) and does not change this stage's output:

@@ -72,6 +72,4 @@ def heldout_evaluator(trainer, held_out: CorpusBlocks | None):
 
 def corpus_training_metrics(trained, seq_len: int) -> dict[str, float]:
     """The loop's metrics plus throughput in tokens (blocks are all `seq_len` long)."""
-    return trained.metrics | {
-        "train/tokens_per_second": trained.output.metrics["train_samples_per_second"] * seq_len
-    }
+    return trained.metrics | {"train/tokens_per_second": trained.output.metrics["train_samples_per_second"] * seq_len}

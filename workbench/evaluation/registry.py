@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, did_you_mean
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 
@@ -41,6 +41,14 @@ def promote(client, name: str, version: str | None = None, source_alias: str = C
     """
     from mlflow.exceptions import MlflowException
 
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        known = sorted(model.name for model in client.search_registered_models(max_results=100))
+        listed = ", ".join(known) if known else "none yet"
+        raise WorkbenchError(
+            f"no registered model '{name}'{did_you_mean(name, known)} (registered models: {listed})"
+        ) from None
     try:
         if version is None:
             version = str(client.get_model_version_by_alias(name, source_alias).version)

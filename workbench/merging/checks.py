@@ -19,13 +19,13 @@ def template_fit_problems(config: Any, root: Path) -> list[tuple[tuple, str]]:
     from workbench.merging.methods import base_problems, method_problems
     from workbench.merging.spec import load_template
 
-    if config.template is None or config.method is not None:
+    if config.template is None:
         return []
     try:
         template = load_template(config.template, root)
     except StageError:
         return []
-    method = template.get("merge_method")
+    method = config.method if config.method is not None else template.get("merge_method")
     if method is None:
         return [(("template",), f"template '{config.template}' sets no merge_method: add `method` to the stage")]
     methods = method if isinstance(method, list) else [method]

@@ -67,14 +67,16 @@ def method_problems(methods: list[str], shared: Iterable[str], per_model: dict[s
     takes_per_model = frozenset().union(*(i.per_model for i in infos))
     what = " or ".join(methods)
     takes = ", ".join(sorted(takes_shared | takes_per_model)) or "none"
-    problems = [f"{what} takes no parameter '{name}' (it takes: {takes})" for name in shared
+    names = sorted(takes_shared | takes_per_model)
+    problems = [f"{what} takes no parameter '{name}'{did_you_mean(name, names)} (it takes: {takes})" for name in shared
                 if name not in takes_shared | takes_per_model]  # fmt: skip
     for label, names in per_model.items():
         for name in names:
             if name in takes_shared and name not in takes_per_model:
                 problems.append(f"'{name}' is a shared parameter of {what}: set it under `parameters`, not on {label}")
             elif name not in takes_per_model:
-                problems.append(f"{what} takes no parameter '{name}' (on {label}; it takes: {takes})")
+                hint = did_you_mean(name, sorted(takes_per_model))
+                problems.append(f"{what} takes no parameter '{name}'{hint} (on {label}; it takes: {takes})")
     return problems
 
 

@@ -383,7 +383,13 @@ class _Checker:
                 self.add(path, f"unknown stage '{ref}'{did_you_mean(ref, [n for n in self.stages if n != stage.name])}")
         else:
             kind = self.stages[ref].raw.get("kind")
-            if marker.kinds and kind not in marker.kinds:
+            model_kinds = sorted(n for n, k in self.catalog.kinds.items() if k.makes_model)
+            if not marker.kinds and kind in self.catalog.kinds and not self.catalog.kinds[kind].makes_model:
+                candidates = [n for n, s in self.stages.items() if s.raw.get("kind") in model_kinds and n != stage.name]
+                hint = did_you_mean(ref, candidates)
+                self.add(path, f"'{ref}' is {_a(kind)} {kind} stage, which makes no model; this field takes a "
+                               f"stage with a model ({', '.join(model_kinds)}){hint}")  # fmt: skip
+            elif marker.kinds and kind not in marker.kinds:
                 wanted = " or ".join(marker.kinds)
                 candidates = [
                     n for n, s in self.stages.items() if s.raw.get("kind") in marker.kinds and n != stage.name

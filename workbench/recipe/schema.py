@@ -61,7 +61,7 @@ class Recipe(StrictModel):
     work_dir: str = "runs"
     """Where stage outputs, caches and the default MLflow store live (relative to the project root)."""
 
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
     """Global seed; each stage may override it."""
 
     tokenizer: TokenizerSpec

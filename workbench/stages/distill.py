@@ -8,7 +8,17 @@ from typing import Annotated, Literal
 
 from pydantic import model_validator
 
-from workbench.api import DataFolder, ModelPath, StageConfig, StageContext, StageKind, StageName, StageRef, StageResult
+from workbench.api import (
+    DataFolder,
+    ModelPath,
+    RecipeView,
+    StageConfig,
+    StageContext,
+    StageKind,
+    StageName,
+    StageRef,
+    StageResult,
+)
 from workbench.distill.fields import PretrainFields
 from workbench.losses.topk_distill_config import TopKDistillConfig
 from workbench.training.settings import TrainerFields
@@ -41,6 +51,28 @@ class DistillStageConfig(StageConfig, PretrainFields):
     `use_mass_weight` (true: L_T weighted by P_T), `use_tau_squared` (true: L_T times tau^2)."""
 
     unhashed_fields = StageConfig.unhashed_fields | TrainerFields.cadence_fields
+
+    def check_recipe(self, recipe: RecipeView) -> None:
+        """The cache stage must hold what this stage reads: the same packed blocks, at least `loss.k` tokens per
+        position, and (when both name one) the same teacher; otherwise the stage would refuse it after training
+        everything before it."""
+        cache = recipe.config_of(self.cache) if self.cache else None
+        if cache is None or recipe.kind_of(self.cache) != "teacher_cache":
+            return
+        if self.loss.k > cache.k:
+            recipe.problem(
+                ("loss", "k"), f"k {self.loss.k} is more than the cache '{self.cache}' stores (k: {cache.k})"
+            )
+        for field in ("corpus", "seq_len", "text_field"):
+            mine, theirs = getattr(self, field), getattr(cache, field)
+            if mine != theirs:
+                recipe.problem(
+                    (field,),
+                    f"{field} {mine!r} differs from the cache '{self.cache}' ({theirs!r}): a top-K cache holds the "
+                    "teacher's targets for one corpus cut into blocks of one length",
+                )
+        if self.teacher is not None and cache.from_ is not None and self.teacher != cache.from_:
+            recipe.problem(("teacher",), f"teacher '{self.teacher}' is not the cache's teacher '{cache.from_}'")
 
     @model_validator(mode="after")
     def _teacher_source(self):

@@ -167,6 +167,7 @@ KIND = StageKind(
     name="evaluate",
     config=EvaluateStageConfig,
     run=run,
+    makes_model=False,
     review=review,
     summary="score a model on evaluation suites through lm-eval; gates stop the recipe or register the model",
 )

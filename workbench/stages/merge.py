@@ -47,7 +47,7 @@ class MergeStageConfig(StageConfig):
     """Allow inputs with different chat templates and give the output's: `auto` (the most common), a
     mergekit built-in name, or a Jinja template. Unset: differing templates are an error."""
 
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     """Seed for randomized methods (dare_*, della*). Default: the recipe's seed."""
 
     select: SelectSpec | None = None

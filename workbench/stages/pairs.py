@@ -167,5 +167,6 @@ KIND = StageKind(
     name="pairs",
     config=PairsStageConfig,
     run=run,
+    makes_model=False,
     summary="semi-online preference pairs: policy samples judged by verifiers or a reward model",
 )

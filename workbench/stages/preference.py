@@ -126,8 +126,8 @@ class PreferenceStageConfig(StageConfig, ModelSource, TrainerFields):
 def run(ctx: StageContext) -> StageResult:
     from datasets import Dataset
     from workbench.preference.trainer import PreferenceTrainer
-    from workbench.training.lora import peft_config
     from workbench.training.loop import train_and_save
+    from workbench.training.lora import peft_config
     from workbench.training.samples import generate_samples
 
     config: PreferenceStageConfig = ctx.config
@@ -209,8 +209,8 @@ def _load_all_pairs(ctx: StageContext, tokenizer, prefix: str, sources) -> PairD
 
 
 def _ref_cache(ctx: StageContext, loss_config: PreferenceLossConfig):
-    from workbench.preference.ref_cache import RefLogpCache
     from workbench.hashing import file_digest, model_identity
+    from workbench.preference.ref_cache import RefLogpCache
 
     config: PreferenceStageConfig = ctx.config
     if not (config.cache_reference and config.precompute_ref_log_probs) or loss_config.reference_free:

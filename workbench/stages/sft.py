@@ -56,8 +56,8 @@ def run(ctx: StageContext) -> StageResult:
 
     from datasets import Dataset
     from workbench.training.chat_dataset import load_training_chats
-    from workbench.training.lora import peft_config
     from workbench.training.loop import train_and_save
+    from workbench.training.lora import peft_config
     from workbench.training.samples import generate_samples, log_samples, prompts_from_records
 
     config: SFTStageConfig = ctx.config

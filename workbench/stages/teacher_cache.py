@@ -78,5 +78,6 @@ KIND = StageKind(
     name="teacher_cache",
     config=TeacherCacheStageConfig,
     run=run,
+    makes_model=False,
     summary="a teacher's top-K next-token log-probs over a corpus, sharded and memory-mapped",
 )

@@ -100,8 +100,9 @@ def _parse_block(content: str) -> list[ToolCall]:
 
 
 def _json_call(item: Any) -> ToolCall:
-    if not (isinstance(item, dict) and isinstance(item.get("name"), str)
-            and isinstance(item.get("arguments", {}), dict)):
+    if not (
+        isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(item.get("arguments", {}), dict)
+    ):
         raise _ParseError('a JSON call must be {"name": string, "arguments": object}')
     return ToolCall(item["name"], item.get("arguments", {}))
 
@@ -162,9 +163,7 @@ def _json_like(value: Any) -> bool:
     return False
 
 
-def score_tool_calls(
-    output: str, gold: list[dict], tools: list[dict] | None = None, *, category: str
-) -> ToolCallScore:
+def score_tool_calls(output: str, gold: list[dict], tools: list[dict] | None = None, *, category: str) -> ToolCallScore:
     """Score `output`'s calls against `gold` for a BFCL `category` (see `Category`).
 
     `tools` (`{"name", "parameters"}` or OpenAI `{"type": "function", "function": {...}}`) enables
@@ -189,8 +188,9 @@ def score_tool_calls(
 
 
 def _gold_call(entry: Any) -> ToolCall:
-    if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)
-            and isinstance(entry.get("arguments"), dict)):
+    if not (
+        isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("arguments"), dict)
+    ):
         raise TypeError(f"gold call must be {{'name': str, 'arguments': dict}}, got {entry!r}")
     return ToolCall(entry["name"], entry["arguments"])
 
@@ -202,7 +202,9 @@ def _match_all(gold: list[ToolCall], calls: list[ToolCall], parameters: dict[str
     if unmatched is None:
         return ToolCallScore(True, "ok")
     want = gold[unmatched]
-    same_name = (reason for reason, call in zip(reasons[unmatched], calls, strict=True) if call.name == want.name and reason)
+    same_name = (
+        reason for reason, call in zip(reasons[unmatched], calls, strict=True) if call.name == want.name and reason
+    )
     return ToolCallScore(False, next(same_name, "wrong function name"))
 
 
