@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from workbench.recipe.loader import LoadedRecipe
+from workbench.recipe.loaded import LoadedRecipe
 
 
 def scores_table(loaded: LoadedRecipe, evaluations: dict[str, dict[str, float]]) -> Table | None:

@@ -1,6 +1,7 @@
 """Recipe schema and loading."""
 
-from workbench.recipe.loader import LoadedRecipe, load_recipe
+from workbench.recipe.loaded import LoadedRecipe
+from workbench.recipe.loader import load_recipe
 from workbench.recipe.schema import Recipe
 
 __all__ = ["LoadedRecipe", "Recipe", "load_recipe"]

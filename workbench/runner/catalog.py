@@ -6,7 +6,7 @@ from functools import cache
 from pathlib import Path
 
 from workbench.api.kinds import Catalog
-from workbench.recipe.loader import LoadedRecipe
+from workbench.recipe.loaded import LoadedRecipe
 from workbench.recipe.loader import load_recipe as load_with
 
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from workbench.api.context import ReviewContext, StageContext, StageInput
 from workbench.errors import StageError, StageHalted, WorkbenchError
 from workbench.fsio import write_json_atomic
-from workbench.recipe.loader import LoadedRecipe
+from workbench.recipe.loaded import LoadedRecipe
 from workbench.runner.plan import Plan, PlannedStage, make_plan
 from workbench.runner.tokenizer import ensure_tokenizer
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from workbench.api.markers import DataPath, ModelPath, Named
 from workbench.errors import WorkbenchError
 from workbench.hashing import digest_json, digest_text, env_fingerprint, file_digest
-from workbench.recipe.loader import LoadedRecipe
+from workbench.recipe.loaded import LoadedRecipe
 from workbench.runner.store import StageStore
 
 

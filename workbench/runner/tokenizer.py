@@ -7,7 +7,7 @@ from pathlib import Path
 
 from workbench.errors import StageError
 from workbench.fsio import build_folder
-from workbench.recipe.loader import LoadedRecipe
+from workbench.recipe.loaded import LoadedRecipe
 from workbench.runner.store import SHORT_HASH
 
 

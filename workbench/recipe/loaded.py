@@ -1,0 +1,61 @@
+"""`LoadedRecipe`: a recipe that passed every check, with its stages parsed and put in run order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench.api.config import StageConfig
+from workbench.api.context import Project
+from workbench.api.kinds import Catalog
+from workbench.api.markers import Consumed, StageRef, consumed
+from workbench.recipe.schema import Recipe
+
+
+@dataclass
+class LoadedRecipe:
+    """A validated recipe with its stages parsed and ordered."""
+
+    recipe: Recipe
+    stages: dict[str, StageConfig]
+    order: list[str]
+    path: Path
+    root: Path
+    """Project root: relative paths in the recipe (data, work_dir) resolve against it."""
+    catalog: Catalog = field(repr=False, default_factory=Catalog)
+
+    def resolve(self, relative: str) -> Path:
+        return (self.root / relative).resolve()
+
+    def consumed(self, name: str) -> list[Consumed]:
+        config = self.stages[name]
+        return consumed(type(config), config.model_dump(mode="json", by_alias=True))
+
+    def dependencies(self, name: str, hashed_only: bool = False) -> list[str]:
+        """The stages `name` reads (all of them, or only those whose output changes its own)."""
+        refs = [c.value for c in self.consumed(name) if isinstance(c.marker, StageRef)]
+        if hashed_only:
+            refs = [c.value for c in self.consumed(name) if isinstance(c.marker, StageRef) and c.marker.hashed]
+        return list(dict.fromkeys(refs))
+
+    def descendants(self, names: set[str]) -> set[str]:
+        found = set(names)
+        for stage in self.order:
+            if any(dep in found for dep in self.dependencies(stage)):
+                found.add(stage)
+        return found
+
+    @property
+    def work_root(self) -> Path:
+        return self.resolve(self.recipe.work_dir)
+
+    @property
+    def project(self) -> Project:
+        return Project(
+            root=self.root,
+            store_root=self.work_root / self.recipe.name,
+            work_root=self.work_root,
+            recipe_name=self.recipe.name,
+            seed=self.recipe.seed,
+            trust_remote_code=self.recipe.trust_remote_code,
+        )

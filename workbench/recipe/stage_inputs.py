@@ -1,0 +1,96 @@
+"""What is wrong, if anything, with one thing a stage consumes: a stage reference, a data path, a model path or a
+name in a catalog namespace. Each check returns its message; the loader reports it at the field's line."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from workbench.api.kinds import Catalog
+from workbench.api.markers import DataPath, Named, StageRef
+from workbench.errors import did_you_mean
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+def ref_problem(
+    ref: str, stage: str, kinds: dict[str, Any], unknown_kind: set[str], marker: StageRef, catalog: Catalog
+) -> str | None:
+    """`ref`, read by `stage`, against the recipe's stages (`kinds`: each stage's kind as written, in recipe order).
+    Stages in `unknown_kind` are already reported, so a reference to one is not."""
+    if ref == stage:
+        return f"stage '{stage}' cannot use its own output"
+    if ref not in kinds:
+        if ref in unknown_kind:
+            return None
+        return f"unknown stage '{ref}'{did_you_mean(ref, [n for n in kinds if n != stage])}"
+    kind = kinds[ref]
+    model_kinds = sorted(n for n, k in catalog.kinds.items() if k.makes_model)
+    if not marker.kinds and kind in catalog.kinds and not catalog.kinds[kind].makes_model:
+        candidates = [n for n, k in kinds.items() if k in model_kinds and n != stage]
+        hint = did_you_mean(ref, candidates)
+        return (
+            f"'{ref}' is {_a(kind)} {kind} stage, which makes no model; this field takes a "
+            f"stage with a model ({', '.join(model_kinds)}){hint}"
+        )
+    if marker.kinds and kind not in marker.kinds:
+        wanted = " or ".join(marker.kinds)
+        candidates = [n for n, k in kinds.items() if k in marker.kinds and n != stage]
+        hint = did_you_mean(ref, candidates) or (f" ({wanted} stages: {', '.join(candidates)})" if candidates else "")
+        return f"'{ref}' is {_a(kind)} {kind} stage; this field takes {_a(wanted)} {wanted} stage{hint}"
+    return None
+
+
+def data_path_problem(value: str, marker: DataPath, catalog: Catalog, root: Path, check_files: bool) -> str | None:
+    """A URI of a scheme the field takes (checked by the scheme), else a file or folder under `root`."""
+    if "://" in value:
+        scheme = value.split("://", 1)[0]
+        if scheme not in marker.schemes or scheme not in catalog.schemes:
+            allowed = ", ".join(f"{s}://" for s in marker.schemes) or "none"
+            return f"'{value}': this field takes a file path, not a '{scheme}://' URI (URIs allowed: {allowed})"
+        return catalog.schemes[scheme].check(value) or None
+    if not check_files:
+        return None
+    local = root / value
+    if not local.exists():
+        return f"{'folder' if marker.kind == 'folder' else 'file'} not found: '{value}' (relative to {root})"
+    if marker.kind == "file" and not local.is_file():
+        return f"'{value}' is a folder; a file is expected here"
+    if marker.kind == "folder" and not local.is_dir():
+        return f"'{value}' is a file; a folder is expected here"
+    return None
+
+
+def model_path_problem(value: str, what: str, root: Path, check_files: bool) -> str | None:
+    """A folder that exists, or a hub id (`org/name`) whose first part is not a folder of the project."""
+    if not check_files or (root / value).exists():
+        return None
+    first = Path(value).parts[0] if Path(value).parts else value
+    looks_local = value.startswith((".", "/", "~")) or not HUB_ID.match(value) or (root / first).is_dir()
+    if looks_local:
+        return f"{what} not found: '{value}' (relative to {root}; a hub id is written org/name)"
+    return None
+
+
+def name_problems(
+    value: str, marker: Named, catalog: Catalog, root: Path, names: Callable[[str], list[str]]
+) -> list[str]:
+    """A name the marker's namespace knows (`names`: a namespace's names), then the namespace's own checks."""
+    space = catalog.namespaces.get(marker.namespace)
+    if space is None:
+        return [f"no namespace '{marker.namespace}' is registered (a stage kind's bug)"]
+    known = names(marker.namespace)
+    found = value in known or (space.contains is not None and space.contains(value, root))
+    if not found:
+        stem = value.rsplit(".", 1)[0] if "." in value else None
+        if stem and stem in known:
+            return [f"write the {space.name} name without its extension: '{stem}'"]
+        listed = ", ".join(known) if len(known) <= 12 else ", ".join(known[:12]) + ", ..."
+        return [f"unknown {space.name} '{value}'{did_you_mean(value, known)}; known: {listed or 'none'}"]
+    return list(space.check(value, root)) if space.check is not None else []
+
+
+def _a(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
