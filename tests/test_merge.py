@@ -390,7 +390,8 @@ def test_unknown_parameter_in_a_mergekit_file_is_an_error(zoo, tmp_path, monkeyp
         yaml.safe_dump({"merge_method": "linear", "models": [{"model": "m1", "parameters": {"wieght": 1}}]})
     )
     with pytest.raises(
-        WorkbenchError, match=r"linear takes no parameter 'wieght' \(on model 'm1'; it takes: normalize, weight\)"
+        WorkbenchError,
+        match=r"linear takes no parameter 'wieght' \(did you mean 'weight'\?\) \(on model 'm1'; it takes: normalize, weight\)",
     ):
         merge_file(config, tmp_path / "out")
 

@@ -163,5 +163,6 @@ KIND = StageKind(
     config=WordStatsConfig,
     run=run,
     review=review,
+    makes_model=False,  # its folder holds stats.json, no model: `from: stats` in a later stage is a validate error
     summary="count the lines, words and tokens of a data file; optionally score it with a model",
 )
