@@ -13,7 +13,10 @@ synthetic Zipf-like (exponent 1.2-2.0 per position, token order uniformly random
 and the student is the teacher plus Gaussian logit noise; the difference is of the mean L_B + L_T against the
 float32 top-K. The compressed forms are measured here only; the stage writes the exact form.
 
-    .venv/bin/python bench/distill_cache_size.py [--positions 1024]
+`--quick` checks that the bench still runs end to end in seconds: 64 positions in one chunk; the sizes are
+the same kind of figure, the loss differences noisier, and neither is judged against the goals.
+
+    .venv/bin/python bench/distill_cache_size.py [--positions 1024] [--quick]
 """
 
 from __future__ import annotations
@@ -140,7 +143,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--positions", type=int, default=1024)
     parser.add_argument("--chunk", type=int, default=256)
+    parser.add_argument("--quick", action="store_true", help="few positions, seconds: checks the bench runs")
     args = parser.parse_args()
+    if args.quick:
+        args.positions = args.chunk = 64
+    if args.positions < args.chunk or args.positions % args.chunk:
+        parser.error("--positions must be a multiple of --chunk")
     sizes, losses, reference, masses = dict.fromkeys(FORMS, 0), dict.fromkeys(FORMS, 0.0), 0.0, []
     for chunk in range(args.positions // args.chunk):
         teacher, student = synthetic_logits(args.chunk, seed=chunk)
@@ -164,7 +172,10 @@ def main() -> None:
         diff = abs(losses[name] - reference) / reference
         kit = f"{DISTILLKIT[0] / size:.2f}-{DISTILLKIT[1] / size:.2f}x"
         print(f"{name:<22}{size:>12.1f}{FULL_FP16 / size:>19.0f}x{kit:>20}{diff:>20.2e}")
-    print("goals: exact <= 128 bytes/token; compressed <= 80 bytes/token with KD loss rel. diff < 1e-3")
+    if args.quick:
+        print(f"quick run ({args.positions} positions), goals not judged")
+    else:
+        print("goals: exact <= 128 bytes/token; compressed <= 80 bytes/token with KD loss rel. diff < 1e-3")
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def test_failed_gate_stops_the_recipe_and_passing_gates_register_a_candidate(tin
 
     # Loosen the gates: gates are not part of the hash, so nothing re-evaluates; the cached eval_sft is re-checked,
     # passes, and registers the SFT model as `candidate`.
-    _with_eval_stages(recipe, ["tool_use/parse_rate >= 0.5", "json_schema/valid_rate >= eval_base - 0.02"])
+    _with_eval_stages(recipe, ["tool_use/call_rate >= 0.0", "json_schema/valid_rate >= eval_base - 0.02"])
     passed = _run("run", str(recipe), cwd=root)
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "eval_base cached" in passed.stdout and "eval_sft cached" in passed.stdout

@@ -58,28 +58,36 @@ PARIS = {"name": "get_weather", "arguments": {"city": "Paris"}}
 ROME = {"name": "get_weather", "arguments": {"city": "Rome"}}
 
 
+BROKEN = '<|tool_call_start|>[get_weather(city="Paris"]<|tool_call_end|>'
+
+
+# call: the answer's `call_rate` value (None: not reported, as on irrelevance items); parsed: its `parse_rate`
+# value (None: not reported, as for an answer that attempts no call).
 @pytest.mark.parametrize(
-    ("category", "gold", "output", "correct"),
+    ("category", "gold", "output", "correct", "call", "parsed"),
     [
-        ("simple", [PARIS], '<|tool_call_start|>[get_weather(city="Paris")]<|tool_call_end|>', True),
-        ("multiple", [PARIS], '<|tool_call_start|>[{"name": "get_weather", "arguments": {"city": "Paris"}}]<|tool_call_end|>', True),
-        ("multiple", [PARIS], '<|tool_call_start|>[get_time(city="Paris")]<|tool_call_end|>', False),
-        ("simple", [PARIS], '<|tool_call_start|>[get_weather(city=7)]<|tool_call_end|>', False),
-        ("simple", [PARIS], '<|tool_call_start|>[get_weather(city="Paris"), get_time(city="Paris")]<|tool_call_end|>', False),
-        ("simple", [PARIS], "It is sunny in Paris.", False),
-        ("simple", [PARIS], '<|tool_call_start|>[get_weather(city="Paris"]<|tool_call_end|>', False),
-        ("parallel", [PARIS, ROME], '<|tool_call_start|>[get_weather(city="Rome"), get_weather(city="Paris")]<|tool_call_end|>', True),
-        ("parallel", [PARIS, ROME], '<|tool_call_start|>[get_weather(city="Rome")]<|tool_call_end|>', False),
-        ("irrelevance", [], "I cannot help with jokes using these tools.", True),
-        ("irrelevance", [], '<|tool_call_start|>[get_time(city="Lima")]<|tool_call_end|>', False),
+        ("simple", [PARIS], '<|tool_call_start|>[get_weather(city="Paris")]<|tool_call_end|>', True, True, True),
+        ("multiple", [PARIS], '<|tool_call_start|>[{"name": "get_weather", "arguments": {"city": "Paris"}}]<|tool_call_end|>', True, True, True),
+        ("multiple", [PARIS], '<|tool_call_start|>[get_time(city="Paris")]<|tool_call_end|>', False, True, True),
+        ("simple", [PARIS], '<|tool_call_start|>[get_weather(city=7)]<|tool_call_end|>', False, True, True),
+        ("simple", [PARIS], '<|tool_call_start|>[get_weather(city="Paris"), get_time(city="Paris")]<|tool_call_end|>', False, True, True),
+        ("simple", [PARIS], "It is sunny in Paris.", False, False, None),
+        ("simple", [PARIS], "", False, False, None),
+        ("simple", [PARIS], "<|tool_call_start|>[]<|tool_call_end|>", False, False, None),
+        ("simple", [PARIS], BROKEN, False, True, False),
+        ("parallel", [PARIS, ROME], '<|tool_call_start|>[get_weather(city="Rome"), get_weather(city="Paris")]<|tool_call_end|>', True, True, True),
+        ("parallel", [PARIS, ROME], '<|tool_call_start|>[get_weather(city="Rome")]<|tool_call_end|>', False, True, True),
+        ("irrelevance", [], "I cannot help with jokes using these tools.", True, None, None),
+        ("irrelevance", [], BROKEN, True, None, False),
+        ("irrelevance", [], '<|tool_call_start|>[get_time(city="Lima")]<|tool_call_end|>', False, None, True),
     ],
 )  # fmt: skip
-def test_tool_scoring_by_category(category, gold, output, correct):
+def test_tool_scoring_by_category(category, gold, output, correct, call, parsed):
     scored = process_tool_use(_tool_doc(category, gold), [output])
-    assert scored["ast_accuracy"] is correct
-    assert scored[f"{category}_accuracy"] is correct
-    # Each category's task reports only its own category metric; the tool_use group gathers them.
-    assert set(scored) == {"ast_accuracy", "parse_rate", f"{category}_accuracy"}
+    # Each category's task reports only its own category metric; the tool_use group gathers them. A metric the
+    # answer does not measure is absent, so lm-eval averages it over the answers that do.
+    expected = {"ast_accuracy": correct, f"{category}_accuracy": correct, "call_rate": call, "parse_rate": parsed}
+    assert scored == {name: value for name, value in expected.items() if value is not None}
 
 
 def test_tools_are_listed_in_the_system_turn_as_lfm2s_template_writes_them():
@@ -125,8 +133,8 @@ def test_shipped_suites_load():
 GROUP_METRICS = {
     "instruction_following": {"prompt_strict_acc", "inst_strict_acc", "prompt_loose_acc", "inst_loose_acc"},
     "json_schema": {"parse_rate", "valid_rate", "field_accuracy", "strict_parse_rate", "strict_valid_rate"},
-    "tool_use": {"ast_accuracy", "parse_rate", "simple_accuracy", "multiple_accuracy", "parallel_accuracy",
-                 "irrelevance_accuracy"},
+    "tool_use": {"ast_accuracy", "call_rate", "parse_rate", "simple_accuracy", "multiple_accuracy",
+                 "parallel_accuracy", "irrelevance_accuracy"},
 }  # fmt: skip
 
 
@@ -155,14 +163,14 @@ class AnswerKey(LM):
 def _answer(task: str, doc: dict, doc_id: int) -> str:
     kind = doc_id % 3  # 0: right, 1 and 2: two kinds of wrong
     if task.startswith("tool_use"):
+        # Wrong: an unparsable call block (which, making no call, is right on irrelevance items), or the opposite of
+        # what is expected: prose where a call is expected, a call where none is.
         calls = json.loads(doc["calls_json"])
         if kind == 0:
             return f"<|tool_call_start|>{json.dumps(calls)}<|tool_call_end|>" if calls else "No tool fits."
-        return (
-            "<|tool_call_start|>[broken(<|tool_call_end|>"
-            if kind == 1
-            else "<|tool_call_start|>[x(a=1)]<|tool_call_end|>"
-        )
+        if kind == 1:
+            return "<|tool_call_start|>[broken(<|tool_call_end|>"
+        return "I would rather not." if calls else "<|tool_call_start|>[x(a=1)]<|tool_call_end|>"
     if task.startswith("json_schema"):
         gold = doc["gold_json"]
         return gold if kind == 0 else f"```json\n{gold}\n```" if kind == 1 else gold[:-1]
@@ -201,8 +209,18 @@ def test_group_metrics_are_the_micro_average_over_the_suites_samples(tmp_path):
 
     rows = report.samples["tool_use"]
     assert {row["task"] for row in rows} == {f"tool_use_{c}" for c in ("simple", "multiple", "parallel", "irrelevance")}
-    for metric in ("ast_accuracy", "parse_rate"):
-        assert report.metrics[f"tool_use/{metric}"] == pytest.approx(_mean(row[metric] for row in rows))
+    # ast_accuracy over every sample, call_rate over the samples where a call is expected (all but irrelevance).
+    assert report.metrics["tool_use/ast_accuracy"] == pytest.approx(_mean(row["ast_accuracy"] for row in rows))
+    expecting = [row for row in rows if row["task"] != "tool_use_irrelevance"]
+    assert [row for row in rows if "call_rate" in row] == expecting
+    call_rate = report.metrics["tool_use/call_rate"]
+    assert call_rate == pytest.approx(_mean(row["call_rate"] for row in expecting)) and 0 < call_rate < 1
+    # parse_rate: each category's rate over its answers that attempt a call, weighted by the category's size.
+    by_task = {task: [row for row in rows if row["task"] == task] for task in {row["task"] for row in rows}}
+    attempted = {task: [row["parse_rate"] for row in own if "parse_rate" in row] for task, own in by_task.items()}
+    weighted = sum(len(by_task[task]) * _mean(rates) for task, rates in attempted.items())
+    parse_rate = report.metrics["tool_use/parse_rate"]
+    assert parse_rate == pytest.approx(weighted / len(rows)) and 0 < parse_rate < 1
     per_category = {}
     for category in ("simple", "multiple", "parallel", "irrelevance"):
         own = [row["ast_accuracy"] for row in rows if row["task"] == f"tool_use_{category}"]
@@ -234,6 +252,6 @@ def test_tool_use_data_without_a_category_leaves_its_metric_unmeasured(tmp_path)
     data = {"tool_use": str(mine)}
     report = evaluate_lm(AnswerKey(), ["tool_use"], task_manager(["tool_use"], data), data=data)
     assert report.unmeasured == ["tool_use/multiple_accuracy", "tool_use/parallel_accuracy"]
-    assert set(report.metrics) == {f"tool_use/{m}" for m in ("ast_accuracy", "parse_rate", "simple_accuracy",
-                                                             "irrelevance_accuracy")}  # fmt: skip
+    assert set(report.metrics) == {f"tool_use/{m}" for m in ("ast_accuracy", "call_rate", "parse_rate",
+                                                             "simple_accuracy", "irrelevance_accuracy")}  # fmt: skip
     assert report.counts == {"tool_use": 26}

@@ -364,7 +364,7 @@ CASES = {
         ),
         [
             "r.yaml:13: ev.gates[0]: suite 'tool_use' reports no metric 'tool_use/accuracy' (did you mean "
-            "'tool_use/ast_accuracy'?); it reports: tool_use/ast_accuracy, tool_use/parse_rate, "
+            "'tool_use/ast_accuracy'?); it reports: tool_use/ast_accuracy, tool_use/call_rate, tool_use/parse_rate, "
             "tool_use/simple_accuracy, tool_use/multiple_accuracy, tool_use/parallel_accuracy, "
             "tool_use/irrelevance_accuracy"
         ],

@@ -128,8 +128,7 @@ def gate_problems(
             hint = did_you_mean(gate.suite, suites) or (f" ({suites_field}: {', '.join(suites)})" if suites else "")
             which = "'suites' does not list" if suites_field == "suites" else "this stage does not run"
             recipe.problem(where, f"gate {text!r} uses suite '{gate.suite}', which {which}{hint}")
-            continue
-        known = recipe.members("suite", gate.suite)
+        known = recipe.members("suite", gate.suite) if gate.suite in suites else None
         if known is not None and gate.metric not in known:
             recipe.problem(
                 where,

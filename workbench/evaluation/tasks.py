@@ -195,14 +195,20 @@ def load_tool_use(data_file: str, data_overrides: dict | None = None, category: 
 
 
 def process_tool_use(doc: dict, results: list[str]) -> dict:
+    """One answer's tool-use metrics (see docs/evaluation.md): `ast_accuracy` and its category's `<category>_accuracy`
+    always; `call_rate` (whether it attempts a call) only where a call is expected (not `irrelevance`);
+    `parse_rate` (whether its call blocks parse) only when it attempts a call. A metric an answer does not
+    measure is left out of its dict, so lm-eval averages each over the answers that measure it."""
     from workbench.evaluation.scorers import parse_tool_calls, score_tool_calls
 
     score = score_tool_calls(
         results[0], json.loads(doc["calls_json"]), json.loads(doc["tools_json"]), category=doc["category"]
     )
+    parsed = parse_tool_calls(results[0])
     # The category's own metric too, which the `tool_use` group aggregates from this category's task alone.
-    return {
-        "ast_accuracy": score.correct,
-        "parse_rate": parse_tool_calls(results[0]).error is None,
-        f"{doc['category']}_accuracy": score.correct,
-    }
+    metrics: dict[str, bool] = {"ast_accuracy": score.correct, f"{doc['category']}_accuracy": score.correct}
+    if doc["category"] != "irrelevance":
+        metrics["call_rate"] = parsed.attempted
+    if parsed.attempted:
+        metrics["parse_rate"] = parsed.error is None
+    return metrics

@@ -63,10 +63,14 @@ def tool_call_score(candidate: Candidate) -> float | None:
     gold = candidate.record.get("tool_calls")
     if gold is None or any(turn.get("role") == "tool" for turn in candidate.prompt):
         return None
-    category = "irrelevance" if not gold else "simple" if len(gold) == 1 else "parallel"
+    parsed = parse_tool_calls(candidate.response)
+    if not gold:
+        # The suite counts an unparsable block as "no call" (BFCL); as a preference, a reply that tries a call where
+        # none is wanted is worse than one that does not.
+        return 0.0 if parsed.error is not None or parsed.calls else 1.0
+    category = "simple" if len(gold) == 1 else "parallel"
     if score_tool_calls(candidate.response, gold, candidate.tools, category=category).correct:
         return 1.0
-    parsed = parse_tool_calls(candidate.response)
     return 0.5 if parsed.error is None and parsed.calls else 0.0
 
 

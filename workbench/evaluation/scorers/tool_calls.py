@@ -1,11 +1,13 @@
-"""Parse LFM2 tool calls and score them against gold calls by AST match (BFCL-style; nothing is eval'd).
+"""Parse LFM2 tool calls and score them against gold calls by AST match (BFCL's rules; nothing is eval'd).
 
 A call block is `<|tool_call_start|>...<|tool_call_end|>` holding either a Pythonic call list,
 `[get_weather(city="Paris"), get_time(tz="UTC")]`, or a JSON one,
 `[{"name": "get_weather", "arguments": {"city": "Paris"}}]`. Text outside the blocks is ignored.
 
 Gold calls are `{"name": str, "arguments": dict}`. A gold argument value is the one expected
-literal, or `{"__any_of__": [v1, v2, ...]}` to accept any of several values (at any depth).
+literal, or `{"__any_of__": [v1, v2, ...]}` to accept any of several values (at any depth): BFCL's
+list of possible answers. As in BFCL, an alternative `""` (constant `OMITTED`) lets the argument (or a
+key of a dict argument) be left out.
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ from typing import Any
 TOOL_CALL_START = "<|tool_call_start|>"
 TOOL_CALL_END = "<|tool_call_end|>"
 ANY_OF = "__any_of__"
+OMITTED = ""
+"""A gold alternative meaning "may be omitted", as `""` is in BFCL's possible answers."""
 
 _BLOCK = re.compile(re.escape(TOOL_CALL_START) + r"(.*?)" + re.escape(TOOL_CALL_END), re.DOTALL)
 _TYPE_ALIASES = {"float": "number", "dict": "object", "tuple": "array"}
 """Python-flavoured type names BFCL tool schemas use, mapped to JSON Schema names."""
 _MAX_REASON_CHARS = 120
+_STANDARDIZE = re.compile(r"[ ,./\-_*^]")
+"""What BFCL's `standardize_string` deletes before comparing strings: spaces and `,./-_*^`."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,17 @@ class ParseResult:
     calls: list[ToolCall] = field(default_factory=list)
     error: str | None = None
     """Why the call blocks could not be parsed; None on success."""
+
+    @property
+    def attempted(self) -> bool:
+        """Whether the output tries to call a tool: it holds a call block that fails to parse or parses
+        to at least one call (no block, or only empty lists `[]`, is no attempt)."""
+        return self.error is not None or bool(self.calls)
+
+    @property
+    def made_call(self) -> bool:
+        """Whether the output makes a call: it parses and holds at least one (BFCL's irrelevance test)."""
+        return self.error is None and bool(self.calls)
 
 
 @dataclass(frozen=True)
@@ -63,7 +80,7 @@ class Category(StrEnum):
     PARALLEL = "parallel"
     """Several calls expected, matched as a multiset (order-insensitive)."""
     IRRELEVANCE = "irrelevance"
-    """No tool fits: correct iff the model makes no call."""
+    """No tool fits: correct iff the model makes no call (an unparsable call block is no call)."""
 
     def allows_gold_calls(self, count: int) -> bool:
         """Whether a gold answer of `count` calls fits this category."""
@@ -149,34 +166,46 @@ def _literal(node: ast.expr, argument: str) -> Any:
     except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
         raise _ParseError(f"argument {argument!r} is not a literal") from None
     if not _json_like(value):
-        raise _ParseError(f"argument {argument!r}: only str, int, float, bool, None, list, dict allowed")
-    return value
+        raise _ParseError(f"argument {argument!r}: only str, int, float, bool, None, list, tuple, dict allowed")
+    return _tuples_as_lists(value)
 
 
 def _json_like(value: Any) -> bool:
     if value is None or isinstance(value, str | int | float):
         return True
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return all(map(_json_like, value))
     if isinstance(value, dict):
         return all(isinstance(key, str) and _json_like(item) for key, item in value.items())
     return False
 
 
+def _tuples_as_lists(value: Any) -> Any:
+    """A tuple literal is an array (BFCL reads tuples as lists for its tuple-typed parameters)."""
+    if isinstance(value, list | tuple):
+        return [_tuples_as_lists(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _tuples_as_lists(item) for key, item in value.items()}
+    return value
+
+
 def score_tool_calls(output: str, gold: list[dict], tools: list[dict] | None = None, *, category: str) -> ToolCallScore:
-    """Score `output`'s calls against `gold` for a BFCL `category` (see `Category`).
+    """Score `output`'s calls against `gold` for a BFCL `category` (see `Category`), by BFCL's AST checker rules.
 
     `tools` (`{"name", "parameters"}` or OpenAI `{"type": "function", "function": {...}}`) enables
-    the schema checks: required arguments present, no unknown ones, top-level types; and lets
-    optional parameters with a `default` be omitted (or passed at their default) when gold names them.
-    Raises `ValueError` for an unknown category or a gold call count it does not allow, and
-    `TypeError` for a gold call not shaped `{"name": str, "arguments": dict}`.
+    the schema checks: required arguments present, no unknown ones, types (an int passes where a number is
+    declared; array items must have the declared `items` type exactly). Raises `ValueError` for an unknown
+    category or a gold call count it does not allow, and `TypeError` for a gold call not shaped
+    `{"name": str, "arguments": dict}`.
     """
     kind = Category(category)
     if not kind.allows_gold_calls(len(gold)):
         raise ValueError(f"category {kind.value!r} does not allow {len(gold)} gold calls")
     expected = [_gold_call(entry) for entry in gold]
     parsed = parse_tool_calls(output)
+    if kind is Category.IRRELEVANCE:
+        # BFCL: an answer whose calls do not decode makes no call, which is right here.
+        return ToolCallScore(False, "extra call") if parsed.made_call else ToolCallScore(True, "ok")
     if parsed.error is not None:
         return ToolCallScore(False, f"parse error: {parsed.error}")
     if len(parsed.calls) > len(expected):
@@ -228,11 +257,13 @@ def _mismatch(want: ToolCall, call: ToolCall, parameters: dict | None) -> str | 
     """Why `call` does not match `want` (None if it does), checking `parameters` schema when known."""
     if call.name != want.name:
         return "wrong function name"
-    problem = None if parameters is None else _schema_problem(call.arguments, parameters)
-    return problem or _argument_mismatch(want.arguments, call.arguments, parameters or {})
+    problem = None if parameters is None else _schema_problem(call.arguments, parameters, want.arguments)
+    return problem or _argument_mismatch(want.arguments, call.arguments, (parameters or {}).get("properties", {}))
 
 
-def _schema_problem(arguments: dict[str, Any], parameters: dict) -> str | None:
+def _schema_problem(arguments: dict[str, Any], parameters: dict, gold: dict[str, Any]) -> str | None:
+    """Required arguments present, no unknown ones, each value of its declared type (an explicit None
+    passes where gold lists None)."""
     properties = parameters.get("properties", {})
     for name in parameters.get("required", []):
         if name not in arguments:
@@ -240,40 +271,58 @@ def _schema_problem(arguments: dict[str, Any], parameters: dict) -> str | None:
     for name, value in arguments.items():
         if name not in properties:
             return f"unexpected argument {name!r}"
-        declared = properties[name].get("type")
-        if declared and not _has_type(value, declared):
-            return f"argument {name!r}: expected {_type_label(declared)}, got {_json_type(value)}"
+        if value is None and name in gold and _lists_none(gold[name]):
+            continue
+        problem = _type_problem(value, properties[name])
+        if problem:
+            return f"argument {name!r}: {problem}"
     return None
 
 
-def _argument_mismatch(expected: dict[str, Any], actual: dict[str, Any], parameters: dict) -> str | None:
-    properties = parameters.get("properties", {})
-    required = set(parameters.get("required", []))
-    defaults = {
-        name: spec["default"] for name, spec in properties.items() if name not in required and "default" in spec
-    }
+def _type_problem(value: Any, schema: dict) -> str | None:
+    """BFCL's `type_checker`: the value has the declared type, an int passing for a number (BFCL turns an int
+    into a float for a float parameter); an array's items have the declared `items` type exactly, one level
+    deep (no int for a number there: BFCL converts only top-level values)."""
+    declared = schema.get("type")
+    if declared and not _has_type(value, declared):
+        return f"expected {_type_label(declared)}, got {_json_type(value)}"
+    items = schema.get("items")
+    item_type = items.get("type") if isinstance(items, dict) else None
+    if isinstance(value, list) and item_type:
+        for index, item in enumerate(value):
+            if not _has_type(item, item_type, exact=True):
+                return f"item {index}: expected {_type_label(item_type)}, got {_json_type(item)}"
+    return None
+
+
+def _argument_mismatch(expected: dict[str, Any], actual: dict[str, Any], properties: dict) -> str | None:
+    """BFCL's value checks: every argument the output gives is one gold names, with an acceptable value;
+    every gold argument is given unless its alternatives include `OMITTED`."""
     for name, want in expected.items():
-        schema = properties.get(name, {})
         if name in actual:
-            if not _value_matches(want, actual[name], schema):
+            if not _value_matches(want, actual[name], properties.get(name, {})):
                 return _short(f"argument {name!r}: expected {_describe(want)}, got {actual[name]!r}")
-        elif name not in defaults or not _value_matches(want, defaults[name], schema):
+        elif not _may_omit(want):
             return f"missing argument {name!r}"
-    for name, got in actual.items():
-        at_default = name in defaults and _value_matches(defaults[name], got, properties[name])
-        if name not in expected and not at_default:
+    for name in actual:
+        if name not in expected:
             return f"unexpected argument {name!r}"
     return None
 
 
 def _value_matches(want: Any, got: Any, schema: dict) -> bool:
-    """Type-aware equality: bool is not int; int and float mix only where `schema` says number."""
+    """Type-aware equality: strings after BFCL's `standardize_string`; bool is not int; int and float mix only
+    where `schema` says number; a dict may leave out the keys whose gold allows `OMITTED`."""
     if _is_any_of(want):
         return any(_value_matches(option, got, schema) for option in want[ANY_OF])
+    if isinstance(want, str) and isinstance(got, str):
+        return standardize_string(want) == standardize_string(got)
     if isinstance(want, dict) and isinstance(got, dict):
         properties = schema.get("properties", {})
-        return want.keys() == got.keys() and all(
-            _value_matches(want[key], got[key], properties.get(key, {})) for key in want
+        return (
+            got.keys() <= want.keys()
+            and all(key in got or _may_omit(want[key]) for key in want)
+            and all(_value_matches(want[key], got[key], properties.get(key, {})) for key in got)
         )
     if isinstance(want, list) and isinstance(got, list):
         items = schema.get("items", {})
@@ -284,8 +333,26 @@ def _value_matches(want: Any, got: Any, schema: dict) -> bool:
     return numbers and "number" in _type_names(schema.get("type")) and want == got
 
 
+def standardize_string(text: str) -> str:
+    """BFCL's `standardize_string`: drop spaces and `,./-_*^`, lowercase, single quotes to double."""
+    return _STANDARDIZE.sub("", text).lower().replace("'", '"')
+
+
 def _is_any_of(value: Any) -> bool:
     return isinstance(value, dict) and value.keys() == {ANY_OF} and isinstance(value[ANY_OF], list)
+
+
+def _alternatives(want: Any) -> list[Any]:
+    return want[ANY_OF] if _is_any_of(want) else [want]
+
+
+def _may_omit(want: Any) -> bool:
+    """Whether gold lets the argument be left out: one of its alternatives is `OMITTED` (`""`)."""
+    return any(isinstance(option, str) and option == OMITTED for option in _alternatives(want))
+
+
+def _lists_none(want: Any) -> bool:
+    return any(option is None for option in _alternatives(want))
 
 
 def _describe(want: Any) -> str:
@@ -312,10 +379,11 @@ def _type_label(declared: str | list[str]) -> str:
     return declared if isinstance(declared, str) else " or ".join(declared)
 
 
-def _has_type(value: Any, declared: str | list[str]) -> bool:
+def _has_type(value: Any, declared: str | list[str], *, exact: bool = False) -> bool:
+    """Whether `value` is of a `declared` type; an int counts as a number unless `exact`."""
     names = _type_names(declared)
     actual = _json_type(value)
-    return bool(names & {actual, "any"}) or (actual == "integer" and "number" in names)
+    return bool(names & {actual, "any"}) or (not exact and actual == "integer" and "number" in names)
 
 
 def _short(message: str) -> str:
