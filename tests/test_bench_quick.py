@@ -36,7 +36,8 @@ def run_bench(name: str, tmp_path: Path, timeout: float) -> str:
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"bench/{name}.py --quick exited {done.returncode}:\n{output[-4000:]}"
     assert "not judged" in done.stdout, f"quick run not marked as such:\n{done.stdout[-2000:]}"
-    leftovers = [p.name for p in tmp_path.iterdir() if p.is_dir()]
+    # torch's compile cache (torchinductor_<user>) is torch's, created on import; anything else is the bench's
+    leftovers = [p.name for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("torchinductor_")]
     assert not leftovers, f"bench/{name}.py left temporary folders behind: {leftovers}"
     return done.stdout
 

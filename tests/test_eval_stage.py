@@ -112,6 +112,8 @@ def test_editing_a_suite_changes_the_evaluate_stage_hash(tmp_path, monkeypatch):
     shutil.copytree(tasks.REPO_EVALS, evals)
     monkeypatch.setattr(tasks, "REPO_EVALS", evals)
     (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")  # validate wants a loadable-looking model folder
+    (tmp_path / "model" / "tokenizer.json").write_text("{}")
     (tmp_path / "recipe.yaml").write_text(
         "name: h\ntokenizer: {path: model}\nstages:\n"
         "  - {name: ev, kind: evaluate, model: model, suites: [json_schema, tool_use]}\n"

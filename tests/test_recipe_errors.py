@@ -598,3 +598,14 @@ def test_schema_lists_every_stage_kind():
     assert kinds == set(default_catalog().kinds)
     assert schema["$defs"]["SFTStageConfig"]["properties"]["learning_rate"]["description"] == "Peak learning rate."
     assert "from" in schema["$defs"]["SFTStageConfig"]["properties"]
+
+
+def test_a_model_folder_must_look_loadable(project):
+    (project / "notamodel").mkdir()
+    (project / "weights.bin").write_text("x")
+    text = HEADER + stage("name: sft", "kind: sft", "model: notamodel", "data: data/chat.jsonl")
+    text += stage("name: sft2", "kind: sft", "model: weights.bin", "data: data/chat.jsonl")
+    assert errors_of(project, text) == [
+        "r.yaml:11: sft.model: 'notamodel' is not a model folder: it holds no config.json",
+        "r.yaml:15: sft2.model: 'weights.bin' is a file; a model folder is expected here",
+    ]

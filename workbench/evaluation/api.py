@@ -240,9 +240,24 @@ def _report(results: dict, suites: list[str], seconds: float) -> EvalReport:
     samples: dict[str, list[dict[str, Any]]] = {}
     for task, logged in results.get("samples", {}).items():
         samples.setdefault(gathered.get(task, task), []).extend(_row(task, sample) for sample in logged)
+    if "tool_use" in samples:
+        _pool_over_attempts(metrics, samples["tool_use"])
     raw = json.loads(json.dumps({k: v for k, v in results.items() if k != "samples"}, default=handle_non_serializable))
     counts = {task: len(rows) for task, rows in samples.items()}
     return EvalReport(metrics, samples, raw, counts, sorted(unmeasured), seconds)
+
+
+def _pool_over_attempts(metrics: dict[str, float], rows: list[dict[str, Any]]) -> None:
+    """`tool_use/parse_rate` as the share over every answer that attempted a call, pooled across categories.
+
+    lm-eval weighs a group's tasks by their sample counts, not by how many samples measured a metric, so its group
+    value is exact only when every category attempts at the same rate; the per-sample rows give the exact share.
+    With no attempt at all the metric is not reported (a gate on it fails as not measured)."""
+    attempts = [float(row["parse_rate"]) for row in rows if row.get("parse_rate") is not None]
+    if attempts:
+        metrics["tool_use/parse_rate"] = sum(attempts) / len(attempts)
+    else:
+        metrics.pop("tool_use/parse_rate", None)
 
 
 def _row(task: str, sample: dict) -> dict[str, Any]:

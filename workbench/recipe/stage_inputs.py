@@ -63,9 +63,22 @@ def data_path_problem(value: str, marker: DataPath, catalog: Catalog, root: Path
     return None
 
 
+# The file a folder must hold to be loadable as what a field names (transformers' `from_pretrained` needs it).
+FOLDER_MARKERS = {"model folder": ("config.json",), "tokenizer folder": ("tokenizer.json", "tokenizer_config.json")}
+
+
 def model_path_problem(value: str, what: str, root: Path, check_files: bool) -> str | None:
-    """A folder that exists, or a hub id (`org/name`) whose first part is not a folder of the project."""
-    if not check_files or (root / value).exists():
+    """A folder that exists and holds what `from_pretrained` reads, or a hub id (`org/name`) whose first part is not
+    a folder of the project."""
+    if not check_files:
+        return None
+    local = root / value
+    if local.exists():
+        if not local.is_dir():
+            return f"'{value}' is a file; a {what} is expected here"
+        needed = FOLDER_MARKERS.get(what, ())
+        if needed and not any((local / name).is_file() for name in needed):
+            return f"'{value}' is not a {what}: it holds no {' or '.join(needed)}"
         return None
     first = Path(value).parts[0] if Path(value).parts else value
     looks_local = value.startswith((".", "/", "~")) or not HUB_ID.match(value) or (root / first).is_dir()
