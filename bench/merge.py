@@ -31,7 +31,7 @@ CHILD_ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLEL
 
 def build_inputs(root: Path, architecture: str) -> tuple[Path, Path]:
     """Two bf16 models from `architecture` with different seeds, each built in its own subprocess."""
-    folders = (root / "a", root / "b")
+    folders = (root / f"{Path(architecture).stem}-a", root / f"{Path(architecture).stem}-b")
     for seed, folder in enumerate(folders, start=1):
         if not (folder / "config.json").is_file():
             _child(["build", str(folder), str(seed), architecture])
