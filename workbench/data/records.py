@@ -49,7 +49,7 @@ def read_records(path: Path, blank_lines: Literal["skip", "report"] = "skip") ->
         return _read_jsonl(path, report_blank=blank_lines == "report")
     if suffix == ".json":
         try:
-            value = json.loads(path.read_text(encoding="utf-8"))
+            value = json.loads(path.read_text(encoding="utf-8-sig"))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise StageError(f"{path}: not valid JSON: {error}") from None
         if not isinstance(value, list):
@@ -64,6 +64,8 @@ def _read_jsonl(path: Path, report_blank: bool) -> ReadResult:
     records, unreadable = [], []
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
+            if number == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM, as Windows tools write: not part of line 1
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
@@ -112,8 +114,8 @@ def _load_hf_folder(path: Path) -> list[dict]:
 def iter_texts(path: Path):
     """Text for tokenizer training: message contents of chat records, `text` fields, or plain lines."""
     if path.suffix.lower() == ".txt":
-        with path.open(encoding="utf-8", errors="replace") as handle:
-            yield from (line.rstrip("\n") for line in handle)
+        with path.open(encoding="utf-8-sig", errors="replace") as handle:
+            yield from (line.rstrip("\r\n") for line in handle)
         return
     for record in read_records(path).records:
         data = record.data

@@ -122,6 +122,8 @@ def _text_lines(path: Path, text_field: str) -> Iterator[tuple[int, dict | None,
     """(line number, record, problem) for each line of a plain-text corpus: one document a line."""
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
+            if number == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM is not part of the first document
             try:
                 text = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError:
