@@ -227,9 +227,11 @@ def promote(
     from mlflow.tracking import MlflowClient
 
     from workbench.evaluation.registry import promote as promote_version
-    from workbench.tracking import default_tracking_uri
+    from workbench.tracking import check_reachable, default_tracking_uri
 
-    client = MlflowClient(default_tracking_uri(tracking_uri, Path("runs")))
+    uri = default_tracking_uri(tracking_uri, Path("runs"))
+    check_reachable(uri)
+    client = MlflowClient(uri)
     new, previous = promote_version(client, name, version)
     console.print(f"{name}: champion -> version {new}" + (f" (was {previous})" if previous else ""))
 

@@ -21,6 +21,33 @@ MAX_PARAM_LENGTH = 6000
 _CALLBACK_RUN_VARIABLES = ("MLFLOW_RUN_ID", "MLFLOW_NESTED_RUN", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID")
 
 
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """An HTTP tracking server must answer its health check within seconds: otherwise mlflow's client retries for
+    minutes and then ends in a traceback, after the recipe has started. Other stores (sqlite, files) are local."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+            if response.status < 500:
+                return
+            reason = f"HTTP {response.status}"
+    except urllib.error.HTTPError as error:
+        if error.code < 500:
+            return  # it answered: a server without /health is still a server
+        reason = f"HTTP {error.code}"
+    except (urllib.error.URLError, OSError) as error:
+        reason = str(getattr(error, "reason", error))
+    from workbench.errors import WorkbenchError
+
+    raise WorkbenchError(
+        f"MLflow tracking server {uri} is not reachable ({reason}); start it, or point tracking.uri / "
+        "MLFLOW_TRACKING_URI at one that runs (unset both for the local SQLite store)"
+    )
+
+
 def default_tracking_uri(recipe_uri: str | None, work_dir: Path) -> str:
     """The recipe's `tracking.uri`, else MLFLOW_TRACKING_URI, else a SQLite store in the work folder."""
     if recipe_uri:

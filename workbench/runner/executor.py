@@ -37,7 +37,7 @@ def run_recipe(
     console: Console | None = None,
 ) -> list[StageOutcome]:
     """Execute the recipe; returns what happened to each selected stage."""
-    from workbench.tracking import Tracker, default_tracking_uri, environment_tags
+    from workbench.tracking import Tracker, check_reachable, default_tracking_uri, environment_tags
 
     console = console or Console(soft_wrap=True)
     _check_names(loaded, force | only)
@@ -51,6 +51,7 @@ def run_recipe(
     with _exclusive(plan.store.root):
         uri = default_tracking_uri(recipe.tracking.uri, root)
         sqlite_default = uri.startswith("sqlite:///") and not recipe.tracking.uri
+        check_reachable(uri)
         tracker = Tracker(
             uri, recipe.tracking.experiment or recipe.name, root / "mlartifacts" if sqlite_default else None
         )
