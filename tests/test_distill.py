@@ -73,6 +73,105 @@ def test_online_mode_gives_the_cached_loss(tmp_path):
     assert online.item() == pytest.approx(cached.item(), rel=1e-3), "fp16 storage changes the loss by < 0.1%"
 
 
+def test_loss_parts_stay_on_the_device_until_the_trainer_logs(tmp_path, monkeypatch):
+    """compute_loss keeps the loss parts as tensors (no `.item()`, a host sync, per step); a training log gets
+    their means since the last one: the same numbers as one `.item()` per part and step gave."""
+    import sys
+
+    import transformers
+
+    from workbench.distill import training
+
+    teacher, blocks, identity = setup(k=8, shard_blocks=4)
+    build_topk_cache(teacher, blocks, tmp_path / "cache", identity)
+    cache = open_topk_cache(tmp_path / "cache", {}, min_k=8)
+    torch.manual_seed(1)
+    student = Lfm2ForCausalLM(Lfm2Config(vocab_size=300, **TINY_ARCH)).train()
+    trainer = trainer_for(tmp_path, student, cache, blocks, TopKDistillConfig(k=8))
+    parts, syncs, logged = [], [], []
+    loss, item = training.decoupled_topk_kd_loss, torch.Tensor.item
+
+    def loss_with_parts(*args):
+        result = loss(*args)
+        parts.append([getattr(result, name).item() for name in ("ce", "binary", "topk")])
+        return result
+
+    def counted_item(tensor):
+        if sys._getframe(1).f_code.co_filename == training.__file__:
+            syncs.append(tensor)
+        return item(tensor)
+
+    monkeypatch.setattr(training, "decoupled_topk_kd_loss", loss_with_parts)
+    monkeypatch.setattr(torch.Tensor, "item", counted_item)
+    monkeypatch.setattr(transformers.Trainer, "log", lambda self, logs, start_time=None: logged.append(logs))
+    collate = BlockCollator(blocks, cache)
+    for step in range(3):
+        trainer.compute_loss(student, collate([{"block": step}, {"block": step + 3}]))
+    trainer.log({"eval_loss": 1.0})  # not a training log: the parts wait for the next one
+    assert syncs == [] and logged == [{"eval_loss": 1.0}]
+    trainer.log({"loss": 1.0})
+    ce, binary, topk = (float(np.mean(column)) for column in zip(*parts, strict=True))
+    assert logged[1] == {"loss": 1.0, "loss_ce": ce, "loss_binary": binary, "loss_topk": topk}
+    trainer.log({"loss": 2.0})
+    assert logged[2] == {"loss": 2.0}, "the parts are the means since the last log"
+    assert syncs == []
+
+
+def test_distill_stages_hash_the_pinned_tokenizer_at_most_once(tmp_path, monkeypatch):
+    """teacher_cache and distill's checks (the teacher's tokenizer, the corpus key, the cache manifest) share the
+    stage's one fingerprint of the pinned tokenizer: hashed once when a stage computes it itself, never when the
+    executor hands it over."""
+    from rich.console import Console
+
+    from workbench.api import Project, StageContext
+    from workbench.distill.corpus import load_corpus
+    from workbench.distill.teacher import check_teacher_tokenizer, open_cache
+    from workbench.modeling import tokenizer as tokenizer_module
+    from workbench.modeling.architecture import build_model
+    from workbench.modeling.chat_template import LFM2_CHAT_TEMPLATE
+    from workbench.stages import teacher_cache
+    from workbench.stages.teacher_cache import TeacherCacheStageConfig
+
+    lines = (REPO / "datasets/pretrain/corpus.jsonl").read_text().splitlines()[:40]
+    (tmp_path / "corpus.jsonl").write_text("\n".join(lines) + "\n")
+    tokenizer = tokenizer_module.train_bpe_tokenizer([json.loads(line)["text"] for line in lines], 300,
+                                                     LFM2_CHAT_TEMPLATE)  # fmt: skip
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    teacher = tmp_path / "teacher"
+    build_model(TINY_ARCH, tokenizer, 0).save_pretrained(teacher)
+    tokenizer.save_pretrained(teacher)
+    hashed, fingerprint = [], tokenizer_module.tokenizer_fingerprint
+
+    def counted_fingerprint(folder):
+        hashed.append(folder.name)
+        return fingerprint(folder)
+
+    class Tracker:
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: None
+
+    def context(config, tmp_dir, **handed_over) -> StageContext:
+        project = Project(tmp_path, tmp_path / "runs", tmp_path / "runs", "kd", 0, False)
+        return StageContext(project, config, "0" * 64, tmp_dir, {}, tmp_path / "tokenizer", Tracker(),
+                            Console(quiet=True), **handed_over)  # fmt: skip
+
+    monkeypatch.setattr(tokenizer_module, "tokenizer_fingerprint", counted_fingerprint)
+    config = TeacherCacheStageConfig(name="cache", kind="teacher_cache", model=str(teacher), corpus="corpus.jsonl",
+                                     seq_len=32, k=4)  # fmt: skip
+    (tmp_path / "cache").mkdir()
+    teacher_cache.run(context(config, tmp_path / "cache"))
+    assert hashed == ["teacher", "tokenizer"], "the teacher's tokenizer and the pinned one, each once"
+
+    hashed.clear()
+    config = DistillStageConfig(name="d", kind="distill", architecture="a.yaml", corpus="corpus.jsonl", seq_len=32,
+                                cache_path="cache/cache", teacher_model=str(teacher), loss={"k": 4})  # fmt: skip
+    ctx = context(config, tmp_path / "d", tokenizer_fingerprint=fingerprint(tmp_path / "tokenizer"))
+    corpus = load_corpus(ctx, config, config.corpus, ctx.tokenizer(), "data/train")
+    assert open_cache(ctx, tmp_path / "cache/cache", corpus.digest, str(teacher), len(tokenizer)).k == 4
+    check_teacher_tokenizer(ctx, str(teacher))
+    assert hashed == ["teacher"], "only the teacher's own tokenizer: the pinned one's fingerprint was handed over"
+
+
 def test_config_rules_for_teacher_sources():
     base = {"name": "d", "kind": "distill", "architecture": "a.yaml", "corpus": "c.jsonl"}
     with pytest.raises(ValueError, match="cached needs exactly one of 'cache'"):

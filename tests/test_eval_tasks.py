@@ -128,6 +128,54 @@ def test_shipped_suites_load():
     assert len(parallel) == categories.count("parallel") and set(parallel["category"]) == {"parallel"}
 
 
+def test_each_schema_is_checked_once_however_many_samples_use_it(tmp_path, monkeypatch):
+    """Loading the suite checks a schema against the meta-schema; scoring its samples (lenient and strict) reuses
+    that validator instead of checking the schema again."""
+    import uuid
+
+    from jsonschema import Draft202012Validator
+
+    checks, check = [], Draft202012Validator.check_schema
+    monkeypatch.setattr(Draft202012Validator, "check_schema",
+                        classmethod(lambda cls, schema, **kw: checks.append(schema) or check(schema, **kw)))  # fmt: skip
+    schema = SCHEMA | {"title": uuid.uuid4().hex}  # a schema no earlier test checked
+    path = tmp_path / "schemas.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"p{i}", "schema": schema, "gold": {"name": "Ada"}}) + "\n"
+                            for i in range(3)))  # fmt: skip
+    docs = load_json_schema("x", {"json_schema": str(path)})["test"]
+    scores = [process_json_schema(doc, ['{"name": "Ada", "age": 36}']) for doc in docs]
+    assert scores == 3 * [{"parse_rate": True, "valid_rate": True, "field_accuracy": 1.0, "strict_parse_rate": True,
+                           "strict_valid_rate": True}]  # fmt: skip
+    assert checks == [schema], "one check for three samples, each scored lenient and strict"
+
+
+def test_a_suite_file_is_read_once_per_evaluation_and_again_when_it_changes(tmp_path, monkeypatch):
+    """lm-eval loads the tool_use data once per category task, and the group check once more: one reading serves
+    them all, until the file changes."""
+    import os
+
+    from workbench.evaluation import tasks
+    from workbench.evaluation.api import evaluate_lm, task_manager
+
+    mine = tmp_path / "tools.jsonl"
+    mine.write_text((REPO_EVALS / "tool_use/data.jsonl").read_text())
+    os.utime(mine, ns=(10**18, 10**18))  # long settled: a file written a moment ago may change within its mtime
+    reads, read = [], tasks.read_records
+    monkeypatch.setattr(tasks, "read_records", lambda path: reads.append(path) or read(path))
+    data = {"tool_use": str(mine)}
+    report = evaluate_lm(AnswerKey(), ["tool_use"], task_manager(["tool_use"], data), data=data)
+    assert report.counts == {"tool_use": 60}
+    assert reads == [mine], "one reading for the four category tasks and the group's category check"
+
+    simple = [line for line in mine.read_text().splitlines() if json.loads(line)["category"] == "simple"]
+    mine.write_text("\n".join(simple) + "\n")
+    os.utime(mine, ns=(10**18 + 1, 10**18 + 1))
+    assert load_tool_use("x", data)["test"]["category"] == 16 * ["simple"], "a changed file is read again"
+    assert len(load_tool_use("x", data, category="simple")["test"]) == 16 and reads == [mine, mine]
+    mine.write_text("\n".join(simple[:4]) + "\n")  # just written: read every time, never kept
+    assert [len(load_tool_use("x", data)["test"]) for _ in range(2)] == [4, 4] and len(reads) == 4
+
+
 # ---- the suites as lm-eval groups, run through lm-eval's evaluator ----------------------------------------
 
 GROUP_METRICS = {

@@ -10,9 +10,13 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
 
-# Lower numbers are lower layers; a module may import only from its own layer or below.
+# Lower numbers are lower layers; a module may import only from its own layer or below. The `workbench.stages`
+# package itself is the catalog of built-in kinds: it imports every stage module, so it sits above them.
 BOTTOM = {"workbench", "workbench.api", "workbench.errors", "workbench.fsio", "workbench.hashing", "workbench.tracking"}
-LAYERS = {"cli": 4, "runner": 3, "stages": 2}
+LAYERS = {"cli": 5, "runner": 4, "stages": 2}
+STAGES_PACKAGE = "workbench.stages"
+# The recipe layer is given its catalog (stage kinds, namespaces, URI schemes), so it needs nothing but these.
+RECIPE_MAY_IMPORT = ("workbench.api", "workbench.errors", "workbench.recipe")
 
 
 def module_name(path: Path) -> str:
@@ -23,6 +27,8 @@ def module_name(path: Path) -> str:
 def layer(module: str) -> int:
     if any(module == b or module.startswith(b + ".") for b in BOTTOM - {"workbench"}) or module == "workbench":
         return 0
+    if module == STAGES_PACKAGE:
+        return 3
     top = module.split(".")[1]
     return LAYERS.get(top, 1)
 
@@ -36,8 +42,9 @@ def _type_checking_lines(tree: ast.AST) -> set[int]:
     return lines
 
 
-def imports_of(path: Path, modules: set[str]) -> set[str]:
-    """The package modules `path` imports (a `from package import name` counts as the submodule when it is one)."""
+def imports_of(path: Path, modules: set[str], package: str = "") -> set[str]:
+    """The package modules `path` imports: every name of a `from package import a, b` that is a submodule counts,
+    else the package itself; relative imports resolve against `package` (the module's own package)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     hints = _type_checking_lines(tree)
     found = set()
@@ -45,24 +52,25 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
         if getattr(node, "lineno", None) in hints:
             continue
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
-        else:
-            continue
-        for name in names:
-            if name in modules:
-                found.add(name)
-                break
-            if not name.startswith("workbench"):
-                break
+            found.update(alias.name for alias in node.names if alias.name in modules)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(parent + ([node.module] if node.module else []))
+            submodules = {f"{base}.{alias.name}" for alias in node.names} & modules
+            found.update(submodules or ({base} & modules))
     return found
 
 
 def import_graph() -> dict[str, set[str]]:
     files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     modules = set(files)
-    return {name: imports_of(path, modules) - {name} for name, path in files.items()}
+    graph = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        graph[name] = imports_of(path, modules, package) - {name}
+    return graph
 
 
 def _packages_of(module: str) -> list[str]:
@@ -97,7 +105,18 @@ def test_no_stage_imports_another_stage():
         for module, deps in import_graph().items()
         if module in stage_modules
         for dep in deps
-        if dep in stage_modules
+        if dep in stage_modules or dep == STAGES_PACKAGE
+    ]
+    assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_the_recipe_layer_is_given_its_catalog():
+    wrong = [
+        f"{module} imports {dep}"
+        for module, deps in import_graph().items()
+        if module.startswith("workbench.recipe")
+        for dep in deps
+        if not dep.startswith(RECIPE_MAY_IMPORT)
     ]
     assert not wrong, "\n".join(sorted(wrong))
 
@@ -108,3 +127,6 @@ def test_the_checker_sees_a_cycle(tmp_path):
     assert imports_of(tmp_path / "a.py", {"workbench.b"}) == {"workbench.b"}
     (tmp_path / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import workbench.b\n")
     assert imports_of(tmp_path / "c.py", {"workbench.b"}) == set()
+    (tmp_path / "d.py").write_text("from workbench import api, runner\nfrom . import sibling\n")
+    found = imports_of(tmp_path / "d.py", {"workbench.api", "workbench.runner", "workbench.x.sibling"}, "workbench.x")
+    assert found == {"workbench.api", "workbench.runner", "workbench.x.sibling"}

@@ -580,6 +580,36 @@ def test_relative_constraints_compare_with_another_stage():
     ]
 
 
+def test_selection_data_is_read_and_tokenized_once_for_all_candidates(zoo, tmp_path, monkeypatch):
+    """The candidates of a sweep are scored on one reading of the selection file, tokenized once per distinct
+    tokenizer (merged candidates share theirs), and each gets the loss a reading of its own gives it."""
+    from workbench.data import chat
+    from workbench.merging import select
+    from workbench.merging.select import HeldOutData, held_out_loss
+
+    data = tmp_path / "eval.jsonl"
+    lines = (REPO / "datasets/quickstart/sft_eval.jsonl").read_text().splitlines()[:6]
+    data.write_text("\n".join([*lines, "{not json"]) + "\n")
+    folders = []
+    for weight in (0.25, 0.75):  # two candidates of a sweep over m1's weight
+        models = [(inp(zoo, "m1"), {"weight": weight}), (inp(zoo, "m2"), {"weight": 1.0})]
+        run_mergekit(mergekit_config("linear", {}, models, None, {"dtype": "float32"}), tmp_path / str(weight), seed=0)
+        folders.append(tmp_path / str(weight))
+    folders.append(zoo["othertok"])  # another tokenizer: the records encoded anew
+    each_alone = [held_out_loss(folder, data, "eval.jsonl", 512) for folder in folders]
+
+    reads, encoded = [], []
+    load, labels = chat.load_chat_records, select._assistant_labels
+    monkeypatch.setattr(chat, "load_chat_records", lambda *args: reads.append(args) or load(*args))
+    monkeypatch.setattr(select, "_assistant_labels", lambda *args: encoded.append(args) or labels(*args))
+    held_out = HeldOutData(data, "eval.jsonl", 512)
+    assert [held_out.loss(folder) for folder in folders] == each_alone
+    assert each_alone[0][1] == {"records_used": 6.0, "records_skipped": 1.0}, "the unreadable line is skipped"
+    assert each_alone[0] != each_alone[1]
+    assert len(reads) == 1, "one reading of the file for every candidate"
+    assert len(encoded) == 2 * 6, "six records encoded once by the candidates' tokenizer, once by the other one"
+
+
 @pytest.mark.slow
 def test_suite_selection_scores_a_merged_model_with_the_evaluation_suite(zoo):
     """The seam to workbench.evaluation: a real lm-eval run of one suite on a tiny model folder."""

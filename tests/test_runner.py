@@ -161,3 +161,62 @@ def test_a_run_leaves_no_tracking_uri_behind(finished):
     import os
 
     assert "MLFLOW_TRACKING_URI" not in os.environ
+
+
+def test_a_run_hashes_the_tokenizer_once_and_reviews_what_it_recorded(tiny_project, monkeypatch):
+    """The pinned tokenizer is fingerprinted once per run however many stages run (and not at all when none
+    does), and a stage's review sees the stage.json just written without reading it back, nor its inputs again."""
+    import dataclasses
+
+    from workbench.api import Review
+    from workbench.modeling import tokenizer as tokenizer_module
+    from workbench.runner import executor
+    from workbench.runner.store import StageStore
+
+    hashed, reads, reviewed = [], [], {}
+    fingerprint, read_info, make = tokenizer_module.tokenizer_fingerprint, StageStore.read_info, executor.make_plan
+
+    def counted_fingerprint(folder):
+        hashed.append(folder)
+        return fingerprint(folder)
+
+    def counted_read_info(self, stage, stage_hash):
+        reads.append(stage)
+        return read_info(self, stage, stage_hash)
+
+    def plan_then_count(loaded):  # count the reads of running the stages, not of planning them
+        plan = make(loaded)
+        reads.clear()
+        return plan
+
+    def review(ctx):
+        reviewed[ctx.info["name"]] = ctx.info, {name: given.info for name, given in ctx.inputs.items()}, list(reads)
+        return Review()
+
+    def load(path):
+        loaded = load_recipe(path)
+        for kind in ("init", "sft"):
+            monkeypatch.setitem(
+                loaded.catalog.kinds, kind, dataclasses.replace(loaded.catalog.kinds[kind], review=review)
+            )
+        return loaded
+
+    monkeypatch.setattr(tokenizer_module, "tokenizer_fingerprint", counted_fingerprint)
+    monkeypatch.setattr(StageStore, "read_info", counted_read_info)
+    monkeypatch.setattr(executor, "make_plan", plan_then_count)
+    path = tiny_project({"max_steps": 2, "save_steps": 2})
+
+    outcomes = {o.name: o for o in run_recipe(load(path))}
+    recorded = {name: json.loads((o.dir / "stage.json").read_text()) for name, o in outcomes.items()}
+    assert [folder.parent.name for folder in hashed] == ["_tokenizer"], "one fingerprint for both stages"
+    assert recorded["sft"]["tokenizer_fingerprint"] == fingerprint(hashed[0])
+    assert reads == ["base"], "only sft's input is read, once: no stage.json is read back for its review"
+    assert reviewed["base"] == (recorded["base"], {}, [])
+    assert reviewed["sft"] == (recorded["sft"], {"base": recorded["base"]}, ["base"])
+
+    reviewed.clear()
+    assert {o.status for o in run_recipe(load(path))} == {"cached"}
+    assert len(hashed) == 1, "a run where every stage is cached hashes no tokenizer"
+    assert reads == ["base", "sft", "base"], "each cached stage.json read once, and sft's input for its review"
+    assert reviewed == {"base": (recorded["base"], {}, ["base"]), "sft": (recorded["sft"], {"base": recorded["base"]},
+                                                                           ["base", "sft", "base"])}  # fmt: skip

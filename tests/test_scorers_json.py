@@ -100,3 +100,28 @@ def test_strict_scoring_refuses_prose():
 def test_invalid_schema_is_a_clear_error():
     with pytest.raises(ValueError, match="invalid JSON schema"):
         score_json("{}", {"type": "no-such-type"})
+
+
+def test_each_schema_is_checked_against_the_meta_schema_once(monkeypatch):
+    """A validator per schema, kept by the schema's JSON text: scoring many outputs checks the schema once; a
+    different schema (or one changed in place) gets its own; an invalid one is refused every time."""
+    import copy
+    import uuid
+
+    from jsonschema import Draft202012Validator
+
+    checks, check = [], Draft202012Validator.check_schema
+    monkeypatch.setattr(Draft202012Validator, "check_schema",
+                        classmethod(lambda cls, schema, **kw: checks.append(schema) or check(schema, **kw)))  # fmt: skip
+    schema = copy.deepcopy(PERSON) | {"title": uuid.uuid4().hex}  # a schema no earlier test checked
+    for output in ('{"name": "Ada", "age": 36}', '{"name": "Ada"}', "no json", '```json\n{"age": -1}\n```'):
+        assert score_json(output, schema).valid == score_json(output, copy.deepcopy(schema), strict=True).valid
+    assert len(checks) == 1
+    schema["required"].append("address")  # changed in place: another schema, with its own validator
+    assert not score_json('{"name": "Ada", "age": 36}', schema).valid and len(checks) == 2
+    schema["required"].pop()
+    assert score_json('{"name": "Ada", "age": 36}', schema).valid and len(checks) == 2
+    for _ in range(2):
+        with pytest.raises(ValueError, match="invalid JSON schema"):
+            score_json("{}", {"type": "nope", "title": schema["title"]})
+    assert len(checks) == 4

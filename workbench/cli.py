@@ -109,13 +109,43 @@ def plan(recipe: RecipeArg) -> None:
     table = Table(title=f"{loaded.recipe.name} ({recipe})")
     for column in ("stage", "kind", "inputs", "hash", "status"):
         table.add_column(column)
-    colors = {"cached": "green", "resume": "yellow", "run": "cyan"}
+    colors = {"cached": "green", "damaged": "red", "resume": "yellow", "run": "cyan"}
+    labels = {"cached": "cached", "damaged": "will run again", "resume": "resume from checkpoint", "run": "will run"}
     for stage in the_plan.stages:
-        label = {"cached": "cached", "resume": "resume from checkpoint", "run": "will run"}[stage.status]
         inputs = ", ".join(stage.inputs) or getattr(loaded.stages[stage.name], "model", None) or "-"
-        table.add_row(stage.name, stage.kind, inputs, stage.hash[:12], f"[{colors[stage.status]}]{label}[/]")
+        label = f"[{colors[stage.status]}]{labels[stage.status]}[/]"
+        table.add_row(stage.name, stage.kind, inputs, stage.hash[:12], label)
     console.print(table)
+    for stage in the_plan.stages:
+        if stage.damage:
+            console.print(f"[red]{stage.name}[/]: its output changed after it finished: {'; '.join(stage.damage)}")
     console.print(f"outputs under {the_plan.store.root}")
+
+
+@app.command()
+@handled
+def verify(recipe: RecipeArg) -> None:
+    """Check every finished stage's files against the sha256 recorded when it finished (exit 1 if any changed)."""
+    from workbench.runner.plan import make_plan
+
+    loaded = _load(recipe)
+    the_plan = make_plan(loaded)
+    damaged = 0
+    for stage in the_plan.stages:
+        if not the_plan.store.is_done(stage.name, stage.hash):
+            console.print(f"{stage.name}: not finished")
+            continue
+        info = the_plan.store.read_info(stage.name, stage.hash)
+        problems = the_plan.store.damage(stage.name, stage.hash, full=True)
+        if problems:
+            damaged += 1
+            console.print(f"[red]{stage.name}: damaged[/]: {'; '.join(problems)}")
+        elif "outputs" not in info:
+            console.print(f"{stage.name}: no recorded checksums (finished by an older workbench)")
+        else:
+            console.print(f"[green]{stage.name}: intact[/] ({len(info['outputs'])} files)")
+    if damaged:
+        raise WorkbenchError(f"{damaged} stage(s) changed after they finished; `workbench run` runs them again")
 
 
 @app.command()

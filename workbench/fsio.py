@@ -57,8 +57,10 @@ def write_jsonl_atomic(path: Path, rows: Iterable[Any]) -> None:
 
 
 def publish_folder(tmp: Path, final: Path) -> Path:
-    """Move a finished temporary folder to `final`. An older `final` is first renamed aside, then removed, so at
-    every moment `final` is either the old complete folder or the new one (never missing, never mixed)."""
+    """Move a finished temporary folder to `final`. An older `final` is first renamed aside, then removed, so
+    `final` is never a mix of the two: it is the old complete folder, the new one, or (between the two renames)
+    absent, which readers take as "not done". A kill in that moment leaves `<name>.old-*` beside it, which
+    `remove_retired` clears."""
     tmp, final = Path(tmp), Path(final)
     retired = None
     if final.exists():
@@ -68,6 +70,13 @@ def publish_folder(tmp: Path, final: Path) -> Path:
     if retired is not None:
         shutil.rmtree(retired, ignore_errors=True)
     return final
+
+
+def remove_retired(final: Path) -> None:
+    """Remove the `<name>.old-*` folders a killed `publish_folder` left beside `final`."""
+    final = Path(final)
+    for retired in final.parent.glob(f"{final.name}.old-*"):
+        shutil.rmtree(retired, ignore_errors=True)
 
 
 def publish_new_folder(tmp: Path, final: Path) -> bool:

@@ -46,3 +46,36 @@ def env_fingerprint() -> dict[str, str]:
     from workbench import __version__
 
     return {"workbench": __version__, "salt": os.environ.get("WORKBENCH_CACHE_SALT", "")}
+
+
+def folder_manifest(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """Every file below `folder` (but the top-level names in `skip`): relative path -> size, mtime and sha256."""
+    manifest = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder)
+        if relative.parts[0] in skip:
+            continue
+        stat = path.stat()
+        manifest[relative.as_posix()] = {
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "sha256": file_digest(path),
+        }
+    return manifest
+
+
+def manifest_problems(folder: Path, manifest: dict[str, dict[str, Any]], full: bool = False) -> list[str]:
+    """How `folder` differs from its recorded manifest: a missing file, another size, or (when `full`, or when the
+    mtime moved) other bytes. Files added since are not problems."""
+    problems = []
+    for relative, recorded in manifest.items():
+        path = folder / relative
+        if not path.is_file():
+            problems.append(f"{relative} is missing")
+            continue
+        stat = path.stat()
+        if stat.st_size != recorded["size"]:
+            problems.append(f"{relative} is {stat.st_size} bytes, was {recorded['size']}")
+        elif (full or stat.st_mtime_ns != recorded["mtime_ns"]) and file_digest(path) != recorded["sha256"]:
+            problems.append(f"{relative} has changed (sha256 differs)")
+    return problems

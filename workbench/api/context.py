@@ -20,9 +20,9 @@ class Project:
     root: Path
     """Project root: relative paths in the recipe resolve against it."""
     store_root: Path
-    """`<work_dir>/<recipe>/`: stage folders, and recipe-level caches (`_corpus`, `_ref_logps`)."""
+    """`<work_dir>/<recipe>/`: stage folders and recipe-level caches (`_ref_logps`)."""
     work_root: Path
-    """`<work_dir>/`: shared by every recipe of the project (pulled Argilla versions)."""
+    """`<work_dir>/`: shared by every recipe of the project (pulled Argilla versions, the `_corpus` cache)."""
     recipe_name: str
     seed: int
     trust_remote_code: bool
@@ -98,6 +98,10 @@ class StageContext:
     tokenizer_dir: Path
     tracker: StageTracker
     console: Console
+    tokenizer_fingerprint: str | None = None
+    """The pinned tokenizer's fingerprint (`workbench.modeling.tokenizer.tokenizer_fingerprint`), hashed once per run
+    by the executor; read it through `workbench.modeling.tokenizer.pinned_fingerprint(ctx)`, which hashes (once) a
+    context built without it."""
     _tokenizer: Any = field(default=None, repr=False)
 
     @property

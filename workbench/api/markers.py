@@ -50,6 +50,8 @@ class ModelPath:
     """The value is a model folder relative to the project root, or a Hugging Face hub id (`org/name`)."""
 
     hash_prefix: str = ""
+    hub: bool = True
+    """Whether a hub id is accepted; False for fields the stage opens as a local folder only."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ Marker = StageRef | DataPath | ModelPath | Named
 
 StageName = Annotated[str, StageRef()]
 DataFile = Annotated[str, DataPath("file")]
+DataSet = Annotated[str, DataPath("any")]
+"""Records: a JSONL, JSON or Parquet file, or a saved Hugging Face dataset folder."""
 DataFolder = Annotated[str, DataPath("folder")]
 ModelSourcePath = Annotated[str, ModelPath()]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from workbench.data.chat import DataReport, metric_key
 from workbench.data.records import EMPTY, NOT_UTF8, read_records
 from workbench.data.report import publish_problems
 from workbench.errors import StageError
-from workbench.fsio import build_folder
+from workbench.fsio import build_new_folder
 
 if TYPE_CHECKING:
     from workbench.api.context import StageContext
@@ -48,7 +49,7 @@ class CorpusBlocks:
 def load_corpus(ctx: StageContext, fields: CorpusFields, relative: str, tokenizer, metric_prefix: str) -> CorpusBlocks:
     """The blocks of one corpus file, tokenized and packed on first use and memory-mapped afterwards."""
     from workbench.hashing import digest_json, file_digest
-    from workbench.modeling.tokenizer import tokenizer_fingerprint
+    from workbench.modeling.tokenizer import pinned_fingerprint
 
     path = ctx.resolve(relative)
     if not path.is_file():
@@ -57,7 +58,7 @@ def load_corpus(ctx: StageContext, fields: CorpusFields, relative: str, tokenize
         {
             "format": CORPUS_FORMAT,
             "file": file_digest(path),
-            "tokenizer": tokenizer_fingerprint(ctx.tokenizer_dir),
+            "tokenizer": pinned_fingerprint(ctx),
             "seq_len": fields.seq_len,
             "text_field": fields.text_field,
             "difficulty_field": fields.difficulty_field,
@@ -65,6 +66,8 @@ def load_corpus(ctx: StageContext, fields: CorpusFields, relative: str, tokenize
     )
     folder = ctx.project.work_root / "_corpus" / key[:16]
     if not (folder / "info.json").is_file():
+        if folder.exists():  # left half-written by an older, non-atomic workbench
+            shutil.rmtree(folder, ignore_errors=True)
         _build(folder, path, relative, fields, tokenizer)
     corpus = open_corpus(folder)
     _report(ctx, corpus.info, fields, metric_prefix)
@@ -147,7 +150,7 @@ def _document(row: dict, text_field: str, difficulty_field: str) -> tuple[str, f
 
 
 def _build(folder: Path, path: Path, source: str, fields: CorpusFields, tokenizer) -> None:
-    """Tokenize and pack; built in a temporary folder and published whole (`fsio.build_folder`), so a half-built
+    """Tokenize and pack; built in a temporary folder and published whole (`fsio.build_new_folder`), so a half-built
     corpus is never read and an older build stays in place until the new one replaces it."""
     documents, report = read_documents(path, source, fields.text_field, fields.difficulty_field)
     if not documents:
@@ -188,4 +191,5 @@ def _build(folder: Path, path: Path, source: str, fields: CorpusFields, tokenize
             np.save(tmp / "difficulty.npy", per_token.reshape(count, fields.seq_len).mean(axis=1).astype(np.float32))
         (tmp / "info.json").write_text(json.dumps(info, indent=2) + "\n")
 
-    build_folder(folder, write)
+    # content-addressed and shared by every recipe of the project: two runs may build it at once, first one wins
+    build_new_folder(folder, write)

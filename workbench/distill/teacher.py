@@ -16,10 +16,10 @@ def teacher_hash(source: str) -> str:
 
 def check_teacher_tokenizer(ctx: StageContext, source: str) -> None:
     """A teacher folder that carries a tokenizer must carry the recipe's: its top-K ids are in that vocabulary."""
-    from workbench.modeling.tokenizer import tokenizer_fingerprint
+    from workbench.modeling.tokenizer import pinned_fingerprint, tokenizer_fingerprint
 
     path = Path(source)
-    if (path / "tokenizer.json").is_file() and tokenizer_fingerprint(path) != tokenizer_fingerprint(ctx.tokenizer_dir):
+    if (path / "tokenizer.json").is_file() and tokenizer_fingerprint(path) != pinned_fingerprint(ctx):
         raise StageError(
             f"stage '{ctx.config.name}': teacher '{source}' has a different tokenizer than the recipe pins; "
             "teacher and student must share one tokenizer"
@@ -50,11 +50,11 @@ def load_teacher(ctx: StageContext, source: str, student_vocab: int):
 def open_cache(ctx: StageContext, folder: Path, corpus_digest: str, source: str | None, student_vocab: int):
     """The top-K cache, checked before any training: same tokenizer, same blocks, K >= k, and the named teacher."""
     from workbench.distill.topk_cache import open_topk_cache
-    from workbench.modeling.tokenizer import tokenizer_fingerprint
+    from workbench.modeling.tokenizer import pinned_fingerprint
 
     config = ctx.config
     expected = {
-        "tokenizer_hash": tokenizer_fingerprint(ctx.tokenizer_dir),
+        "tokenizer_hash": pinned_fingerprint(ctx),
         "corpus_digest": corpus_digest,
         "seq_len": config.seq_len,
     }

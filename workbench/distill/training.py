@@ -3,7 +3,6 @@ and `DistillTrainer`, a `transformers.Trainer` whose loss is the decoupled Top-K
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,8 @@ from transformers import Trainer
 
 from workbench.distill.topk_cache import TopKCache, teacher_topk
 from workbench.losses.topk_distill import TopKDistillConfig, decoupled_topk_kd_loss
+
+LOSS_PARTS = ("ce", "binary", "topk")
 
 
 class BlockDataset(torch.utils.data.Dataset):
@@ -62,7 +63,9 @@ class DistillTrainer(Trainer):
         self.teacher = teacher
         if teacher is not None:
             self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
-        self._parts: dict[str, list[float]] = defaultdict(list)
+        self._parts: list[torch.Tensor] = []
+        """Per training batch since the last log: its `LOSS_PARTS`, detached and left on the device, so that a step
+        never waits for the device; they are copied to the host together when the Trainer logs."""
 
     def compute_loss(self, model, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch=None):
         input_ids = inputs["input_ids"]
@@ -79,14 +82,16 @@ class DistillTrainer(Trainer):
             self.loss_config,
         )
         if model.training:
-            for name in ("ce", "binary", "topk"):
-                self._parts[name].append(getattr(parts, name).item())
+            self._parts.append(torch.stack([getattr(parts, name).detach() for name in LOSS_PARTS]))
         return (parts.total, outputs) if return_outputs else parts.total
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the loss parts (means since the last log) next to the Trainer's `loss`."""
         if "loss" in logs and self._parts:
-            logs = logs | {f"loss_{name}": float(np.mean(values)) for name, values in self._parts.items()}
+            columns = zip(*torch.stack(self._parts).tolist(), strict=True)  # the one host sync per log
+            logs = logs | {
+                f"loss_{name}": float(np.mean(values)) for name, values in zip(LOSS_PARTS, columns, strict=True)
+            }
             self._parts.clear()
         super().log(logs, start_time)
 

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 
 from workbench.api.config import RecipeView
-from workbench.errors import WorkbenchError, did_you_mean
+from workbench.errors import did_you_mean
 
 _NAME = r"[A-Za-z][A-Za-z0-9_\-]*"
 _NUMBER = r"\d+(?:\.\d+)?|\.\d+"
@@ -29,10 +29,6 @@ _GATE = re.compile(
     rf"(?:(?P<number>-?(?:{_NUMBER}))|(?P<stage>{_NAME})?\s*(?:(?P<sign>[+-])\s*(?P<margin>{_NUMBER}))?)\s*$"
 )
 _OPERATORS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
-
-
-class GateFailed(WorkbenchError):
-    """A gate failed: the recipe stops; the message is the table of passed and failed gates."""
 
 
 @dataclass(frozen=True)

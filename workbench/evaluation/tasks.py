@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +19,35 @@ from workbench.errors import StageError
 
 REPO_EVALS = Path(__file__).resolve().parents[2] / "evals"
 
+# A suite's data file is read once per process and version: lm-eval loads it once per task of the group (tool_use:
+# four), and `workbench.evaluation.api` once more to find the categories present.
+_READ: dict[tuple, tuple[dict, ...]] = {}
+# A file modified this recently may still change within the same mtime (timestamps are coarse): not cached.
+_SETTLED_NS = 2_000_000_000
+
 
 def _records(path: Path) -> list[dict]:
     """The suite's records (JSONL, or any format `read_records` reads), each with its `_line`; an unreadable line
-    is an error naming the file and line, never skipped."""
+    is an error naming the file and line, never skipped. Read once per (path, mtime, size); shared, not to be
+    modified."""
     if not path.is_file():
         raise StageError(f"eval data file not found: {path}")
-    read = read_records(path)
-    if read.unreadable:
-        number, reason = read.unreadable[0]
-        raise StageError(f"{path}:{number}: {_in_suite_words(reason)}")
-    if not read.records:
-        raise StageError(f"{path}: no records")
-    return [record.data | {"_line": record.location} for record in read.records]
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    if key not in _READ:
+        read = read_records(path)
+        if read.unreadable:
+            number, reason = read.unreadable[0]
+            raise StageError(f"{path}:{number}: {_in_suite_words(reason)}")
+        if not read.records:
+            raise StageError(f"{path}: no records")
+        records = tuple(record.data | {"_line": record.location} for record in read.records)
+        if time.time_ns() - stat.st_mtime_ns < _SETTLED_NS:
+            return list(records)
+        for older in [other for other in _READ if other[0] == key[0]]:
+            del _READ[older]  # one version per file is kept
+        _READ[key] = records
+    return list(_READ[key])
 
 
 def _in_suite_words(reason: str) -> str:
@@ -114,14 +131,16 @@ def instruction_level_mean(items: list[list[bool]]) -> float:
 
 def load_json_schema(data_file: str, data_overrides: dict | None = None, **_: Any):
     """Records `prompt`, `schema` (JSON Schema, Draft 2020-12), optional `gold` and `system`."""
-    from jsonschema import Draft202012Validator, SchemaError
+    from jsonschema import SchemaError
+
+    from workbench.evaluation.scorers import schema_validator
 
     path = data_path("json_schema", data_file, data_overrides)
     rows = []
     for record in _records(path):
         _require(path, record, "prompt", "schema")
         try:
-            Draft202012Validator.check_schema(record["schema"])
+            schema_validator(record["schema"])  # checked once per schema: scoring its samples reuses the validator
         except SchemaError as error:
             raise StageError(f"{path}:{record['_line']}: invalid JSON schema: {error.message}") from None
         rows.append(

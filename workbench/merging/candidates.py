@@ -17,7 +17,7 @@ from workbench.api import StageContext, StageResult
 from workbench.errors import StageError
 from workbench.merging.config import MergeInput, SelectSpec
 from workbench.merging.engine import ResolvedInput
-from workbench.merging.select import Scored
+from workbench.merging.select import HeldOutData, Scored
 from workbench.merging.spec import MergeSpec
 from workbench.merging.sweep import Candidate
 from workbench.tracking import StageTracker
@@ -51,7 +51,10 @@ def merge_candidates(
     ctx.console.print(f"  inputs compatible: {', '.join(item.label for item in distinct)}")
     shutil.rmtree(ctx.tmp_dir / "candidates", ignore_errors=True)
     shutil.rmtree(ctx.model_dir, ignore_errors=True)
-    merged = [_merge_one(ctx, candidate, spec, resolved_base, resolved, select) for candidate in candidates]
+    held_out = None
+    if select is not None and select.data is not None:
+        held_out = HeldOutData(ctx.resolve(select.data), select.data, select.max_length)  # read once, on first use
+    merged = [_merge_one(ctx, candidate, spec, resolved_base, resolved, select, held_out) for candidate in candidates]
     metrics: dict[str, float] = {"merge/candidates": float(len(candidates))}
     chosen, selection = 0, None
     if select is not None:
@@ -121,8 +124,10 @@ def _merge_one(
     base: ResolvedInput | None,
     models: list[ResolvedInput],
     select: SelectSpec | None,
+    held_out: HeldOutData | None = None,
 ) -> Merged:
-    """Merge one candidate into its folder and, when selecting, score it; inside its nested MLflow run."""
+    """Merge one candidate into its folder and, when selecting, score it (on `held_out`, the stage's selection
+    data, for a held-out loss); inside its nested MLflow run."""
     from workbench.merging.engine import mergekit_config, run_mergekit
     from workbench.merging.methods import applicable
     from workbench.merging.select import score_candidate
@@ -145,9 +150,8 @@ def _merge_one(
                 f"  {pruning.index_order_ties} pruned tensor(s) kept equal magnitudes at the cut in index order"
             )
         if select is not None:
-            data = ctx.resolve(select.data) if select.data is not None else None
             compared = {name: ctx.inputs[name].metrics for name in select.compare}
-            scored = score_candidate(candidate.index, folder, select, data, compared)
+            scored = score_candidate(candidate.index, folder, select, held_out, compared)
             value = scored.metrics.get(select.metric, float("nan"))
             ctx.console.print(f"  candidate {candidate.index}: {select.metric} = {value:.4f}")
             row |= scored.metrics | {"violations": "; ".join(scored.violations)}

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from workbench.api import DataFile, ModelPath, Named, StageName, StageRef, StrictModel
+from workbench.api import DataSet, ModelPath, Named, StageName, StageRef, StrictModel
 
 
 class MergeInput(StrictModel):
@@ -42,7 +42,7 @@ class SelectSpec(StrictModel):
     mode: Literal["min", "max"] | None = None
     """Whether lower or higher is better. Default: `min` for eval_loss; required for suite metrics."""
 
-    data: DataFile | None = None
+    data: DataSet | None = None
     """Held-out chat data (JSONL, JSON, Parquet) for `eval_loss`: mean loss per assistant token."""
 
     suite: Annotated[str, Named("suite")] | None = None

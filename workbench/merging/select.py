@@ -3,10 +3,11 @@ with gates on the suite's other metrics as constraints."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from workbench.errors import StageError
 
@@ -48,12 +49,13 @@ class Scored:
 
 
 def score_candidate(
-    index: int, folder: Path, select: SelectSpec, data: Path | None, compared: dict[str, dict[str, float]]
+    index: int, folder: Path, select: SelectSpec, data: HeldOutData | None, compared: dict[str, dict[str, float]]
 ) -> Scored:
-    """Measure the model in `folder` as `select` asks (held-out loss on the file `data`, or its suite) and check
-    the constraints; `compared` holds the metrics of the stages in `select.compare`."""
+    """Measure the model in `folder` as `select` asks (held-out loss on `data`, the stage's one `HeldOutData` for
+    `select.data`, or its suite) and check the constraints; `compared` holds the metrics of the stages in
+    `select.compare`."""
     if select.metric == EVAL_LOSS:
-        loss, counts = held_out_loss(folder, data, select.data, select.max_length)
+        loss, counts = data.loss(folder)
         metrics = {EVAL_LOSS: loss} | counts
     else:
         metrics = suite_metrics(folder, select.suite, select.limit, select.batch_size)
@@ -74,37 +76,99 @@ def pick_best(scored: list[Scored], metric: str, mode: Literal["min", "max"]) ->
 
 
 def held_out_loss(model_dir: Path, data: Path, source: str, max_length: int) -> tuple[float, dict[str, float]]:
-    """Mean cross-entropy per assistant token over the chat records in `data`, and counts of what was used.
+    """`HeldOutData(data, source, max_length).loss(model_dir)`, for one model; score several with one
+    `HeldOutData`, which reads and tokenizes the file once."""
+    return HeldOutData(data, source, max_length).loss(model_dir)
 
-    Malformed records and records with no assistant token inside max_length are skipped and counted.
+
+@dataclass
+class _Prepared:
+    """The selection records as one tokenizer encodes them: per scored record its input ids `[1, S]` and its
+    targets (ids shifted by one, -100 outside assistant turns), and how many records had no assistant token."""
+
+    batches: list[tuple[Any, Any]]
+    empty: int
+
+
+class HeldOutData:
+    """A merge stage's selection data (`select.data`): read once, tokenized once per distinct tokenizer (the
+    candidates normally share one), and scored on each candidate.
+
+    `loss(model_dir)` is the mean cross-entropy per assistant token over the chat records, with counts of what was
+    used. Malformed records and records with no assistant token inside max_length are skipped and counted.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from workbench.data.chat import load_chat_records
+    def __init__(self, data: Path, source: str, max_length: int):
+        self.data, self.source, self.max_length = data, source, max_length
+        self._records: list | None = None
+        self._bad: set[int] = set()
+        self._prepared: dict[str, _Prepared] = {}
 
-    records, report = load_chat_records(data, source)
-    bad = report.bad_locations()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    total, tokens, used, empty = 0.0, 0, 0, 0
-    with torch.no_grad():
-        for record in records:
-            if record.location in bad:
-                continue
-            ids, labels = _assistant_labels(tokenizer, record.data, max_length)
-            if not any(label != -100 for label in labels[1:]):
-                empty += 1
-                continue
-            logits = model(input_ids=torch.tensor([ids])).logits[0, :-1]
-            target = torch.tensor(labels[1:])
-            total += torch.nn.functional.cross_entropy(logits, target, ignore_index=-100, reduction="sum").item()
-            tokens += int((target != -100).sum())
-            used += 1
-    if not tokens:
-        raise StageError(f"{source}: no record has an assistant turn to score (of {len(records)} records)")
-    counts = {"records_used": float(used), "records_skipped": float(len(bad) + empty)}
-    return total / tokens, counts
+    def records(self) -> list:
+        """The file's readable records (read on first use); `_bad` holds the locations of malformed ones."""
+        if self._records is None:
+            from workbench.data.chat import load_chat_records
+
+            records, report = load_chat_records(self.data, self.source)
+            self._records, self._bad = records, report.bad_locations()
+        return self._records
+
+    def prepared(self, model_dir: Path) -> _Prepared:
+        """The records encoded by the tokenizer in `model_dir`; encoded once per distinct tokenizer folder content."""
+        import torch
+        from transformers import AutoTokenizer
+
+        records = self.records()
+        key = _tokenizer_key(model_dir)
+        if key not in self._prepared:
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            batches, empty = [], 0
+            for record in records:
+                if record.location in self._bad:
+                    continue
+                ids, labels = _assistant_labels(tokenizer, record.data, self.max_length)
+                if not any(label != -100 for label in labels[1:]):
+                    empty += 1
+                    continue
+                batches.append((torch.tensor([ids]), torch.tensor(labels[1:])))
+            self._prepared[key] = _Prepared(batches, empty)
+        return self._prepared[key]
+
+    def loss(self, model_dir: Path) -> tuple[float, dict[str, float]]:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        prepared = self.prepared(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        total, tokens = 0.0, 0
+        with torch.no_grad():
+            for ids, target in prepared.batches:
+                logits = model(input_ids=ids).logits[0, :-1]
+                total += torch.nn.functional.cross_entropy(logits, target, ignore_index=-100, reduction="sum").item()
+                tokens += int((target != -100).sum())
+        if not tokens:
+            raise StageError(
+                f"{self.source}: no record has an assistant turn to score (of {len(self._records)} records)"
+            )
+        counts = {
+            "records_used": float(len(prepared.batches)),
+            "records_skipped": float(len(self._bad) + prepared.empty),
+        }
+        return total / tokens, counts
+
+
+# Files of a model folder that cannot change how its tokenizer encodes: weights, and what merging writes per
+# candidate (its mergekit config, a model card).
+_NOT_TOKENIZER = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".index.json", "README.md", "mergekit_config.yml")
+
+
+def _tokenizer_key(model_dir: Path) -> str:
+    """sha256 over every file of `model_dir` that `AutoTokenizer.from_pretrained` may read: folders with equal keys
+    encode the selection data identically."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in model_dir.iterdir() if p.is_file() and not p.name.endswith(_NOT_TOKENIZER)):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def _assistant_labels(tokenizer, record: dict, max_length: int) -> tuple[list[int], list[int]]:

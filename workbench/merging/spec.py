@@ -40,7 +40,14 @@ def load_template(name: str, root: Path) -> dict[str, Any]:
     if not path.is_file():
         known = sorted(p.stem for p in (root / TEMPLATE_DIR).glob("*.yaml"))
         raise StageError(f"merge template '{name}' not found at {path} (templates: {', '.join(known) or 'none'})")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise StageError(f"{where}: invalid YAML: {getattr(error, 'problem', None) or error}") from None
+    except UnicodeDecodeError:
+        raise StageError(f"{path}: not UTF-8 text") from None
     if not isinstance(data, dict):
         raise StageError(f"{path}: a merge template is a mapping of mergekit keys ({', '.join(TEMPLATE_KEYS)})")
     unknown = sorted(set(data) - set(TEMPLATE_KEYS))

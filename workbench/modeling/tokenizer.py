@@ -1,13 +1,19 @@
 """Train a small byte-level BPE tokenizer offline, with LFM2's special tokens, and fingerprint a saved one."""
 
+from __future__ import annotations
+
 import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
+
+if TYPE_CHECKING:
+    from workbench.api.context import StageContext
 
 # The id of each token is its index. pad/bos/eos land on 0/1/2, the `Lfm2Config` defaults. As in the LFM2 chat
 # models, the end of a turn (`<|im_end|>`) is the eos token, so generation stops after one reply.
@@ -91,6 +97,14 @@ def tokenizer_fingerprint(tokenizer_dir: Path) -> str:
         if path.is_file():
             digest.update(name.encode() + b"\0" + _canonical_bytes(path) + b"\0")
     return digest.hexdigest()
+
+
+def pinned_fingerprint(ctx: StageContext) -> str:
+    """`tokenizer_fingerprint` of the stage's pinned tokenizer: the one the executor hashed once per run and handed
+    over as `ctx.tokenizer_fingerprint`; a context built without it is hashed now and keeps the result."""
+    if ctx.tokenizer_fingerprint is None:
+        ctx.tokenizer_fingerprint = tokenizer_fingerprint(ctx.tokenizer_dir)
+    return ctx.tokenizer_fingerprint
 
 
 def _canonical_bytes(path: Path) -> bytes:

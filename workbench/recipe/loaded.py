@@ -39,9 +39,11 @@ class LoadedRecipe:
         return list(dict.fromkeys(refs))
 
     def descendants(self, names: set[str]) -> set[str]:
+        """`names` and every stage whose output depends on them (a stage that only checks against one, through
+        an unhashed reference such as `compare`, does not)."""
         found = set(names)
         for stage in self.order:
-            if any(dep in found for dep in self.dependencies(stage)):
+            if any(dep in found for dep in self.dependencies(stage, hashed_only=True)):
                 found.add(stage)
         return found
 

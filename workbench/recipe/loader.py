@@ -123,7 +123,8 @@ class _Checker:
     # -- schema --------------------------------------------------------------------------------------------------
     def validate(self, model: type, data: dict, prefix: tuple) -> Any:
         try:
-            return model.model_validate(data)
+            # by alias only: `from_` is the Python name of `from:`, not a second spelling recipes may use
+            return model.model_validate(data, by_alias=True, by_name=False)
         except ValidationError as error:
             for problem in schema_problems(error, model, data, prefix, self.catalog):
                 self.add(problem.path, problem.message, line_path=problem.line_path)
@@ -220,7 +221,7 @@ class _Checker:
             elif isinstance(marker, DataPath):
                 messages = [data_path_problem(value, marker, self.catalog, self.root, self.check_files)]
             elif isinstance(marker, ModelPath):
-                messages = [model_path_problem(value, "model folder", self.root, self.check_files)]
+                messages = [model_path_problem(value, "model folder", self.root, self.check_files, marker.hub)]
             elif isinstance(marker, Named):
                 messages = name_problems(value, marker, self.catalog, self.root, self.names)
             for message in messages:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from graphlib import CycleError, TopologicalSorter
 
 
@@ -15,13 +16,17 @@ def find_cycle(graph: dict[str, list[str]]) -> list[str]:
 
 
 def stable_order(graph: dict[str, list[str]]) -> list[str]:
-    """Inputs before the stages that use them; stages that become ready together keep the recipe's order."""
+    """Inputs before the stages that use them; otherwise the recipe's order: at each step the earliest stage whose
+    inputs are done runs next, so a gate written early stops the recipe before unrelated later stages run."""
     position = {name: index for index, name in enumerate(graph)}
     sorter = TopologicalSorter(graph)
     sorter.prepare()
+    ready: list[tuple[int, str]] = []
     order: list[str] = []
     while sorter.is_active():
-        ready = sorted(sorter.get_ready(), key=position.__getitem__)
-        order += ready
-        sorter.done(*ready)
+        for name in sorter.get_ready():
+            heapq.heappush(ready, (position[name], name))
+        _, name = heapq.heappop(ready)
+        order.append(name)
+        sorter.done(name)
     return order

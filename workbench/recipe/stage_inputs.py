@@ -67,7 +67,7 @@ def data_path_problem(value: str, marker: DataPath, catalog: Catalog, root: Path
 FOLDER_MARKERS = {"model folder": ("config.json",), "tokenizer folder": ("tokenizer.json", "tokenizer_config.json")}
 
 
-def model_path_problem(value: str, what: str, root: Path, check_files: bool) -> str | None:
+def model_path_problem(value: str, what: str, root: Path, check_files: bool, hub: bool = True) -> str | None:
     """A folder that exists and holds what `from_pretrained` reads, or a hub id (`org/name`) whose first part is not
     a folder of the project."""
     if not check_files:
@@ -80,6 +80,8 @@ def model_path_problem(value: str, what: str, root: Path, check_files: bool) -> 
         if needed and not any((local / name).is_file() for name in needed):
             return f"'{value}' is not a {what}: it holds no {' or '.join(needed)}"
         return None
+    if not hub:
+        return f"{what} not found: '{value}' (relative to {root}); this field takes a local folder, not a hub id"
     first = Path(value).parts[0] if Path(value).parts else value
     looks_local = value.startswith((".", "/", "~")) or not HUB_ID.match(value) or (root / first).is_dir()
     if looks_local:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -66,12 +68,13 @@ def run_recipe(
         status, outcomes = "FAILED", []
         try:
             tokenizer_dir = ensure_tokenizer(loaded, plan.store.root, plan.tokenizer_hash, plan.chat_template)
+            pinned = cache(lambda: _fingerprint(tokenizer_dir))  # hashed once per run, and only if a stage runs
             for stage in selected:
                 if stage.status == "cached" and stage.name not in forced:
                     outcome, halt = _log_cached(loaded, tracker, plan, stage, tags, console)
                 else:
                     outcome, halt = _execute(
-                        loaded, tracker, plan, stage, tags, tokenizer_dir, stage.name in forced, console
+                        loaded, tracker, plan, stage, tags, tokenizer_dir, pinned, stage.name in forced, console
                     )
                 outcomes.append(outcome)
                 if halt:
@@ -138,8 +141,30 @@ def _inputs(plan: Plan, stage: PlannedStage) -> dict[str, StageInput]:
     }
 
 
-def _review(loaded, plan: Plan, stage: PlannedStage, run, console: Console) -> str | None:
-    """The kind's verdict on the recorded output (gates), for fresh and cached stages alike; returns a halt reason."""
+def _fingerprint(tokenizer_dir: Path) -> str:
+    from workbench.modeling.tokenizer import tokenizer_fingerprint
+
+    return tokenizer_fingerprint(tokenizer_dir)
+
+
+def _as_recorded(info: dict) -> dict:
+    """`info` as `stage.json` holds it (JSON types, sorted keys), as a cached stage's review sees it: not read back."""
+    return json.loads(json.dumps(info, sort_keys=True, default=str))
+
+
+def _review(
+    loaded,
+    plan: Plan,
+    stage: PlannedStage,
+    run,
+    console: Console,
+    info: dict,
+    inputs: dict[str, StageInput] | None = None,
+) -> str | None:
+    """The kind's verdict on the recorded output (gates), for fresh and cached stages alike; returns a halt reason.
+
+    `info` is the stage's `stage.json` as the caller holds it (never read again here); `inputs` the input stages
+    when the caller has read them already."""
     kind = loaded.catalog.kinds[stage.kind]
     if kind.review is None:
         return None
@@ -147,8 +172,8 @@ def _review(loaded, plan: Plan, stage: PlannedStage, run, console: Console) -> s
     review = kind.review(
         ReviewContext(
             config=loaded.stages[stage.name],
-            info=plan.store.read_info(stage.name, stage.hash),
-            inputs=_inputs(plan, stage),
+            info=info,
+            inputs=_inputs(plan, stage) if inputs is None else inputs,
             project=loaded.project,
             tracker=run,
             console=console,
@@ -172,20 +197,22 @@ def _log_cached(loaded, tracker, plan: Plan, stage: PlannedStage, tags: dict, co
         run.log_metrics(info.get("metrics", {}))
         run.log_dict(info, "stage.json")
         console.print(f"[green]✓[/] {stage.name} ({stage.kind}) cached [dim]{stage.hash[:12]}[/]")
-        halt = _review(loaded, plan, stage, run, console)
+        halt = _review(loaded, plan, stage, run, console, info)
     outcome = StageOutcome(stage.name, "cached", plan.store.final_dir(stage.name, stage.hash), 0.0)
     return outcome, halt
 
 
-def _execute(loaded, tracker, plan: Plan, stage: PlannedStage, tags, tokenizer_dir, fresh, console):
-    from workbench.modeling.tokenizer import tokenizer_fingerprint
+def _execute(
+    loaded, tracker, plan: Plan, stage: PlannedStage, tags, tokenizer_dir, pinned: Callable[[], str], fresh, console
+):
+    """Run one stage; `pinned()` is the pinned tokenizer's fingerprint, hashed once per run."""
     from workbench.tracking import flatten
 
     config = loaded.stages[stage.name]
     inputs = _inputs(plan, stage)
-    pinned = tokenizer_fingerprint(tokenizer_dir)
+    fingerprint = pinned()
     for dep, given in inputs.items():
-        if given.info.get("tokenizer_fingerprint") not in (None, pinned):
+        if given.info.get("tokenizer_fingerprint") not in (None, fingerprint):
             raise StageError(
                 f"stage '{stage.name}': input '{dep}' was made with a different tokenizer than the recipe pins"
             )
@@ -196,7 +223,17 @@ def _execute(loaded, tracker, plan: Plan, stage: PlannedStage, tags, tokenizer_d
     started = time.time()
     with tracker.stage_run(stage.name, _stage_tags(stage, tags) | {"workbench.resumed": str(resuming).lower()}) as run:
         run.log_params(flatten(config.model_dump(mode="json", by_alias=True), "stage"))
-        ctx = StageContext(loaded.project, config, stage.hash, tmp, inputs, tokenizer_dir, run, console)
+        ctx = StageContext(
+            loaded.project,
+            config,
+            stage.hash,
+            tmp,
+            inputs,
+            tokenizer_dir,
+            run,
+            console,
+            tokenizer_fingerprint=fingerprint,
+        )
         result = loaded.catalog.kinds[stage.kind].run(ctx)
         info = {
             "name": stage.name,
@@ -207,7 +244,7 @@ def _execute(loaded, tracker, plan: Plan, stage: PlannedStage, tags, tokenizer_d
             "metrics": result.metrics,
             "details": result.details,
             "mlflow_run_id": run.run_id,
-            "tokenizer_fingerprint": pinned,
+            "tokenizer_fingerprint": fingerprint,
             "started": started,
             "seconds": round(time.time() - started, 3),
             "resumed": resuming,
@@ -218,6 +255,6 @@ def _execute(loaded, tracker, plan: Plan, stage: PlannedStage, tags, tokenizer_d
         run.log_dict(info, "stage.json")
         final = plan.store.commit(stage.name, stage.hash)
         console.print(f"[green]✓[/] {stage.name} done in {info['seconds']:.1f}s → {final}")
-        halt = result.halt or _review(loaded, plan, stage, run, console)
+        halt = result.halt or _review(loaded, plan, stage, run, console, _as_recorded(info), inputs)
     outcome = StageOutcome(stage.name, "resumed" if resuming else "ran", final, info["seconds"])
     return outcome, halt

@@ -7,7 +7,7 @@ tokenizer and the environment fingerprint.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from workbench.api.markers import DataPath, ModelPath, Named
 from workbench.errors import WorkbenchError
@@ -24,7 +24,10 @@ class PlannedStage:
     inputs: dict[str, str]
     """Input stage name -> its hash (every stage it reads, hashed into it or not)."""
     status: str
-    """'cached' (output exists), 'resume' (an interrupted run left checkpoints) or 'run'."""
+    """'cached' (output exists), 'damaged' (output exists but its files changed), 'resume' (an interrupted run left
+    checkpoints) or 'run'."""
+    damage: list[str] = field(default_factory=list)
+    """For 'damaged': how the files differ from the recorded manifest."""
 
 
 @dataclass(frozen=True)
@@ -128,14 +131,17 @@ def make_plan(loaded: LoadedRecipe) -> Plan:
         }
         stage_hash = digest_json(payload)
         hashes[name] = stage_hash
-        if store.is_done(name, stage_hash):
+        damage = store.damage(name, stage_hash) if store.is_done(name, stage_hash) else []
+        if store.is_done(name, stage_hash) and not damage:
             status = "cached"
+        elif damage:
+            status = "damaged"  # its files changed after it finished: never handed downstream, it runs again
         elif store.has_checkpoints(name, stage_hash):
             status = "resume"
         else:
             status = "run"
         inputs = {dep: hashes[dep] for dep in loaded.dependencies(name)}
-        planned.append(PlannedStage(name, config.kind, stage_hash, inputs, status))
+        planned.append(PlannedStage(name, config.kind, stage_hash, inputs, status, damage))
     return Plan(planned, tokenizer_hash, chat_template, store)
 
 

@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from workbench.fsio import publish_folder
+from workbench.fsio import publish_folder, remove_retired
+from workbench.hashing import manifest_problems
 
 SHORT_HASH = 16
 
@@ -31,12 +32,19 @@ class StageStore:
         """An interrupted run left trainer checkpoints: the next run resumes from them."""
         return (self.tmp_dir(stage, stage_hash) / "checkpoints").is_dir()
 
+    def damage(self, stage: str, stage_hash: str, full: bool = False) -> list[str]:
+        """How a finished stage's files differ from those its `stage.json` recorded (missing, resized, or, when
+        `full` or a file's mtime moved, rewritten); [] when intact or when the stage recorded no manifest."""
+        info = self.read_info(stage, stage_hash)
+        return manifest_problems(self.final_dir(stage, stage_hash), info.get("outputs", {}), full=full)
+
     def read_info(self, stage: str, stage_hash: str) -> dict[str, Any]:
         return json.loads((self.final_dir(stage, stage_hash) / "stage.json").read_text())
 
     def prepare(self, stage: str, stage_hash: str, fresh: bool) -> Path:
         """The temporary folder to write into; kept from an interrupted run unless `fresh`."""
         tmp = self.tmp_dir(stage, stage_hash)
+        remove_retired(self.final_dir(stage, stage_hash))
         if fresh and tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ class DistillStageConfig(StageConfig, PretrainFields):
     teacher: StageName | None = None
     """The teacher as an earlier stage: required in online mode; in cached mode the cache must come from it."""
 
-    teacher_model: Annotated[str, ModelPath()] | None = None
+    teacher_model: Annotated[str, ModelPath(hub=False)] | None = None
     """Or: the teacher as a model folder on disk (same rules as `teacher`)."""
 
     loss: TopKDistillConfig = TopKDistillConfig()

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 
 from workbench.api import (
     DataFile,
+    ModelPath,
     ModelSource,
     Named,
     RecipeView,
@@ -36,6 +37,9 @@ class EvaluateStageConfig(StageConfig, ModelSource):
 
     kind: Literal["evaluate"]
     """Stage kind."""
+
+    model: Annotated[str, ModelPath(hash_prefix="model:", hub=False)] | None = None
+    """Or: a model folder on disk to evaluate (hashed by content)."""
 
     suites: list[SuiteName] = Field(min_length=1)
     """Suites to run: `instruction_following`, `json_schema`, `tool_use` (from `evals/`), or any stock

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from workbench.api import DataFile, ModelPath, ModelSource, StageConfig, StageContext, StageKind, StageResult
+from workbench.api import DataSet, ModelPath, ModelSource, StageConfig, StageContext, StageKind, StageResult
 from workbench.preference.pairs import PAIRS_FILE
 
 
@@ -21,7 +21,7 @@ class PairsStageConfig(StageConfig, ModelSource):
     kind: Literal["pairs"]
     """Stage kind."""
 
-    data: DataFile
+    data: DataSet
     """Prompts: chat records (`messages`, `tools`) whose last assistant turn, if any, is the reference reply,
     with the scoring fields the judge needs (`instruction_id_list`/`kwargs`, `json_schema`, `tool_calls`)."""
 
@@ -53,7 +53,7 @@ class PairsStageConfig(StageConfig, ModelSource):
     """`verifier`: the evaluation checkers named by each record's scoring fields (IFEval instructions, JSON
     schema, gold tool calls); `reward_model`: the score of the `reward_model` folder."""
 
-    reward_model: Annotated[str, ModelPath()] | None = None
+    reward_model: Annotated[str, ModelPath(hub=False)] | None = None
     """A sequence-classification model folder (for `judge: reward_model`); hashed like a data file."""
 
     reward_batch_size: int = Field(default=16, ge=1)

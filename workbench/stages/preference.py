@@ -14,8 +14,8 @@ from pydantic import Field, model_validator
 
 from workbench.annotate.source import is_argilla_uri, resolve_argilla_source
 from workbench.api import (
-    DataFile,
     DataPath,
+    DataSet,
     ModelSource,
     StageConfig,
     StageContext,
@@ -43,14 +43,14 @@ class PreferenceStageConfig(StageConfig, ModelSource, TrainerFields):
     reference_from: StageName | None = None
     """Earlier stage whose model is the reference. Default: the starting model itself."""
 
-    data: Annotated[str, DataPath("file", schemes=("argilla",))] | None = None
+    data: Annotated[str, DataPath("any", schemes=("argilla",))] | None = None
     """Preference pairs file: `messages`/`prompt` + `chosen` + `rejected` (also trl's formats; docs/preference.md),
     or `argilla://WORKSPACE/DATASET`: annotations pulled from Argilla at plan time; their hash enters the cache key."""
 
     pairs_from: Annotated[str, StageRef(kinds=("pairs",))] | None = None
     """Earlier `pairs` stage whose generated pairs to train on (with `data`'s, when both are given)."""
 
-    eval_data: DataFile | None = None
+    eval_data: DataSet | None = None
     """Held-out pairs: loss, reward margins and preference accuracy before and after training."""
 
     preset: Preset = Preset.LFM2

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from workbench.api import DataFile, ModelSource, StageConfig, StageContext, StageKind, StageResult
+from workbench.api import DataSet, ModelSource, StageConfig, StageContext, StageKind, StageResult
 from workbench.training.lora import LoraSettings
 from workbench.training.settings import TrainerFields
 
@@ -17,10 +17,10 @@ class SFTStageConfig(StageConfig, ModelSource, TrainerFields):
     kind: Literal["sft"]
     """Stage kind."""
 
-    data: DataFile
+    data: DataSet
     """Training data: JSONL, JSON, Parquet or a saved dataset folder, relative to the project root."""
 
-    eval_data: DataFile | None = None
+    eval_data: DataSet | None = None
     """Held-out chat data for eval loss (before and after training) and sample generations."""
 
     max_length: int = Field(default=1024, ge=8)

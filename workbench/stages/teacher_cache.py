@@ -37,7 +37,7 @@ def run(ctx: StageContext) -> StageResult:
     from workbench.distill.corpus import load_corpus
     from workbench.distill.teacher import check_teacher_tokenizer, teacher_hash
     from workbench.distill.topk_cache import CacheIdentity, build_topk_cache
-    from workbench.modeling.tokenizer import tokenizer_fingerprint
+    from workbench.modeling.tokenizer import pinned_fingerprint
 
     config: TeacherCacheStageConfig = ctx.config
     tokenizer = ctx.tokenizer()
@@ -48,7 +48,7 @@ def run(ctx: StageContext) -> StageResult:
     identity = CacheIdentity(
         teacher=config.from_ or config.model,
         teacher_hash=teacher_hash(source),
-        tokenizer_hash=tokenizer_fingerprint(ctx.tokenizer_dir),
+        tokenizer_hash=pinned_fingerprint(ctx),
         corpus_digest=corpus.digest,
         k=config.k,
         seq_len=config.seq_len,

@@ -4,6 +4,7 @@ from workbench.evaluation.scorers.json_output import (
     ExtractResult,
     JsonScore,
     extract_json,
+    schema_validator,
     score_json,
 )
 from workbench.evaluation.scorers.tool_calls import (
@@ -24,6 +25,7 @@ __all__ = [
     "ToolCallScore",
     "extract_json",
     "parse_tool_calls",
+    "schema_validator",
     "score_json",
     "score_tool_calls",
 ]

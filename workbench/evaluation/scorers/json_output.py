@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from textwrap import shorten
 from typing import Any, Literal
 
@@ -106,14 +107,14 @@ def score_json(output: str, schema: dict, gold: dict | None = None, strict: bool
     Raises `ValueError` if `schema` itself is not a valid schema: that is a suite bug, not a model error.
     """
     try:
-        Draft202012Validator.check_schema(schema)
+        validator = schema_validator(schema)
     except SchemaError as exc:
         raise ValueError(f"invalid JSON schema: {exc.message}") from exc
     extracted = extract_json(output, strict=strict)
     if not extracted.ok:
         accuracy = None if gold is None else 0.0
         return JsonScore(parsed=False, valid=False, field_accuracy=accuracy, errors=[extracted.error])
-    violations = sorted(Draft202012Validator(schema).iter_errors(extracted.value), key=lambda e: e.json_path)
+    violations = sorted(validator.iter_errors(extracted.value), key=lambda e: e.json_path)
     errors = [_short(f"{error.json_path}: {error.message}") for error in violations]
     valid = not errors
     accuracy = None
@@ -121,6 +122,24 @@ def score_json(output: str, schema: dict, gold: dict | None = None, strict: bool
         accuracy, mismatches = field_accuracy(gold, extracted.value)
         errors += mismatches
     return JsonScore(parsed=True, valid=valid, field_accuracy=accuracy, errors=errors)
+
+
+def schema_validator(schema: Any) -> Draft202012Validator:
+    """A Draft 2020-12 validator for `schema`, which is checked against the meta-schema (raising `SchemaError`)
+    once per process per distinct schema: validators are kept by the schema's JSON text."""
+    try:
+        text = json.dumps(schema)
+    except (TypeError, ValueError):  # not JSON (a set, a circular reference): checked every time, as it may change
+        Draft202012Validator.check_schema(schema)
+        return Draft202012Validator(schema)
+    return _validator(text)
+
+
+@lru_cache(maxsize=4096)
+def _validator(text: str) -> Draft202012Validator:
+    schema = json.loads(text)  # its own copy: a caller changing its dict later cannot change the cached validator
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
 
 
 def field_accuracy(gold: dict, value: Any) -> tuple[float, list[str]]:
