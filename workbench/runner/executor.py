@@ -18,6 +18,7 @@ from rich.console import Console
 from workbench.api.context import ReviewContext, StageContext, StageInput
 from workbench.errors import StageError, StageHalted, WorkbenchError
 from workbench.fsio import write_json_atomic
+from workbench.hashing import folder_manifest
 from workbench.recipe.loaded import LoadedRecipe
 from workbench.runner.plan import Plan, PlannedStage, make_plan
 from workbench.runner.tokenizer import ensure_tokenizer
@@ -73,9 +74,12 @@ def run_recipe(
                 if stage.status == "cached" and stage.name not in forced:
                     outcome, halt = _log_cached(loaded, tracker, plan, stage, tags, console)
                 else:
-                    outcome, halt = _execute(
-                        loaded, tracker, plan, stage, tags, tokenizer_dir, pinned, stage.name in forced, console
-                    )
+                    if stage.status == "damaged":
+                        console.print(
+                            f"[red]{stage.name}[/]: output changed after it finished ({'; '.join(stage.damage)})"
+                        )
+                    fresh = stage.name in forced or stage.status == "damaged"
+                    outcome, halt = _execute(loaded, tracker, plan, stage, tags, tokenizer_dir, pinned, fresh, console)
                 outcomes.append(outcome)
                 if halt:
                     raise StageHalted(halt)
@@ -197,7 +201,8 @@ def _log_cached(loaded, tracker, plan: Plan, stage: PlannedStage, tags: dict, co
         run.log_metrics(info.get("metrics", {}))
         run.log_dict(info, "stage.json")
         console.print(f"[green]✓[/] {stage.name} ({stage.kind}) cached [dim]{stage.hash[:12]}[/]")
-        halt = _review(loaded, plan, stage, run, console, info)
+        # a halt the stage asked for when it ran holds for its cached output too
+        halt = info.get("halt") or _review(loaded, plan, stage, run, console, info)
     outcome = StageOutcome(stage.name, "cached", plan.store.final_dir(stage.name, stage.hash), 0.0)
     return outcome, halt
 
@@ -249,6 +254,9 @@ def _execute(
             "seconds": round(time.time() - started, 3),
             "resumed": resuming,
             "pid": os.getpid(),
+            "halt": result.halt,
+            # size, mtime and sha256 of every file: plan notices a damaged output, `workbench verify` checks bytes
+            "outputs": folder_manifest(tmp, skip=("stage.json", "checkpoints")),
         }
         write_json_atomic(tmp / "stage.json", info)
         run.log_metrics(result.metrics)
