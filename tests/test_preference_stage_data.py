@@ -104,6 +104,7 @@ def _recipe(tmp_path, stage: dict):
         "stages": [{"name": "base", "kind": "init", "architecture": "pairs.jsonl"}, stage],
     }
     (tmp_path / "tok").mkdir(exist_ok=True)
+    (tmp_path / "tok" / "tokenizer.json").write_text("{}")  # validate wants a tokenizer folder to look like one
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path

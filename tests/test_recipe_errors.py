@@ -270,6 +270,10 @@ CASES = {
         HEADER + SFT + "    model: org/model\n",
         ["r.yaml:9: sft: give exactly one of 'from' or 'model'"],
     ),
+    "sft: the Python name of an aliased field": (
+        HEADER + stage("name: sft", "kind: sft", "from_: base", "data: data/chat.jsonl"),
+        ["r.yaml:11: sft: unknown field 'from_' (did you mean 'from'?)"],
+    ),
     "sft: missing required field": (
         HEADER + stage("name: sft", "kind: sft", "from: base"),
         ["r.yaml:9: sft: missing required field 'data'"],
@@ -355,7 +359,11 @@ CASES = {
     ),
     "evaluate: both from and model": (
         HEADER + stage("name: ev", "kind: evaluate", "from: base", "model: some/folder", "suites: [json_schema]"),
-        ["r.yaml:9: ev: give exactly one of 'from' or 'model'"],
+        [
+            "r.yaml:9: ev: give exactly one of 'from' or 'model'",
+            "r.yaml:12: ev.model: model folder not found: 'some/folder' (relative to {root}); this field takes a "
+            "local folder, not a hub id",
+        ],
     ),
     "evaluate: gate on a metric the suite does not report": (
         HEADER

@@ -16,7 +16,7 @@ from filelock import FileLock, Timeout
 from rich.console import Console
 
 from workbench.api.context import ReviewContext, StageContext, StageInput
-from workbench.errors import StageError, StageHalted, WorkbenchError
+from workbench.errors import StageError, StageHalted, WorkbenchError, did_you_mean
 from workbench.fsio import write_json_atomic
 from workbench.hashing import folder_manifest
 from workbench.recipe.loaded import LoadedRecipe
@@ -95,7 +95,8 @@ def run_recipe(
 def _check_names(loaded: LoadedRecipe, names: set[str]) -> None:
     unknown = sorted(names - set(loaded.stages))
     if unknown:
-        raise WorkbenchError(f"{loaded.path}: no stage named {', '.join(repr(n) for n in unknown)}")
+        hint = did_you_mean(unknown[0], list(loaded.stages))
+        raise WorkbenchError(f"{loaded.path}: no stage named {', '.join(repr(n) for n in unknown)}{hint}")
 
 
 def _check_only_inputs(plan: Plan, selected: list[PlannedStage], only: set[str]) -> None:

@@ -89,6 +89,11 @@ class EvaluateStageConfig(StageConfig, ModelSource):
         for suite in self.data:
             if suite not in self.suites:
                 recipe.problem(("data", suite), f"'data' names suite '{suite}', which 'suites' does not list")
+            elif recipe.members("suite", suite) is None:
+                ours = ", ".join(recipe.names("suite"))
+                recipe.problem(
+                    ("data", suite), f"'data' replaces the data of workbench's suites ({ours}), not of '{suite}'"
+                )
 
 
 def run(ctx: StageContext) -> StageResult:
