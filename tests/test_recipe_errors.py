@@ -617,3 +617,18 @@ def test_a_model_folder_must_look_loadable(project):
         "r.yaml:11: sft.model: 'notamodel' is not a model folder: it holds no config.json",
         "r.yaml:15: sft2.model: 'weights.bin' is a file; a model folder is expected here",
     ]
+
+
+def test_records_may_be_a_saved_dataset_folder_but_not_any_folder(project):
+    import datasets
+
+    datasets.Dataset.from_list([{"messages": [{"role": "user", "content": "hi"}]}]).save_to_disk(project / "saved")
+    (project / "empty").mkdir()
+    ok = HEADER + stage("name: sft", "kind: sft", "from: base", "data: saved")
+    (project / "ok.yaml").write_text(ok)
+    assert load_recipe(project / "ok.yaml", root=project).stages["sft"].data == "saved"
+    text = HEADER + stage("name: sft", "kind: sft", "from: base", "data: empty")
+    assert errors_of(project, text) == [
+        "r.yaml:12: sft.data: 'empty' is a folder but not a saved dataset (no dataset_info.json or dataset_dict.json "
+        "in it)"
+    ]

@@ -37,7 +37,8 @@ class StageRef:
 class DataPath:
     """The value is a file or folder relative to the project root; its content enters the stage's hash."""
 
-    kind: Literal["file", "folder", "any"] = "any"
+    kind: Literal["file", "folder", "dataset", "any"] = "any"
+    """`dataset`: a records file, or a folder saved by `datasets`' `save_to_disk`."""
     schemes: tuple[str, ...] = ()
     """URI schemes accepted instead of a path (`argilla`); each is resolved by a scheme in the catalog."""
 
@@ -65,7 +66,7 @@ Marker = StageRef | DataPath | ModelPath | Named
 
 StageName = Annotated[str, StageRef()]
 DataFile = Annotated[str, DataPath("file")]
-DataSet = Annotated[str, DataPath("any")]
+DataSet = Annotated[str, DataPath("dataset")]
 """Records: a JSONL, JSON or Parquet file, or a saved Hugging Face dataset folder."""
 DataFolder = Annotated[str, DataPath("folder")]
 ModelSourcePath = Annotated[str, ModelPath()]

@@ -12,6 +12,8 @@ from workbench.api.kinds import Catalog
 from workbench.api.markers import DataPath, Named, StageRef
 from workbench.errors import did_you_mean
 
+# What `datasets.save_to_disk` writes at the top of a Dataset or DatasetDict folder.
+SAVED_DATASET = ("dataset_info.json", "dataset_dict.json")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -60,6 +62,8 @@ def data_path_problem(value: str, marker: DataPath, catalog: Catalog, root: Path
         return f"'{value}' is a folder; a file is expected here"
     if marker.kind == "folder" and not local.is_dir():
         return f"'{value}' is a file; a folder is expected here"
+    if marker.kind == "dataset" and local.is_dir() and not any((local / name).is_file() for name in SAVED_DATASET):
+        return f"'{value}' is a folder but not a saved dataset (no {' or '.join(SAVED_DATASET)} in it)"
     return None
 
 

@@ -43,7 +43,7 @@ class PreferenceStageConfig(StageConfig, ModelSource, TrainerFields):
     reference_from: StageName | None = None
     """Earlier stage whose model is the reference. Default: the starting model itself."""
 
-    data: Annotated[str, DataPath("any", schemes=("argilla",))] | None = None
+    data: Annotated[str, DataPath("dataset", schemes=("argilla",))] | None = None
     """Preference pairs file: `messages`/`prompt` + `chosen` + `rejected` (also trl's formats; docs/preference.md),
     or `argilla://WORKSPACE/DATASET`: annotations pulled from Argilla at plan time; their hash enters the cache key."""
 
