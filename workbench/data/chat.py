@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from workbench.data.records import Record, read_records
+from workbench.data.tool_calls import has_tool_calls, lfm2_turn, tool_calls_problem
 
 ROLES = {"system", "user", "assistant", "tool"}
 SHOWN_LOCATIONS = 8
@@ -66,12 +67,24 @@ def read_with_report(path: Path, source: str) -> tuple[list[Record], DataReport]
 
 
 def load_chat_records(path: Path, source: str) -> tuple[list[Record], DataReport]:
-    """Read a chat dataset and check every record; returns all readable records and the report."""
+    """Read a chat dataset and check every record; returns all readable records and the report.
+
+    Records without problems come back with OpenAI `tool_calls` rewritten as LFM2 call blocks (`lfm2_chat`).
+    """
     records, report = read_with_report(path, source)
+    out = []
     for record in records:
-        for problem in chat_record_problems(record.data):
+        problems = chat_record_problems(record.data)
+        for problem in problems:
             report.add(problem, record.location)
-    return records, report
+        out.append(record if problems else Record(record.location, lfm2_chat(record.data)))
+    return out, report
+
+
+def lfm2_chat(data: dict) -> dict:
+    """A checked chat record (no `chat_record_problems`) with each assistant turn's OpenAI `tool_calls` written
+    into its content as an LFM2 call block, so any chat template renders it."""
+    return {**data, "messages": [lfm2_turn(message) for message in data["messages"]]}
 
 
 def chat_record_problems(data: dict) -> list[str]:
@@ -90,6 +103,11 @@ def chat_record_problems(data: dict) -> list[str]:
         elif role not in ROLES:
             problems.add(f"with an unknown role (not one of {', '.join(sorted(ROLES))})")
         content = message.get("content")
+        calls_problem = tool_calls_problem(message)
+        if calls_problem:
+            problems.add(calls_problem)
+        if has_tool_calls(message) and (content is None or isinstance(content, str)):
+            continue  # the calls are the turn (OpenAI writes `content: null` beside them)
         if not isinstance(content, str):
             problems.add("with a message missing its 'content' text")
         elif not content.strip():

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.data.chat import OVERLENGTH, ROLES, DataReport, InvalidPolicy, OverlengthPolicy, read_with_report
+from workbench.data.tool_calls import has_tool_calls, lfm2_turn, tool_calls_problem
 from workbench.errors import StageError
 
 PROMPT_FILLS = "with a prompt that fills max_length (no response token would be left)"
@@ -69,7 +70,11 @@ def _as_turns(value: Any, role: str) -> list[dict[str, Any]] | None:
 def _turn_problems(turns: list, what: str) -> list[str]:
     problems = set()
     for turn in turns:
-        if not isinstance(turn, dict) or not isinstance(turn.get("content"), str):
+        calls_problem = tool_calls_problem(turn) if isinstance(turn, dict) else None
+        if calls_problem:
+            problems.add(calls_problem)
+        content = turn.get("content") if isinstance(turn, dict) else None
+        if not isinstance(content, str) and not (content is None and has_tool_calls(turn)):
             problems.add(f"with a {what} turn missing its 'content' text")
         elif turn.get("role") not in ROLES:
             problems.add(f"with a {what} turn of unknown role (not one of {', '.join(sorted(ROLES))})")
@@ -106,6 +111,8 @@ def normalize_pair(location: int, data: dict[str, Any]) -> tuple[Pair | None, li
     )
     if problems:
         return None, problems
+    # OpenAI `tool_calls` become LFM2 call blocks in the content (checked above), as for training chats.
+    prompt, chosen, rejected = ([lfm2_turn(turn) for turn in turns] for turns in (prompt, chosen, rejected))
     tools = data.get("tools")
     if tools is not None and not isinstance(tools, list):
         return None, ["with 'tools' that is not a list"]

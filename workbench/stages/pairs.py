@@ -107,7 +107,7 @@ def run(ctx: StageContext) -> StageResult:
 
 
 def _prompt_items(ctx: StageContext):
-    from workbench.data.chat import DataReport, chat_record_problems
+    from workbench.data.chat import DataReport, chat_record_problems, lfm2_chat
     from workbench.data.records import read_records
     from workbench.errors import StageError
     from workbench.preference.pairs import prompt_item
@@ -124,7 +124,7 @@ def _prompt_items(ctx: StageContext):
         for problem in problems:
             report.add(problem, record.location)
         if not problems:
-            items.append(prompt_item(record.location, record.data))
+            items.append(prompt_item(record.location, lfm2_chat(record.data)))
     if report.problems:
         raise StageError("\n".join(report.lines()) + "\n(fix the prompts file)")
     if not items:
