@@ -32,3 +32,13 @@ def test_a_bom_later_in_the_file_is_still_reported(tmp_path):
     path.write_bytes((json.dumps(CHAT) + "\n").encode() + b"\xef\xbb\xbf" + json.dumps(CHAT).encode() + b"\n")
     read = read_records(path)
     assert len(read.records) == 1 and read.unreadable[0][0] == 2
+
+
+def test_openai_tool_calls_train_the_tokenizer_as_lfm2_text(tmp_path):
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    record = {"messages": [{"role": "user", "content": "weather?"}, {"role": "assistant", "content": None,
+                                                                      "tool_calls": [call]}]}  # fmt: skip
+    path = tmp_path / "calls.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    texts = list(iter_texts(path))
+    assert texts[0] == "weather?" and 'get_weather(city="Paris")' in texts[1]

@@ -113,6 +113,8 @@ def _load_hf_folder(path: Path) -> list[dict]:
 
 def iter_texts(path: Path):
     """Text for tokenizer training: message contents of chat records, `text` fields, or plain lines."""
+    from workbench.data.tool_calls import has_tool_calls, lfm2_turn, tool_calls_problem
+
     if path.suffix.lower() == ".txt":
         with path.open(encoding="utf-8-sig", errors="replace") as handle:
             yield from (line.rstrip("\r\n") for line in handle)
@@ -122,6 +124,8 @@ def iter_texts(path: Path):
         if isinstance(data.get("text"), str):
             yield data["text"]
         for message in data.get("messages") or []:
+            if isinstance(message, dict) and has_tool_calls(message) and tool_calls_problem(message) is None:
+                message = lfm2_turn(message)  # OpenAI-style calls train the tokenizer as the LFM2 text they become
             if isinstance(message, dict) and isinstance(message.get("content"), str):
                 yield message["content"]
         if data.get("tools"):
