@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from workbench.errors import RecipeError, WorkbenchError
@@ -42,14 +43,8 @@ def _global(debug: Annotated[bool, typer.Option("--debug", help="Show full trace
 def _fail(error: Exception) -> None:
     lines = [str(p) for p in error.problems] if isinstance(error, RecipeError) else [str(error)]
     for line in lines:
-        errors.print("[red]error:[/] " + _escape(line), highlight=False)
+        errors.print("[red]error:[/] " + escape(line), highlight=False)
     raise typer.Exit(code=1)
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 def handled(command: Callable) -> Callable:
@@ -75,7 +70,7 @@ def handled(command: Callable) -> Callable:
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             errors.print(
                 "[red]error:[/] "
-                + _escape(f"{type(error).__name__}: {first}")
+                + escape(f"{type(error).__name__}: {first}")
                 + " (run with --debug for the traceback)",
                 highlight=False,
             )

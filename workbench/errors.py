@@ -41,6 +41,12 @@ class StageHalted(WorkbenchError):
     """A stage finished but asked the recipe to stop (a failed gate); the message says why."""
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's message cut to its first line (a library's message may run to pages), or its type's name."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """` (did you mean 'x'?)` for the closest of `choices`, or '' when none is close."""
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)

@@ -35,9 +35,10 @@ def file_digest(path: Path) -> str:
     return _file_memo[key]
 
 
-def model_identity(location: str | Path) -> str:
-    """A model's identity for caches keyed by it: a local folder's content, or a hub id's name."""
-    path = Path(location)
+def model_identity(location: str | Path, root: Path | None = None) -> str:
+    """A model's identity for hashes and caches keyed by it: a local folder's content (`location` relative to
+    `root` when given), or, when nothing local has that name, the hub id's text."""
+    path = Path(root) / location if root is not None else Path(location)
     return file_digest(path) if path.exists() else digest_text(str(location))
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from workbench.api.config import StageConfig
-from workbench.errors import StageError
+from workbench.errors import StageError, first_line
 from workbench.tracking import StageTracker
 
 
@@ -157,8 +157,9 @@ class StageContext:
                 source, dtype=torch.float32, trust_remote_code=self.project.trust_remote_code
             )
         except OSError as error:
-            first = str(error).strip().splitlines()[0]
-            raise StageError(f"stage '{self.config.name}': model '{source}' could not be loaded: {first}") from None
+            raise StageError(
+                f"stage '{self.config.name}': model '{source}' could not be loaded: {first_line(error)}"
+            ) from None
 
     def save_model(self, model, tokenizer=None) -> None:
         """Write a complete Hugging Face model folder with the recipe's pinned tokenizer."""

@@ -102,6 +102,15 @@ def gate_table(stage: str, results: list[dict]) -> str:
     return f"stage '{stage}': {failed} of {len(results)} gates failed\n" + "\n".join(lines)
 
 
+def metric_problem(metric: str, suite: str, recipe: RecipeView) -> str | None:
+    """Why `metric` cannot come from `suite` (a metric name it does not report), or None; a suite whose metrics
+    are unknown before running (a stock lm-eval task) is given the benefit of the doubt."""
+    known = recipe.members("suite", suite)
+    if known is None or metric in known:
+        return None
+    return f"suite '{suite}' reports no metric '{metric}'{did_you_mean(metric, known)}; it reports: {', '.join(known)}"
+
+
 def gate_problems(
     gates: list[str],
     suites: list[str],
@@ -124,13 +133,9 @@ def gate_problems(
             hint = did_you_mean(gate.suite, suites) or (f" ({suites_field}: {', '.join(suites)})" if suites else "")
             which = "'suites' does not list" if suites_field == "suites" else "this stage does not run"
             recipe.problem(where, f"gate {text!r} uses suite '{gate.suite}', which {which}{hint}")
-        known = recipe.members("suite", gate.suite) if gate.suite in suites else None
-        if known is not None and gate.metric not in known:
-            recipe.problem(
-                where,
-                f"suite '{gate.suite}' reports no metric '{gate.metric}'{did_you_mean(gate.metric, known)}; "
-                f"it reports: {', '.join(known)}",
-            )
+        problem = metric_problem(gate.metric, gate.suite, recipe) if gate.suite in suites else None
+        if problem:
+            recipe.problem(where, problem)
         if gate.stage is not None:
             _comparison_problem(gate, where, compare, evaluate_stages, recipe)
 

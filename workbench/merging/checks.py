@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from workbench.api.config import RecipeView
-from workbench.errors import StageError, did_you_mean
+from workbench.errors import StageError
 
 
 def template_fit_problems(config: Any, root: Path) -> list[tuple[tuple, str]]:
@@ -38,17 +38,13 @@ def template_fit_problems(config: Any, root: Path) -> list[tuple[tuple, str]]:
 
 def selection_problems(select: Any, recipe: RecipeView) -> None:
     """The selection metric is one its suite reports, and each constraint can be checked."""
-    from workbench.evaluation.gates import gate_problems
+    from workbench.evaluation.gates import gate_problems, metric_problem
 
     where = ("select",)
     if select.suite is not None and select.metric != "eval_loss":
-        known = recipe.members("suite", select.suite)
-        if known is not None and select.metric not in known:
-            recipe.problem(
-                (*where, "metric"),
-                f"suite '{select.suite}' reports no metric '{select.metric}'{did_you_mean(select.metric, known)}; "
-                f"it reports: {', '.join(known)}",
-            )
+        problem = metric_problem(select.metric, select.suite, recipe)
+        if problem:
+            recipe.problem((*where, "metric"), problem)
     suites = [select.suite] if select.suite else []
     gate_problems(select.constraints, suites, select.compare, recipe, (*where, "constraints"), "select.suite")
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from workbench.errors import StageError
+from workbench.errors import StageError, first_line
 
 if TYPE_CHECKING:
     from workbench.merging.sparsify import LeanStats
@@ -99,7 +99,7 @@ def run_mergekit(config: dict[str, Any], out_dir: Path, seed: int | None = None)
     try:
         merge_config = MergeConfiguration.model_validate(config)
     except Exception as error:
-        raise StageError(f"invalid mergekit config: {_first_line(error)}") from None
+        raise StageError(f"invalid mergekit config: {first_line(error)}") from None
     options = MergeOptions(
         quiet=True,
         random_seed=seed,
@@ -117,7 +117,7 @@ def run_mergekit(config: dict[str, Any], out_dir: Path, seed: int | None = None)
         with _inputs_closed_after_each_read(merge_config), lean_magnitude_pruning() as pruning:
             run_merge(merge_config, str(out_dir), options)  # mergekit_config.yml is written below
     except (RuntimeError, ValueError, KeyError, OSError) as error:
-        raise StageError(f"mergekit {config['merge_method']} merge failed: {_first_line(error)}") from None
+        raise StageError(f"mergekit {config['merge_method']} merge failed: {first_line(error)}") from None
     _complete_folder(merge_config, out_dir)
     (out_dir / "mergekit_config.yml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return pruning
@@ -158,8 +158,3 @@ def _complete_folder(merge_config, out_dir: Path) -> None:
     for name in _COMPANION_FILES:
         if not (out_dir / name).exists() and (donor / name).is_file():
             shutil.copy(donor / name, out_dir / name)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -33,10 +33,8 @@ class LoadedRecipe:
 
     def dependencies(self, name: str, hashed_only: bool = False) -> list[str]:
         """The stages `name` reads (all of them, or only those whose output changes its own)."""
-        refs = [c.value for c in self.consumed(name) if isinstance(c.marker, StageRef)]
-        if hashed_only:
-            refs = [c.value for c in self.consumed(name) if isinstance(c.marker, StageRef) and c.marker.hashed]
-        return list(dict.fromkeys(refs))
+        refs = [c for c in self.consumed(name) if isinstance(c.marker, StageRef)]
+        return list(dict.fromkeys(c.value for c in refs if c.marker.hashed or not hashed_only))
 
     def descendants(self, names: set[str]) -> set[str]:
         """`names` and every stage whose output depends on them (a stage that only checks against one, through

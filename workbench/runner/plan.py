@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from workbench.api.markers import DataPath, ModelPath, Named
 from workbench.errors import WorkbenchError
-from workbench.hashing import digest_json, digest_text, env_fingerprint, file_digest
+from workbench.hashing import digest_json, digest_text, env_fingerprint, file_digest, model_identity
 from workbench.recipe.loaded import LoadedRecipe
 from workbench.runner.store import StageStore
 
@@ -53,12 +53,6 @@ def local_digest(loaded: LoadedRecipe, relative: str, what: str) -> str:
     return file_digest(local)
 
 
-def model_digest(loaded: LoadedRecipe, value: str) -> str:
-    """A model folder's content, or for a hub id (nothing local of that name) the id itself."""
-    local = loaded.root / value
-    return file_digest(local) if local.exists() else digest_text(value)
-
-
 def tokenizer_spec_hash(loaded: LoadedRecipe, chat_template: str) -> str:
     """Hash of what determines the pinned tokenizer: its source (or training data and size) and template."""
     spec = loaded.recipe.tokenizer
@@ -68,7 +62,7 @@ def tokenizer_spec_hash(loaded: LoadedRecipe, chat_template: str) -> str:
             "files": {f: local_digest(loaded, f, "tokenizer training file") for f in spec.train.files},
         }
     else:
-        source = {"path": spec.path, "content": model_digest(loaded, spec.path)}
+        source = {"path": spec.path, "content": model_identity(spec.path, loaded.root)}
     return digest_json({"tokenizer": source, "chat_template": digest_text(chat_template), **env_fingerprint()})
 
 
@@ -95,7 +89,7 @@ def consumed_digests(loaded: LoadedRecipe, name: str) -> dict[str, str]:
             else:
                 files[marker.hash_prefix + item.value] = local_digest(loaded, item.value, "file")
         elif isinstance(marker, ModelPath):
-            files[marker.hash_prefix + item.value] = model_digest(loaded, item.value)
+            files[marker.hash_prefix + item.value] = model_identity(item.value, loaded.root)
         elif isinstance(marker, Named):
             space = loaded.catalog.namespaces[marker.namespace]
             definition = space.definition(item.value, loaded.root) if space.definition else None
@@ -131,8 +125,9 @@ def make_plan(loaded: LoadedRecipe) -> Plan:
         }
         stage_hash = digest_json(payload)
         hashes[name] = stage_hash
-        damage = store.damage(name, stage_hash) if store.is_done(name, stage_hash) else []
-        if store.is_done(name, stage_hash) and not damage:
+        done = store.is_done(name, stage_hash)
+        damage = store.damage(name, stage_hash) if done else []
+        if done and not damage:
             status = "cached"
         elif damage:
             status = "damaged"  # its files changed after it finished: never handed downstream, it runs again

@@ -5,7 +5,7 @@ from __future__ import annotations
 from itertools import chain
 from pathlib import Path
 
-from workbench.errors import StageError
+from workbench.errors import StageError, first_line
 from workbench.fsio import build_folder
 from workbench.recipe.loaded import LoadedRecipe
 from workbench.runner.store import SHORT_HASH
@@ -35,7 +35,6 @@ def _build(loaded: LoadedRecipe, chat_template: str):
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=loaded.recipe.trust_remote_code)
     except (OSError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise StageError(f"tokenizer '{spec.path}' could not be loaded: {first}") from None
+        raise StageError(f"tokenizer '{spec.path}' could not be loaded: {first_line(error)}") from None
     tokenizer.chat_template = chat_template
     return tokenizer

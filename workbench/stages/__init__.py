@@ -12,7 +12,7 @@ from importlib.metadata import entry_points
 
 from workbench.annotate.source import ARGILLA
 from workbench.api.kinds import Catalog, StageKind
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, first_line
 from workbench.evaluation.suites import SUITES
 from workbench.merging.spec import TEMPLATES
 from workbench.stages import distill, evaluate, init, merge, pairs, preference, pretrain, sft, teacher_cache
@@ -41,8 +41,9 @@ def builtin_catalog(plugins: bool = True) -> Catalog:
             try:
                 kind = entry.load()
             except Exception as error:  # noqa: BLE001 (a broken plug-in is one line naming it)
-                first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-                raise WorkbenchError(f"{source} could not be loaded: {type(error).__name__}: {first}") from None
+                raise WorkbenchError(
+                    f"{source} could not be loaded: {type(error).__name__}: {first_line(error)}"
+                ) from None
             if not isinstance(kind, StageKind):
                 raise WorkbenchError(f"{source} is not a workbench.api.StageKind")
             catalog.add(kind, source)

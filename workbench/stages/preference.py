@@ -209,18 +209,14 @@ def _load_all_pairs(ctx: StageContext, tokenizer, prefix: str, sources) -> PairD
 
 
 def _ref_cache(ctx: StageContext, loss_config: PreferenceLossConfig):
-    from workbench.hashing import file_digest, model_identity
+    from workbench.hashing import model_identity
     from workbench.preference.ref_cache import RefLogpCache
 
     config: PreferenceStageConfig = ctx.config
     if not (config.cache_reference and config.precompute_ref_log_probs) or loss_config.reference_free:
         return None
-    if config.reference_from:
-        identity = file_digest(ctx.inputs[config.reference_from].model_dir)
-    elif config.from_:
-        identity = file_digest(ctx.inputs[config.from_].model_dir)
-    else:
-        identity = model_identity(ctx.model_location(config.model))
+    reference = ctx.inputs[config.reference_from].model_dir if config.reference_from else ctx.input_model()
+    identity = model_identity(reference)
     # The stage writes into <work_dir>/<recipe>/<stage>/<hash>.tmp; the cache sits at the recipe level.
     return RefLogpCache(ctx.project.store_root / REF_CACHE_FOLDER, reference=identity)
 
