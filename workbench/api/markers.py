@@ -28,6 +28,10 @@ class StageRef:
     kinds: tuple[str, ...] = ()
     """The stage kinds it may name (empty: any kind that makes a model, since the stage reads that model)."""
 
+    also: tuple[str, ...] = ()
+    """With `kinds` empty: further kinds it may name besides those that make a model (evaluate's `from` also takes
+    an export stage, whose GGUF file it scores)."""
+
     hashed: bool = True
     """False when the reference only feeds a check (a gate's comparison) and does not change this stage's output:
     the referenced stage still runs first, but its hash stays out of this stage's hash."""

@@ -81,6 +81,29 @@ def evaluate_model(
     return evaluate_lm(model, suites, manager, limit=limit, output_dir=output_dir, data=data)
 
 
+def evaluate_gguf(
+    path: Path | str,
+    suites: list[str],
+    *,
+    threads: int = 2,
+    limit: int | None = None,
+    output_dir: Path | None = None,
+    data: dict[str, str] | None = None,
+) -> EvalReport:
+    """Run `suites` on a GGUF file through llama.cpp (`workbench.export.gguf_lm`): the same tasks, prompts, chat
+    template and greedy decoding as `evaluate_model`, so the two reports compare metric by metric."""
+    from workbench.export.gguf_lm import GGUFLM
+    from workbench.export.stack import require
+
+    require()
+    manager = task_manager(suites, data)
+    model = GGUFLM(path, threads=threads)
+    try:
+        return evaluate_lm(model, suites, manager, limit=limit, output_dir=output_dir, data=data)
+    finally:
+        model.close()
+
+
 def task_manager(suites: list[str], data: dict[str, str] | None = None):
     """lm-eval's TaskManager over `evals/` (and the stock tasks) with the suites' data overrides;
     a name it does not know is an error."""

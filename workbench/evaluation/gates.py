@@ -118,22 +118,37 @@ def gate_problems(
     recipe: RecipeView,
     field: tuple = ("gates",),
     suites_field: str = "suites",
+    extra: dict[str, list[str] | None] | None = None,
 ) -> None:
     """Report, at `field[i]`, every gate that cannot be checked: a suite the stage does not run, a metric its suite
     does not report, a comparison with a stage that is not in `compare`, is not an evaluate stage or does not run
-    the gate's suite (each with a did-you-mean). `suites_field` names where the stage lists `suites`."""
+    the gate's suite (each with a did-you-mean). `suites_field` names where the stage lists `suites`; `extra` maps
+    what else the stage measures (`deploy`) to its metric names."""
     evaluate_stages = recipe.stages_of_kind("evaluate")
+    extra = extra or {}
+    measured = [*suites, *extra]
     for index, text in enumerate(gates):
         where = (*field, index)
         try:
             gate = parse_gate(text)
         except ValueError:
             continue  # the schema reported it
-        if gate.suite not in suites:
-            hint = did_you_mean(gate.suite, suites) or (f" ({suites_field}: {', '.join(suites)})" if suites else "")
+        if gate.suite not in measured:
+            hint = did_you_mean(gate.suite, measured) or (f" ({suites_field}: {', '.join(suites)})" if suites else "")
             which = "'suites' does not list" if suites_field == "suites" else "this stage does not run"
+            if gate.suite == "deploy":
+                which = "this stage does not measure (add `deploy:` and evaluate an export stage)"
             recipe.problem(where, f"gate {text!r} uses suite '{gate.suite}', which {which}{hint}")
-        problem = metric_problem(gate.metric, gate.suite, recipe) if gate.suite in suites else None
+        if gate.suite in extra:
+            known = extra[gate.suite]
+            problem = None
+            if known is not None and gate.metric not in known:
+                problem = (
+                    f"'{gate.suite}' reports no metric '{gate.metric}'{did_you_mean(gate.metric, known)}; "
+                    f"it reports: {', '.join(known)}"
+                )
+        else:
+            problem = metric_problem(gate.metric, gate.suite, recipe) if gate.suite in suites else None
         if problem:
             recipe.problem(where, problem)
         if gate.stage is not None:
@@ -147,7 +162,10 @@ def _comparison_problem(
     text, stage = gate.text, gate.stage
     kind = recipe.kind_of(stage)
     if stage in compare and kind == "evaluate":
-        runs = getattr(recipe.config_of(stage), "suites", None)
+        other = recipe.config_of(stage)
+        runs = getattr(other, "suites", None)
+        if isinstance(runs, list) and hasattr(other, "measured_groups"):
+            runs = [*runs, *other.measured_groups()]
         if isinstance(runs, list) and gate.suite not in runs:
             recipe.problem(
                 where,

@@ -29,8 +29,8 @@ def ref_problem(
             return None
         return f"unknown stage '{ref}'{did_you_mean(ref, [n for n in kinds if n != stage])}"
     kind = kinds[ref]
-    model_kinds = sorted(n for n, k in catalog.kinds.items() if k.makes_model)
-    if not marker.kinds and kind in catalog.kinds and not catalog.kinds[kind].makes_model:
+    model_kinds = sorted({*(n for n, k in catalog.kinds.items() if k.makes_model), *marker.also})
+    if not marker.kinds and kind in catalog.kinds and kind not in model_kinds:
         candidates = [n for n, k in kinds.items() if k in model_kinds and n != stage]
         hint = did_you_mean(ref, candidates)
         return (

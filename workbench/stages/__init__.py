@@ -15,7 +15,7 @@ from workbench.api.kinds import Catalog, StageKind
 from workbench.errors import WorkbenchError, first_line
 from workbench.evaluation.suites import SUITES
 from workbench.merging.spec import TEMPLATES
-from workbench.stages import distill, evaluate, init, merge, pairs, preference, pretrain, sft, teacher_cache
+from workbench.stages import distill, evaluate, export, init, merge, pairs, preference, pretrain, sft, teacher_cache
 
 BUILTIN_KINDS = (
     init.KIND,
@@ -27,6 +27,7 @@ BUILTIN_KINDS = (
     pairs.KIND,
     preference.KIND,
     merge.KIND,
+    export.KIND,
 )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from workbench.api import (
     DataFile,
@@ -28,6 +28,7 @@ from workbench.api import (
     StageRef,
     StageResult,
 )
+from workbench.export.deploy import DeploySettings
 
 SuiteName = Annotated[str, Named("suite")]
 
@@ -38,12 +39,20 @@ class EvaluateStageConfig(StageConfig, ModelSource):
     kind: Literal["evaluate"]
     """Stage kind."""
 
+    from_: Annotated[str, StageRef(also=("export",))] | None = Field(default=None, alias="from")
+    """The earlier stage whose model this stage evaluates: a stage that makes a model, or an export stage, whose
+    GGUF file is scored through llama.cpp with the same prompts, chat template and greedy decoding."""
+
     model: Annotated[str, ModelPath(hash_prefix="model:", hub=False)] | None = None
     """Or: a model folder on disk to evaluate (hashed by content)."""
 
-    suites: list[SuiteName] = Field(min_length=1)
+    suites: list[SuiteName] = []
     """Suites to run: `instruction_following`, `json_schema`, `tool_use` (from `evals/`), or any stock
     lm-eval task whose data is available locally."""
+
+    deploy: DeploySettings | None = None
+    """Measure the exported file's deploy metrics on this CPU (`deploy/decode_tokens_per_s`, `deploy/peak_rss_mb`,
+    ...; see docs/export.md) with these settings; `from` must name an export stage."""
 
     data: dict[str, DataFile] = {}
     """Per suite, a JSONL file to use instead of the shipped data (e.g. the original IFEval JSONL for
@@ -73,6 +82,18 @@ class EvaluateStageConfig(StageConfig, ModelSource):
     # Gates, comparisons and registration act on the recorded metrics; they do not change what is measured.
     unhashed_fields = StageConfig.unhashed_fields | {"gates", "compare", "register_model", "registered_model"}
 
+    @model_validator(mode="after")
+    def _measures_something(self) -> EvaluateStageConfig:
+        if not self.suites and self.deploy is None:
+            raise ValueError("give `suites` to score, `deploy` to measure an exported file, or both")
+        return self
+
+    def measured_groups(self) -> dict[str, list[str] | None]:
+        """What the stage measures beyond lm-eval's suites, by gate prefix: `deploy` and its metric names."""
+        from workbench.export.deploy import DEPLOY_METRICS
+
+        return {"deploy": list(DEPLOY_METRICS)} if self.deploy is not None else {}
+
     @field_validator("gates")
     @classmethod
     def _parse(cls, gates: list[str]) -> list[str]:
@@ -85,7 +106,15 @@ class EvaluateStageConfig(StageConfig, ModelSource):
     def check_recipe(self, recipe: RecipeView) -> None:
         from workbench.evaluation.gates import gate_problems
 
-        gate_problems(self.gates, self.suites, self.compare, recipe)
+        gate_problems(self.gates, self.suites, self.compare, recipe, extra=self.measured_groups())
+        if self.deploy is not None and self.from_ is not None and recipe.kind_of(self.from_) not in (None, "export"):
+            recipe.problem(
+                ("deploy",),
+                f"deploy metrics measure a GGUF file through llama.cpp, and '{self.from_}' is "
+                f"{_a(recipe.kind_of(self.from_))} stage: evaluate an export stage (kind: export, from: {self.from_})",
+            )
+        elif self.deploy is not None and self.model is not None:
+            recipe.problem(("deploy",), "deploy metrics measure a GGUF file: take `from` an export stage, not `model`")
         for suite in self.data:
             if suite not in self.suites:
                 recipe.problem(("data", suite), f"'data' names suite '{suite}', which 'suites' does not list")
@@ -96,25 +125,56 @@ class EvaluateStageConfig(StageConfig, ModelSource):
                 )
 
 
+def _a(kind: str | None) -> str:
+    return f"{'an' if (kind or 'x')[0] in 'aeiou' else 'a'} {kind}"
+
+
 def run(ctx: StageContext) -> StageResult:
-    from workbench.evaluation.api import evaluate_model
+    from workbench.evaluation.api import evaluate_gguf, evaluate_model
+    from workbench.stages.export import gguf_file
 
     config: EvaluateStageConfig = ctx.config
     out = ctx.tmp_dir / "eval"
     data = {suite: str(ctx.resolve(path)) for suite, path in config.data.items()}
-    report = evaluate_model(
-        ctx.input_model(), config.suites, batch_size=config.batch_size, limit=config.limit, output_dir=out, data=data
-    )
-    total = sum(report.counts.values())
-    ctx.console.print(f"  evaluated {total} samples in {report.seconds:.1f}s")
-    for metric, value in report.metrics.items():
-        ctx.console.print(f"  {metric} = {value:.4f}")
-    for metric in report.unmeasured:
-        ctx.console.print(f"  [yellow]{metric}: no sample measured it[/]")
-    _log_samples(ctx, report, out)
-    details = {"counts": report.counts, "unmeasured": report.unmeasured}
-    metrics = report.metrics | {"eval/samples_per_second": total / max(report.seconds, 1e-9)}
+    gguf = gguf_file(ctx.inputs[config.from_]) if config.from_ is not None else None
+    metrics: dict[str, float] = {}
+    details: dict = {}
+    if config.suites:
+        if gguf is not None:
+            ctx.console.print(f"  scoring {gguf.name} through llama.cpp")
+            report = evaluate_gguf(gguf, config.suites, limit=config.limit, output_dir=out, data=data)
+        else:
+            report = evaluate_model(ctx.input_model(), config.suites, batch_size=config.batch_size,
+                                    limit=config.limit, output_dir=out, data=data)  # fmt: skip
+        total = sum(report.counts.values())
+        ctx.console.print(f"  evaluated {total} samples in {report.seconds:.1f}s")
+        for metric, value in report.metrics.items():
+            ctx.console.print(f"  {metric} = {value:.4f}")
+        for metric in report.unmeasured:
+            ctx.console.print(f"  [yellow]{metric}: no sample measured it[/]")
+        _log_samples(ctx, report, out)
+        details = {"counts": report.counts, "unmeasured": report.unmeasured}
+        metrics = report.metrics | {"eval/samples_per_second": total / max(report.seconds, 1e-9)}
+    if config.deploy is not None:
+        metrics |= _measure_deploy(ctx, config, gguf)
     return StageResult(metrics=metrics, details=details)
+
+
+def _measure_deploy(ctx: StageContext, config: EvaluateStageConfig, gguf) -> dict[str, float]:
+    from workbench.errors import StageError
+    from workbench.export.deploy import measure
+
+    if gguf is None:
+        raise StageError(f"stage '{config.name}': deploy metrics need `from` an export stage (a GGUF file)")
+    settings = config.deploy
+    ctx.console.print(
+        f"  measuring {gguf.name} with llama.cpp on {settings.threads} threads: {settings.prompt_tokens}-token "
+        f"prompt, {settings.decode_tokens} decoded tokens, median of {settings.repeats}"
+    )
+    measured = measure(gguf, settings)
+    for metric, value in measured.items():
+        ctx.console.print(f"  {metric} = {value:.2f}")
+    return measured
 
 
 def review(ctx: ReviewContext) -> Review:
@@ -159,8 +219,11 @@ def _register(ctx: ReviewContext, config: EvaluateStageConfig) -> dict:
         ctx.console.print(f"  {name} version {existing} is this evaluation's registration")
         return {"name": name, "version": existing, "alias": CANDIDATE, "existing": True}
     if config.from_ is not None:
+        from workbench.stages.export import gguf_file
+
         source = ctx.inputs[config.from_]
-        model_dir = source.model_dir
+        gguf = gguf_file(source)
+        model_dir = gguf.parent if gguf is not None else source.model_dir
         tags = {"workbench.stage": config.name, "workbench.model_stage": source.name,
                 "workbench.model_stage_hash": str(source.info.get("hash"))}  # fmt: skip
     else:
