@@ -92,3 +92,9 @@ def test_preference_quick(tmp_path):
     figure(output, r"cold cache \(precompute runs\):")
     figure(output, r"warm cache \(precompute read\):")
     figure(output, r"cold / warm:")
+
+
+@pytest.mark.slow
+def test_export_quick(tmp_path):
+    output = run_bench("export", tmp_path, timeout=240)
+    figure(output, r"decode speed-up of llama.cpp \w+ over transformers float32:")

@@ -57,6 +57,14 @@ class StageConfig(StrictModel):
     unhashed_fields: ClassVar[frozenset[str]] = frozenset({"name", "description"})
     """Fields that do not change the stage's output, so they stay out of its content hash."""
 
+    hashed_when_set: ClassVar[frozenset[str]] = frozenset()
+    """Optional fields (default None) added after stages of the kind were cached: left out of the hash while None,
+    so adding the field did not invalidate every cached stage of the kind; once set, hashed like any field."""
+
+    def hash_excluded(self) -> set[str]:
+        """Fields left out of this stage's content hash."""
+        return set(self.unhashed_fields) | {name for name in self.hashed_when_set if getattr(self, name) is None}
+
     def check_recipe(self, recipe: RecipeView) -> None:
         """Checks that need the rest of the recipe or the project (metric names, merge inputs); report each problem
         with `recipe.problem`. The field markers are already checked when this runs."""

@@ -115,7 +115,7 @@ def make_plan(loaded: LoadedRecipe) -> Plan:
         hashed_inputs = {dep: hashes[dep] for dep in loaded.dependencies(name, hashed_only=True)}
         payload = {
             "kind": config.kind,
-            "config": config.model_dump(mode="json", by_alias=True, exclude=set(config.unhashed_fields)),
+            "config": config.model_dump(mode="json", by_alias=True, exclude=config.hash_excluded()),
             "inputs": hashed_inputs,
             "files": consumed_digests(loaded, name),
             "tokenizer": tokenizer_hash,

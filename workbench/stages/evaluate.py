@@ -81,6 +81,7 @@ class EvaluateStageConfig(StageConfig, ModelSource):
 
     # Gates, comparisons and registration act on the recorded metrics; they do not change what is measured.
     unhashed_fields = StageConfig.unhashed_fields | {"gates", "compare", "register_model", "registered_model"}
+    hashed_when_set = frozenset({"deploy"})
 
     @model_validator(mode="after")
     def _measures_something(self) -> EvaluateStageConfig:
