@@ -67,7 +67,9 @@ def test_gguf_scores_like_the_model_and_a_failed_deploy_gate_stops_the_recipe(sf
         rows[name] = [json.loads(line) for line in lines]
     assert [r["prompt"] for r in rows["hf"]] == [r["prompt"] for r in rows["device"]]
     same = sum(a["output"] == b["output"] for a, b in zip(rows["hf"], rows["device"], strict=True))
-    assert same >= 0.75 * len(rows["hf"]), [(a["output"], b["output"]) for a, b in zip(rows["hf"], rows["device"])]
+    assert same >= 0.75 * len(rows["hf"]), [
+        (a["output"], b["output"]) for a, b in zip(rows["hf"], rows["device"], strict=True)
+    ]
     for metric in ("tool_use/call_rate", "json_schema/parse_rate"):
         assert abs(hf["metrics"][metric] - device["metrics"][metric]) <= 0.25
     for metric in ("deploy/decode_tokens_per_s", "deploy/prompt_tokens_per_s", "deploy/peak_rss_mb"):
@@ -95,9 +97,10 @@ def test_quantized_files_carry_tokenizer_and_template_and_shrink(sft_model, tmp_
         template = bytes(fields["tokenizer.chat_template"].parts[-1]).decode()
         assert "<|im_start|>" in template and not re.search(r"\{%-?\s*(end)?generation", template)
         assert bytes(fields["tokenizer.ggml.pre"].parts[-1]).decode() == "gpt-2"
-        assert len(fields["tokenizer.ggml.tokens"].data) == json.loads((sft_model / "config.json").read_text())[
-            "vocab_size"
-        ]
+        assert (
+            len(fields["tokenizer.ggml.tokens"].data)
+            == json.loads((sft_model / "config.json").read_text())["vocab_size"]
+        )
     assert sizes["q4_K_M"] < sizes["q8_0"] < sizes["f16"]
 
     from workbench.export.parity import check_parity
@@ -148,7 +151,10 @@ def test_recipe_errors_for_export_and_deploy(tiny_project):
         load_recipe(recipe)
     text = str(raised.value)
     assert "quantization" in text and "q4_K_M" in text  # the allowed types are listed
-    assert "deploy metrics measure a GGUF file through llama.cpp, and 'sft' is a sft stage: evaluate an export stage" in text
+    assert (
+        "deploy metrics measure a GGUF file through llama.cpp, and 'sft' is a sft stage: evaluate an export stage"
+        in text
+    )
     assert "'deploy' reports no metric 'deploy/decode_tps' (did you mean 'deploy/decode_tokens_per_s'?)" in text
     assert "uses suite 'deploy', which this stage does not measure" in text
     assert "'device' is an export stage, which makes no model" in text

@@ -484,6 +484,31 @@ CASES = {
             "(did you mean 'dpo'?)"
         ],
     ),
+    # -- export ----------------------------------------------------------------------------------------------------
+    "export: quantization typo": (
+        HEADER + stage("name: device", "kind: export", "from: base", "quantization: q4_k_m"),
+        [
+            "r.yaml:12: device.quantization: Input should be 'f32', 'f16', 'bf16', 'q8_0', 'q6_K', 'q5_K_M', "
+            "'q5_K_S', 'q5_0', 'q5_1', 'q4_K_M', 'q4_K_S', 'q4_0', 'q4_1', 'q3_K_L', 'q3_K_M', 'q3_K_S' or 'q2_K' "
+            "(got 'q4_k_m') (did you mean 'q4_K_M'?)"
+        ],
+    ),
+    "export: a stage is not a model": (
+        HEADER
+        + stage("name: ev", "kind: evaluate", "from: base", "suites: [tool_use]")
+        + stage("name: device", "kind: export", "from: ev"),
+        [
+            "r.yaml:15: device.from: 'ev' is an evaluate stage, which makes no model; this field takes a stage "
+            "with a model (distill, init, merge, preference, pretrain, sft)"
+        ],
+    ),
+    "export: deploy needs an export stage": (
+        HEADER + stage("name: ev", "kind: evaluate", "from: base", "deploy: {threads: 2}"),
+        [
+            "r.yaml:12: ev.deploy: deploy metrics measure a GGUF file through llama.cpp, and 'base' is an init "
+            "stage: evaluate an export stage (kind: export, from: base)"
+        ],
+    ),
     # -- merge -----------------------------------------------------------------------------------------------------
     "merge: unknown template": (
         HEADER + stage("name: m", "kind: merge", "template: tie", "base: base", "models: [base, base]"),

@@ -49,5 +49,9 @@ def first_line(error: BaseException) -> str:
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """` (did you mean 'x'?)` for the closest of `choices`, or '' when none is close."""
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    choices = list(choices)
+    same_letters = [choice for choice in choices if str(choice).lower() == str(word).lower()]
+    if same_letters:  # a case slip (q4_k_m for q4_K_M) beats any edit-distance neighbour
+        return f" (did you mean '{same_letters[0]}'?)"
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""

@@ -132,7 +132,7 @@ def _a(kind: str | None) -> str:
 
 def run(ctx: StageContext) -> StageResult:
     from workbench.evaluation.api import evaluate_gguf, evaluate_model
-    from workbench.stages.export import gguf_file
+    from workbench.export.layout import gguf_file
 
     config: EvaluateStageConfig = ctx.config
     out = ctx.tmp_dir / "eval"
@@ -220,7 +220,7 @@ def _register(ctx: ReviewContext, config: EvaluateStageConfig) -> dict:
         ctx.console.print(f"  {name} version {existing} is this evaluation's registration")
         return {"name": name, "version": existing, "alias": CANDIDATE, "existing": True}
     if config.from_ is not None:
-        from workbench.stages.export import gguf_file
+        from workbench.export.layout import gguf_file
 
         source = ctx.inputs[config.from_]
         gguf = gguf_file(source)

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from workbench.api import RecipeView, StageConfig, StageContext, StageInput, StageKind, StageResult
+from workbench.api import RecipeView, StageConfig, StageContext, StageKind, StageResult
 from workbench.api.config import ModelSource
 from workbench.errors import StageError
 
@@ -51,23 +51,18 @@ class ExportStageConfig(StageConfig, ModelSource):
             recipe.problem(("kind",), problem)
 
 
-def gguf_file(source: StageInput) -> Path | None:
-    """The GGUF file an export stage wrote, or None when `source` is not an export stage."""
-    relative = source.info.get("details", {}).get("gguf")
-    return source.dir / relative if source.info.get("kind") == "export" and relative else None
-
-
 def run(ctx: StageContext) -> StageResult:
     import subprocess
     import sys
 
+    from workbench.export.layout import gguf_relative
     from workbench.export.parity import check_parity
     from workbench.export.stack import require
 
     config: ExportStageConfig = ctx.config
     require()
     source = _local_model(ctx)
-    relative = Path("gguf") / f"model-{config.quantization}.gguf"
+    relative = gguf_relative(config.quantization)
     out = ctx.tmp_dir / relative
     out.parent.mkdir(parents=True, exist_ok=True)
     ctx.console.print(f"  converting {source} to GGUF ({config.quantization}) with llama.cpp")
