@@ -153,12 +153,38 @@ def run(
     only: Annotated[
         list[str] | None, typer.Option("--only", help="Run only this stage; its inputs must be finished.")
     ] = None,
+    nnodes: Annotated[
+        int | None, typer.Option("--nnodes", min=1, help="Machines this run spans (stages with resources.nodes > 1).")
+    ] = None,
+    node_rank: Annotated[
+        int, typer.Option("--node-rank", min=0, help="This machine's rank: 0 runs the recipe, others join its stages.")
+    ] = 0,
+    master_addr: Annotated[
+        str, typer.Option("--master-addr", help="Host name or address of node 0, which every node can reach.")
+    ] = "127.0.0.1",
+    master_port: Annotated[
+        int, typer.Option("--master-port", help="First port of node 0's rendezvous (one per stage above it).")
+    ] = 29500,
 ) -> None:
-    """Run a recipe: every stage whose output is not cached, in dependency order."""
+    """Run a recipe: every stage whose output is not cached, in dependency order. On several machines, start it on
+    each with --nnodes N --node-rank R --master-addr HOST (under Slurm, `srun workbench run RECIPE` sets them)."""
     from workbench.runner.executor import run_recipe
+    from workbench.runner.launch import Cluster
 
     loaded = _load(recipe)
-    outcomes = run_recipe(loaded, force=set(force or []), only=set(only or []), console=console)
+    if nnodes is not None:
+        cluster = Cluster(nnodes, node_rank, master_addr, master_port)
+    else:
+        cluster = Cluster.from_slurm() or Cluster()
+    if cluster.node_rank >= cluster.nnodes:
+        raise WorkbenchError(f"--node-rank {cluster.node_rank} is not below --nnodes {cluster.nnodes}")
+    if cluster.node_rank > 0:
+        from workbench.runner.join import join_recipe
+
+        joined = join_recipe(loaded, cluster, console, force=set(force or []))
+        console.print(f"[bold green]done[/] on node {cluster.node_rank}: joined {', '.join(joined) or 'no stage'}")
+        return
+    outcomes = run_recipe(loaded, force=set(force or []), only=set(only or []), console=console, cluster=cluster)
     summary = ", ".join(f"{o.name} {o.status}" for o in outcomes)
     console.print(f"[bold green]done[/]: {summary}")
     # the scores of the evaluations this run finished, read from the outcomes (no second plan or pull)

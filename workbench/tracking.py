@@ -140,6 +140,31 @@ class StageTracker:
         self.client.log_table(self.run_id, data=data, artifact_file=artifact_file)
 
 
+class NullTracker(StageTracker):
+    """What a distributed stage's non-main ranks log through: nothing (rank 0 logs once for all of them)."""
+
+    def __init__(self, run_id: str = ""):
+        super().__init__(None, run_id)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_params(self, params: dict[str, str]) -> None:
+        pass
+
+    def log_dict(self, value: Any, artifact_file: str) -> None:
+        pass
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        pass
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def log_table(self, rows: list[dict[str, Any]], artifact_file: str) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def _ending(end: Callable[[str], None]) -> Iterator[None]:
     """Call `end(status)` on the way out: FINISHED, KILLED on KeyboardInterrupt, FAILED on any other exception."""
@@ -177,6 +202,7 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.mlflow = mlflow
+        self.uri = uri
         # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; left there, it would silently send the next
         # recipe run in this process (a notebook, the test suite) to this run's store. Keep the user's value.
         user_uri = os.environ.get("MLFLOW_TRACKING_URI")

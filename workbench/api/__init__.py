@@ -16,6 +16,7 @@ from workbench.api.markers import (
     StageRef,
     consumed,
 )
+from workbench.api.resources import Resources
 
 __all__ = [
     "NAME_PATTERN",
@@ -32,6 +33,7 @@ __all__ = [
     "Namespace",
     "Project",
     "RecipeView",
+    "Resources",
     "Review",
     "ReviewContext",
     "StageConfig",

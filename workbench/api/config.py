@@ -8,6 +8,7 @@ from typing import Annotated, Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from workbench.api.markers import ModelPath, StageName
+from workbench.api.resources import Resources
 
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]*$"
 
@@ -54,7 +55,13 @@ class StageConfig(StrictModel):
     description: str = ""
     """Free text for humans; does not affect the stage's hash."""
 
-    unhashed_fields: ClassVar[frozenset[str]] = frozenset({"name", "description"})
+    resources: Resources | None = None
+    """Processes, machines and parallelism for this stage, overriding the recipe's `resources` (kinds that run
+    distributed only: pretrain, distill, sft, preference)."""
+
+    # `resources` enters the hash as the runner resolves it (the recipe's default or this override, and only
+    # what changes the output: see Resources.hashed), not as written.
+    unhashed_fields: ClassVar[frozenset[str]] = frozenset({"name", "description", "resources"})
     """Fields that do not change the stage's output, so they stay out of its content hash."""
 
     hashed_when_set: ClassVar[frozenset[str]] = frozenset()

@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from workbench.api.config import StageConfig
+from workbench.api.resources import Resources
 from workbench.errors import StageError, first_line
 from workbench.tracking import StageTracker
 
@@ -98,6 +99,12 @@ class StageContext:
     tokenizer_dir: Path
     tracker: StageTracker
     console: Console
+    resources: Resources = field(default_factory=Resources)
+    """The processes, machines and strategy this stage runs with (the runner resolves the recipe's default)."""
+    rank: int = 0
+    """This process's global rank when the stage runs distributed (0 otherwise)."""
+    world_size: int = 1
+    """How many processes run the stage."""
     tokenizer_fingerprint: str | None = None
     """The pinned tokenizer's fingerprint (`workbench.modeling.tokenizer.tokenizer_fingerprint`), hashed once per run
     by the executor; read it through `workbench.modeling.tokenizer.pinned_fingerprint(ctx)`, which hashes (once) a
@@ -107,6 +114,12 @@ class StageContext:
     @property
     def model_dir(self) -> Path:
         return self.tmp_dir / "model"
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the stage's files and logs (rank 0; the only process when not distributed).
+        Every rank runs the stage's code, so collective steps (training, held-out loss) stay in step."""
+        return self.rank == 0
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -162,7 +175,9 @@ class StageContext:
             ) from None
 
     def save_model(self, model, tokenizer=None) -> None:
-        """Write a complete Hugging Face model folder with the recipe's pinned tokenizer."""
+        """Write a complete Hugging Face model folder with the recipe's pinned tokenizer (the main process only)."""
+        if not self.is_main:
+            return
         tokenizer = tokenizer if tokenizer is not None else self.tokenizer()
         model.save_pretrained(self.model_dir, safe_serialization=True)
         tokenizer.save_pretrained(self.model_dir)

@@ -29,6 +29,9 @@ class StageKind:
     review: Callable[[ReviewContext], Review] | None = None
     makes_model: bool = True
     """Whether the stage's folder holds a `model/` that later stages may start from (`from:`, `models:`)."""
+    distributed: bool = False
+    """Whether `run` works on many processes (launched by the runner when `resources` asks for more than one):
+    every rank runs it, `ctx.is_main` alone writes files and logs (see docs/distributed.md)."""
 
 
 @dataclass(frozen=True)

@@ -96,12 +96,12 @@ class DistillTrainer(Trainer):
         super().log(logs, start_time)
 
 
-def training_arguments(config, output_dir: Path, seed: int, sequential: bool):
+def training_arguments(config, output_dir: Path, seed: int, sequential: bool, resources=None):
     """TrainingArguments from a pretrain/distill stage config; `sequential` keeps the dataset's order."""
     from transformers import TrainingArguments
 
     return TrainingArguments(
-        **config.trainer_arguments(output_dir, config.name, seed),
+        **config.trainer_arguments(output_dir, config.name, seed, resources),
         remove_unused_columns=False,  # the dataset yields block indices, the collator builds the inputs
         train_sampling_strategy="sequential" if sequential else "random",
     )

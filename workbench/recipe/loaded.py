@@ -9,6 +9,7 @@ from workbench.api.config import StageConfig
 from workbench.api.context import Project
 from workbench.api.kinds import Catalog
 from workbench.api.markers import Consumed, StageRef, consumed
+from workbench.api.resources import Resources
 from workbench.recipe.schema import Recipe
 
 
@@ -44,6 +45,15 @@ class LoadedRecipe:
             if any(dep in found for dep in self.dependencies(stage, hashed_only=True)):
                 found.add(stage)
         return found
+
+    def resources(self, name: str) -> Resources:
+        """The resources stage `name` runs with: its own, else the recipe's default for a kind that runs
+        distributed, else one process."""
+        config = self.stages[name]
+        if config.resources is not None:
+            return config.resources
+        kind = self.catalog.kinds.get(config.kind)
+        return self.recipe.resources if kind is not None and kind.distributed else Resources()
 
     @property
     def work_root(self) -> Path:

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from workbench.api.config import StageConfig
 from workbench.api.kinds import Catalog
 from workbench.api.markers import DataPath, ModelPath, Named, StageRef, consumed
+from workbench.api.resources import Resources
 from workbench.errors import Problem, RecipeError, did_you_mean
 from workbench.recipe.loaded import LoadedRecipe
 from workbench.recipe.problem_paths import format_path, locate, named_path
@@ -59,6 +60,8 @@ def load_recipe(
     recipe = out.validate(Recipe, data, ())
     out.check_recipe_fields(data)
     out.check_stages(data.get("stages"))
+    if recipe is not None:
+        out.check_resources(recipe.resources)
     if out.problems:
         raise RecipeError(sorted(set(out.problems), key=lambda p: (p.line or 0, p.path, p.message)))
     configs = {name: entry.config for name, entry in out.stages.items()}
@@ -227,6 +230,34 @@ class _Checker:
             for message in messages:
                 if message is not None:
                     self.add(("stages", stage.index) + item.path, message)
+
+    def check_resources(self, default: Resources) -> None:
+        """Resources a stage can use: more than one process only for kinds that run distributed, a strategy whose
+        package is installed, an accelerate config that exists (the recipe's default is checked once, where it
+        is written, and applies to the kinds that run distributed)."""
+        distributed = sorted(name for name, kind in self.catalog.kinds.items() if kind.distributed)
+        if default.distributed and (problem := default.missing_package()):
+            self.add(("resources", "strategy"), problem)
+        if default.accelerate_config and (problem := data_path_problem(
+            default.accelerate_config, DataPath(kind="file"), self.catalog, self.root, self.check_files
+        )):  # fmt: skip
+            self.add(("resources", "accelerate_config"), problem)
+        for stage in self.stages.values():
+            own = stage.config.resources if stage.config is not None else None
+            if own is None:
+                continue
+            kind = self.catalog.kinds[stage.config.kind]
+            where = ("stages", stage.index, "resources")
+            if own.distributed and not kind.distributed:
+                self.add(
+                    where,
+                    f"{kind.name} stages run in one process; more than one process ({own.world_size} here) is for "
+                    f"the kinds that run distributed: {', '.join(distributed)}",
+                )
+            elif own.distributed and (problem := own.missing_package()):
+                self.add(where + ("strategy",), problem)
+            if own.strategy == "fsdp" and own.distributed and getattr(stage.config, "lora", None) is not None:
+                self.add(where + ("strategy",), "LoRA trains on ddp or deepspeed, not fsdp (use strategy: ddp)")
 
     def _check_cycles(self) -> None:
         cycle = find_cycle({name: stage.refs for name, stage in self.stages.items()})

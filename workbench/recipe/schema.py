@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from workbench.api.config import NAME_PATTERN, StrictModel
+from workbench.api.resources import Resources
 
 
 class TrackingConfig(StrictModel):
@@ -75,6 +76,10 @@ class Recipe(StrictModel):
 
     tracking: TrackingConfig = TrackingConfig()
     """MLflow tracking settings."""
+
+    resources: Resources = Resources()
+    """Default processes, machines and parallelism of the stages that run distributed (pretrain, distill, sft,
+    preference); a stage's own `resources` overrides it. Default: one process."""
 
     stages: list[dict[str, Any]] = Field(min_length=1)
     """The stages, each with a `name` and a `kind`; validated by the kind's own schema."""

@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -20,6 +20,8 @@ from workbench.errors import StageError, StageHalted, WorkbenchError, did_you_me
 from workbench.fsio import write_json_atomic
 from workbench.hashing import folder_manifest
 from workbench.recipe.loaded import LoadedRecipe
+from workbench.runner.join import announce, new_session
+from workbench.runner.launch import Cluster, run_distributed
 from workbench.runner.plan import Plan, PlannedStage, make_plan
 from workbench.runner.tokenizer import ensure_tokenizer
 
@@ -38,16 +40,24 @@ def run_recipe(
     force: set[str] = frozenset(),
     only: set[str] = frozenset(),
     console: Console | None = None,
+    cluster: Cluster | None = None,
 ) -> list[StageOutcome]:
-    """Execute the recipe; returns what happened to each selected stage."""
+    """Execute the recipe; returns what happened to each selected stage. `cluster`: this machine's place when a
+    stage runs on several (node 0 runs the recipe; the others `join_recipe`)."""
     from workbench.tracking import Tracker, check_reachable, default_tracking_uri, environment_tags
 
     console = console or Console(soft_wrap=True)
+    cluster = cluster or Cluster()
     _check_names(loaded, force | only)
     plan = make_plan(loaded)
     selected = [s for s in plan.stages if not only or s.name in only]
     forced = loaded.descendants(set(force)) if force else set()
     _check_only_inputs(plan, selected, only)
+    to_run = [s.name for s in selected if s.status != "cached" or s.name in forced]
+    check_cluster(loaded, to_run, cluster)
+    multi_node = cluster.nnodes > 1 and any(loaded.resources(name).nodes > 1 for name in to_run)
+    if multi_node:
+        cluster = replace(cluster, session=new_session())
 
     recipe = loaded.recipe
     root = loaded.work_root
@@ -67,6 +77,8 @@ def run_recipe(
         parent.log_text(yaml.safe_dump(_resolved(loaded, plan), sort_keys=False), "recipe/resolved.yaml")
         console.print(f"MLflow run {parent.run_id} at {uri}")
         status, outcomes = "FAILED", []
+        if multi_node:
+            announce(plan.store.root, cluster.session, "running")
         try:
             tokenizer_dir = ensure_tokenizer(loaded, plan.store.root, plan.tokenizer_hash, plan.chat_template)
             pinned = cache(lambda: _fingerprint(tokenizer_dir))  # hashed once per run, and only if a stage runs
@@ -79,7 +91,9 @@ def run_recipe(
                             f"[red]{stage.name}[/]: output changed after it finished ({'; '.join(stage.damage)})"
                         )
                     fresh = stage.name in forced or stage.status == "damaged"
-                    outcome, halt = _execute(loaded, tracker, plan, stage, tags, tokenizer_dir, pinned, fresh, console)
+                    outcome, halt = _execute(
+                        loaded, tracker, plan, stage, tags, tokenizer_dir, pinned, fresh, console, cluster
+                    )
                 outcomes.append(outcome)
                 if halt:
                     raise StageHalted(halt)
@@ -88,8 +102,21 @@ def run_recipe(
             status = "KILLED"
             raise
         finally:
+            if multi_node:
+                announce(plan.store.root, cluster.session, status.lower())
             tracker.end_parent(status)
     return outcomes
+
+
+def check_cluster(loaded: LoadedRecipe, stages: list[str], cluster: Cluster) -> None:
+    """A stage on several machines needs `workbench run` started on each of them with the same node count."""
+    for name in stages:
+        nodes = loaded.resources(name).nodes
+        if nodes > 1 and cluster.nnodes != nodes:
+            raise WorkbenchError(
+                f"stage '{name}' runs on {nodes} nodes: start `workbench run {loaded.path} --nnodes {nodes} "
+                f"--node-rank R --master-addr HOST` on each node (R = 0 on this one), or under Slurm's srun"
+            )
 
 
 def _check_names(loaded: LoadedRecipe, names: set[str]) -> None:
@@ -209,7 +236,16 @@ def _log_cached(loaded, tracker, plan: Plan, stage: PlannedStage, tags: dict, co
 
 
 def _execute(
-    loaded, tracker, plan: Plan, stage: PlannedStage, tags, tokenizer_dir, pinned: Callable[[], str], fresh, console
+    loaded,
+    tracker,
+    plan: Plan,
+    stage: PlannedStage,
+    tags,
+    tokenizer_dir,
+    pinned: Callable[[], str],
+    fresh,
+    console,
+    cluster: Cluster,
 ):
     """Run one stage; `pinned()` is the pinned tokenizer's fingerprint, hashed once per run."""
     from workbench.tracking import flatten
@@ -229,6 +265,7 @@ def _execute(
     started = time.time()
     with tracker.stage_run(stage.name, _stage_tags(stage, tags) | {"workbench.resumed": str(resuming).lower()}) as run:
         run.log_params(flatten(config.model_dump(mode="json", by_alias=True), "stage"))
+        resources = loaded.resources(stage.name)
         ctx = StageContext(
             loaded.project,
             config,
@@ -238,9 +275,14 @@ def _execute(
             tokenizer_dir,
             run,
             console,
+            resources=resources,
             tokenizer_fingerprint=fingerprint,
         )
-        result = loaded.catalog.kinds[stage.kind].run(ctx)
+        if resources.distributed:
+            port = cluster.master_port + loaded.order.index(stage.name)  # the same on every node
+            result = run_distributed(ctx, run.run_id, tracker.uri, cluster, port)
+        else:
+            result = loaded.catalog.kinds[stage.kind].run(ctx)
         info = {
             "name": stage.name,
             "kind": stage.kind,

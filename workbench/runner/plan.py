@@ -121,6 +121,8 @@ def make_plan(loaded: LoadedRecipe) -> Plan:
             "tokenizer": tokenizer_hash,
             "recipe_seed": loaded.recipe.seed,
             "trust_remote_code": loaded.recipe.trust_remote_code,
+            # only what changes the output, and nothing for one full-precision process (older hashes stand)
+            **({"resources": hashed} if (hashed := loaded.resources(name).hashed()) else {}),
             **env_fingerprint(),
         }
         stage_hash = digest_json(payload)

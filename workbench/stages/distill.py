@@ -111,7 +111,7 @@ def run(ctx: StageContext) -> StageResult:
     order, sequential = block_order(ctx, train)
     trainer = DistillTrainer(
         model=student,
-        args=training_arguments(config, ctx.checkpoint_dir, ctx.seed, sequential),
+        args=training_arguments(config, ctx.checkpoint_dir, ctx.seed, sequential, ctx.resources),
         train_dataset=BlockDataset(order),
         data_collator=BlockCollator(train.blocks, cache),
         processing_class=tokenizer,
@@ -126,5 +126,6 @@ KIND = StageKind(
     name="distill",
     config=DistillStageConfig,
     run=run,
+    distributed=True,
     summary="decoupled Top-K distillation from a cached (or online) teacher",
 )

@@ -142,7 +142,8 @@ def run(ctx: StageContext) -> StageResult:
         else None
     )
     cache = _ref_cache(ctx, loss_config)
-    prompts = _sample_prompts(held_out or train, config.sample_count)
+    # samples are for the reviewer: the main process alone generates them
+    prompts = _sample_prompts(held_out or train, config.sample_count if ctx.is_main else 0)
     before = generate_samples(model, tokenizer, prompts)
     trainer = PreferenceTrainer(
         model=model,
@@ -226,7 +227,7 @@ def _training_args(ctx: StageContext, loss_config: PreferenceLossConfig, evaluat
 
     config: PreferenceStageConfig = ctx.config
     return DPOConfig(
-        **config.trainer_arguments(ctx.checkpoint_dir, config.name, ctx.seed),
+        **config.trainer_arguments(ctx.checkpoint_dir, config.name, ctx.seed, ctx.resources),
         per_device_eval_batch_size=config.batch_size,
         max_length=config.max_length,
         beta=loss_config.beta,
@@ -285,5 +286,6 @@ KIND = StageKind(
     name="preference",
     config=PreferenceStageConfig,
     run=run,
+    distributed=True,
     summary="preference optimization (dpo, ln_dpo, simpo, apo_zero, lfm2) on trl's DPOTrainer",
 )

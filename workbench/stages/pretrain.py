@@ -35,7 +35,7 @@ def run(ctx: StageContext) -> StageResult:
     order, sequential = block_order(ctx, train)
     trainer = Trainer(
         model=model,
-        args=training_arguments(config, ctx.checkpoint_dir, ctx.seed, sequential),
+        args=training_arguments(config, ctx.checkpoint_dir, ctx.seed, sequential, ctx.resources),
         train_dataset=BlockDataset(order),
         data_collator=BlockCollator(train.blocks),
         processing_class=tokenizer,
@@ -48,5 +48,6 @@ KIND = StageKind(
     name="pretrain",
     config=PretrainStageConfig,
     run=run,
+    distributed=True,
     summary="next-token pretraining on a packed text corpus (from scratch or continued, optional curriculum)",
 )

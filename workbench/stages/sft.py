@@ -70,7 +70,8 @@ def run(ctx: StageContext) -> StageResult:
         if config.eval_data
         else None
     )
-    prompts = prompts_from_records((held_out or train).raw, config.sample_count)
+    # samples are for the reviewer: the main process alone generates them
+    prompts = prompts_from_records((held_out or train).raw, config.sample_count if ctx.is_main else 0)
     before = generate_samples(model, tokenizer, prompts)
     trainer = SFTTrainer(
         model=model,
@@ -90,7 +91,7 @@ def run(ctx: StageContext) -> StageResult:
 def _training_args(ctx: StageContext, args_class, evaluate: bool):
     config: SFTStageConfig = ctx.config
     return args_class(
-        **config.trainer_arguments(ctx.checkpoint_dir, config.name, ctx.seed),
+        **config.trainer_arguments(ctx.checkpoint_dir, config.name, ctx.seed, ctx.resources),
         per_device_eval_batch_size=config.batch_size,
         max_length=config.max_length,
         packing=config.packing,
@@ -100,4 +101,10 @@ def _training_args(ctx: StageContext, args_class, evaluate: bool):
     )
 
 
-KIND = StageKind(name="sft", config=SFTStageConfig, run=run, summary="supervised fine-tuning with trl (full or LoRA)")
+KIND = StageKind(
+    name="sft",
+    config=SFTStageConfig,
+    run=run,
+    distributed=True,
+    summary="supervised fine-tuning with trl (full or LoRA)",
+)

@@ -50,6 +50,30 @@ def train_and_save(
             ctx.console.print(
                 f"  held-out loss {metrics.get('eval/loss_before', float('nan')):.4f} -> {metrics['eval/loss']:.4f}"
             )
-    model = trained_model(ctx, trainer, lora)
-    ctx.save_model(model)
+    if _sharded(ctx):
+        model = _save_sharded(ctx, trainer)
+    else:
+        model = trained_model(ctx, trainer, lora)
+        ctx.save_model(model)
     return Trained(metrics, model, output)
+
+
+def _sharded(ctx: StageContext) -> bool:
+    """Whether no process holds the whole model after training (FSDP, DeepSpeed ZeRO-3)."""
+    resources = ctx.resources
+    return resources.distributed and (
+        resources.strategy == "fsdp" or (resources.strategy == "deepspeed" and resources.zero_stage == 3)
+    )
+
+
+def _save_sharded(ctx: StageContext, trainer):
+    """Gather the shards into one model folder (every rank takes part; the main process writes), add the pinned
+    tokenizer, and return the full model on the main process (None elsewhere) for the after-training samples."""
+    trainer.save_model(str(ctx.model_dir))
+    if not ctx.is_main:
+        return None
+    ctx.tokenizer().save_pretrained(ctx.model_dir)
+    generation = getattr(trainer.model, "generation_config", None)
+    if generation is not None:
+        generation.save_pretrained(ctx.model_dir)
+    return ctx.load_model(ctx.model_dir)

@@ -47,6 +47,7 @@ def trained_model(ctx: StageContext, trainer, is_lora: bool):
     """The full trained model; for LoRA the adapter is kept beside it and merged into the weights."""
     model = trainer.model
     if is_lora:
-        model.save_pretrained(ctx.tmp_dir / "adapter")
+        if ctx.is_main:
+            model.save_pretrained(ctx.tmp_dir / "adapter")
         model = model.merge_and_unload()
     return model

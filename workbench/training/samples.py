@@ -25,6 +25,8 @@ def generate_samples(model, tokenizer, prompts: list[dict[str, Any]], max_new_to
     import torch
 
     outputs = []
+    if not prompts:
+        return outputs
     model.eval()
     for prompt in prompts:
         ids = tokenizer.apply_chat_template(

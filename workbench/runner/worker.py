@@ -1,0 +1,112 @@
+"""One rank of a distributed stage: `python -m workbench.runner.worker SPEC`, started by torchrun or accelerate.
+
+The `workbench run` process keeps the plan, the lock, the MLflow parent run and the stage's child run; it writes
+SPEC (`launch.StageSpec`) and launches the workers. Every rank rebuilds the stage's context from SPEC and runs the
+kind's `run`; rank 0 alone logs (into the stage's existing child run: the Trainer's MLflow callback on the other
+ranks neither logs nor opens runs) and writes files, and writes the stage's result for the parent to commit. A
+rank that fails writes its one-line reason beside SPEC, so the parent can say which rank failed and why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from workbench.api.context import Project, StageContext, StageInput
+from workbench.api.resources import Resources
+from workbench.errors import WorkbenchError, first_line
+from workbench.fsio import write_json_atomic, write_text_atomic
+
+
+def rank_error_file(spec_path: Path, rank: int) -> Path:
+    return spec_path.parent / f"rank{rank}.error"
+
+
+def result_file(spec_path: Path) -> Path:
+    return spec_path.parent / "result.json"
+
+
+def _context(spec: dict, rank: int, world_size: int, console: Console, tracker) -> StageContext:
+    from workbench.runner.catalog import default_catalog
+
+    kind = default_catalog().kinds[spec["kind"]]
+    project = spec["project"]
+    return StageContext(
+        project=Project(
+            root=Path(project["root"]),
+            store_root=Path(project["store_root"]),
+            work_root=Path(project["work_root"]),
+            recipe_name=project["recipe_name"],
+            seed=project["seed"],
+            trust_remote_code=project["trust_remote_code"],
+        ),
+        config=kind.config.model_validate(spec["config"]),
+        stage_hash=spec["stage_hash"],
+        tmp_dir=Path(spec["tmp_dir"]),
+        inputs={name: StageInput(name, Path(given["dir"]), given["info"]) for name, given in spec["inputs"].items()},
+        tokenizer_dir=Path(spec["tokenizer_dir"]),
+        tracker=tracker,
+        console=console,
+        resources=Resources.model_validate(spec["resources"]),
+        rank=rank,
+        world_size=world_size,
+        tokenizer_fingerprint=spec["tokenizer_fingerprint"],
+    )
+
+
+def _tracker(spec: dict, rank: int):
+    """Rank 0: the stage's child run, also made the active run so the Trainer's MLflow callback logs into it."""
+    from workbench.tracking import NullTracker, StageTracker
+
+    if rank != 0:
+        return NullTracker(spec["run_id"])
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    os.environ["MLFLOW_TRACKING_URI"] = spec["tracking_uri"]  # this process only: the Trainer's callback reads it
+    mlflow.set_tracking_uri(spec["tracking_uri"])
+    mlflow.start_run(run_id=spec["run_id"])
+    return StageTracker(MlflowClient(spec["tracking_uri"]), spec["run_id"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    spec_path = Path((argv or sys.argv[1:])[0])
+    spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    rank = int(os.environ.get("RANK", "0"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    console = Console(soft_wrap=True) if rank == 0 else Console(quiet=True)
+    try:
+        tracker = _tracker(spec, rank)
+        ctx = _context(spec, rank, world_size, console, tracker)
+        from workbench.runner.catalog import default_catalog
+
+        result = default_catalog().kinds[spec["kind"]].run(ctx)
+        if rank == 0:
+            write_json_atomic(
+                result_file(spec_path), {"metrics": result.metrics, "details": result.details, "halt": result.halt}
+            )
+            import mlflow
+
+            mlflow.flush_async_logging()
+    except BaseException as error:  # noqa: BLE001 (one line for the parent, whatever failed; then exit non-zero)
+        reason = str(error) if isinstance(error, WorkbenchError) else f"{type(error).__name__}: {first_line(error)}"
+        write_text_atomic(rank_error_file(spec_path, rank), reason.splitlines()[0] if reason else repr(error))
+        raise
+    finally:
+        _leave_process_group()
+    return 0
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
