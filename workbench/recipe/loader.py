@@ -60,8 +60,7 @@ def load_recipe(
     recipe = out.validate(Recipe, data, ())
     out.check_recipe_fields(data)
     out.check_stages(data.get("stages"))
-    if recipe is not None:
-        out.check_resources(recipe.resources)
+    out.check_resources(recipe.resources if recipe is not None else None)
     if out.problems:
         raise RecipeError(sorted(set(out.problems), key=lambda p: (p.line or 0, p.path, p.message)))
     configs = {name: entry.config for name, entry in out.stages.items()}
@@ -231,11 +230,12 @@ class _Checker:
                 if message is not None:
                     self.add(("stages", stage.index) + item.path, message)
 
-    def check_resources(self, default: Resources) -> None:
+    def check_resources(self, default: Resources | None) -> None:
         """Resources a stage can use: more than one process only for kinds that run distributed, a strategy whose
         package is installed, an accelerate config that exists (the recipe's default is checked once, where it
         is written, and applies to the kinds that run distributed)."""
         distributed = sorted(name for name, kind in self.catalog.kinds.items() if kind.distributed)
+        default = default or Resources()  # an invalid default is reported already; check the stages anyway
         if default.distributed and (problem := default.missing_package()):
             self.add(("resources", "strategy"), problem)
         if default.accelerate_config and (problem := data_path_problem(
