@@ -163,21 +163,34 @@ def run_launcher(stage: str, spec: Path, resources: Resources, node_rank: int, a
 
 
 def failure_line(spec: Path, launcher_lines: list[str], code: int) -> str:
-    """Which rank failed and why: its own one-line error when it wrote one, else the signal or exit code the
-    launcher reported for it, with the last line it printed."""
-    errors = sorted(spec.parent.glob("rank*.error"), key=lambda p: int(p.stem.removeprefix("rank")))
-    if errors:
-        rank = errors[0].stem.removeprefix("rank")
-        return f"rank {rank} failed: {errors[0].read_text(encoding='utf-8').strip()}"
+    """Which rank failed and why. The launcher names the first failure it observed (its "root cause"): that rank's
+    own one-line error when it wrote one, else the signal or exit code, with the last line it printed. Other ranks
+    then fail too (a peer vanished from their collective), so their errors are consequences, not the cause."""
+    errors = {int(p.stem.removeprefix("rank")): p for p in spec.parent.glob("rank*.error")}
     text = "\n".join(launcher_lines)
-    failures = re.findall(r"rank\s*:\s*(\d+)\s*\(local_rank:\s*\d+\)\s*\n\s*exitcode\s*:\s*(-?\d+)", text)
+    root_cause = text.split("Root Cause", 1)[1] if "Root Cause" in text else text
+    failures = re.findall(r"rank\s*:\s*(\d+)\s*\(local_rank:\s*\d+\)\s*\n\s*exitcode\s*:\s*(-?\d+)", root_cause)
     if failures:
-        rank, exit_code = failures[0][0], int(failures[0][1])
-        how = f"was killed by {signal.Signals(-exit_code).name}" if exit_code < 0 else f"exited with {exit_code}"
-        last = _last_output_line(spec, int(rank))
-        return f"rank {rank} {how}" + (f" (last output: {last})" if last else "")
+        rank, exit_code = int(failures[0][0]), int(failures[0][1])
+        if exit_code < 0:
+            last = _last_output_line(spec, rank)
+            return f"rank {rank} was killed by {_signal_name(-exit_code)}" + (f" (last output: {last})" if last else "")
+        if rank in errors:
+            return f"rank {rank} failed: {errors[rank].read_text(encoding='utf-8').strip()}"
+        last = _last_output_line(spec, rank)
+        return f"rank {rank} exited with {exit_code}" + (f" (last output: {last})" if last else "")
+    if errors:
+        rank = min(errors)
+        return f"rank {rank} failed: {errors[rank].read_text(encoding='utf-8').strip()}"
     lines = [line for line in launcher_lines if line.strip()]
     return f"the launcher exited with {code}" + (f": {lines[-1].strip()}" if lines else "")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _last_output_line(spec: Path, rank: int) -> str | None:
