@@ -45,6 +45,11 @@ class PreferenceTrainer(DPOTrainer):
         if self.ref_cache is None:
             return super()._precompute_ref_logps(dataset, name, batch_size)
         key = self.ref_cache.key(dataset, self._ref_settings())
+        if self.accelerator.num_processes > 1:
+            # every rank reads the entry rank 0 names: a dataset's fingerprint may differ between processes
+            from accelerate.utils import broadcast_object_list
+
+            key = broadcast_object_list([key], from_process=0)[0]
         found = self.ref_cache.load(key)
         if found is not None and len(found[0]) == len(dataset):
             self.ref_cache.hits.append(name)

@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     console = Console(soft_wrap=True) if rank == 0 else Console(quiet=True)
+    _share_dataset_cache(spec_path.parent / "datasets")
     try:
         tracker = _tracker(spec, rank)
         ctx = _context(spec, rank, world_size, console, tracker)
@@ -99,6 +100,21 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _leave_process_group()
     return 0
+
+
+def _share_dataset_cache(folder: Path) -> None:
+    """Point every rank's `datasets` temporary cache at one folder beside the spec. Stages build in-memory datasets,
+    whose map results `datasets` keeps in a per-process temporary folder; trl maps (and caches reference log-probs)
+    on the main process first and has the other ranks read the result by fingerprint, which only works when the
+    folder is shared."""
+    from datasets import fingerprint
+
+    folder.mkdir(parents=True, exist_ok=True)
+
+    class SharedFolder:
+        name = str(folder)
+
+    fingerprint._TEMP_DIR_FOR_TEMP_CACHE_FILES = SharedFolder()
 
 
 def _leave_process_group() -> None:

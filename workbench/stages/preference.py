@@ -124,11 +124,11 @@ class PreferenceStageConfig(StageConfig, ModelSource, TrainerFields):
 
 
 def run(ctx: StageContext) -> StageResult:
-    from datasets import Dataset
     from workbench.preference.trainer import PreferenceTrainer
     from workbench.training.loop import train_and_save
     from workbench.training.lora import peft_config
     from workbench.training.samples import generate_samples
+    from workbench.training.shared_data import stage_dataset
 
     config: PreferenceStageConfig = ctx.config
     loss_config = config.loss_config()
@@ -149,8 +149,8 @@ def run(ctx: StageContext) -> StageResult:
         model=model,
         ref_model=ref_model,
         args=_training_args(ctx, loss_config, evaluate=held_out is not None),
-        train_dataset=Dataset.from_list(train.examples()),
-        eval_dataset=Dataset.from_list(held_out.examples()) if held_out else None,
+        train_dataset=stage_dataset(ctx, train.examples(), "train"),
+        eval_dataset=stage_dataset(ctx, held_out.examples(), "eval") if held_out else None,
         processing_class=tokenizer,
         peft_config=peft_config(config.lora),
         loss_config=loss_config,
