@@ -34,16 +34,10 @@ def _context(spec: dict, rank: int, world_size: int, console: Console, tracker) 
     from workbench.runner.catalog import default_catalog
 
     kind = default_catalog().kinds[spec["kind"]]
-    project = spec["project"]
+    folders = ("root", "store_root", "work_root")
+    project = {key: Path(value) if key in folders else value for key, value in spec["project"].items()}
     return StageContext(
-        project=Project(
-            root=Path(project["root"]),
-            store_root=Path(project["store_root"]),
-            work_root=Path(project["work_root"]),
-            recipe_name=project["recipe_name"],
-            seed=project["seed"],
-            trust_remote_code=project["trust_remote_code"],
-        ),
+        project=Project(**project),  # the recipe's own settings (trust_remote_code included), as node 0 read them
         config=kind.config.model_validate(spec["config"]),
         stage_hash=spec["stage_hash"],
         tmp_dir=Path(spec["tmp_dir"]),
