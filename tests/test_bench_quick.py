@@ -98,3 +98,10 @@ def test_preference_quick(tmp_path):
 def test_export_quick(tmp_path):
     output = run_bench("export", tmp_path, timeout=240)
     figure(output, r"decode speed-up of llama.cpp \w+ over transformers float32:")
+
+
+@pytest.mark.slow
+def test_distributed_quick(tmp_path):
+    output = run_bench("distributed", tmp_path, timeout=300)
+    figure(output, r"wall-time ratio 2 / 1 processes:")
+    figure(output, r"bench wall time")
