@@ -90,7 +90,9 @@ def main() -> None:
     one, two = measure(args.steps, args.batch_size, args.repeats)
     one_step, two_step = measure(1, args.batch_size, 1) if not args.quick else (one, two)
     verdict = "quick run, not judged" if args.quick else "2 CPU cores: no speed-up expected, for the record"
-    print(f"sft stage, {args.steps} steps, global batch {args.batch_size}: 1 process {one:.1f} s, 2 processes {two:.1f} s")
+    print(
+        f"sft stage, {args.steps} steps, global batch {args.batch_size}: 1 process {one:.1f} s, 2 processes {two:.1f} s"
+    )
     print(f"wall-time ratio 2 / 1 processes: {two / one:.2f}x ({verdict})")
     print(f"launch overhead (1-step stage, 2 processes minus 1): {max(two_step - one_step, 0.0):.1f} s")
     print(f"bench wall time {time.time() - started:.0f} s")

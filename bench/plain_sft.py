@@ -29,7 +29,7 @@ def main(model_dir: str, data: str, output_dir: str, settings_json: str) -> None
         lr_scheduler_type="cosine",
         max_length=settings["max_length"],
         assistant_only_loss=True,
-        bf16=False,
+        bf16=settings.get("bf16", False),
         logging_steps=10,
         save_strategy="no",
         report_to=[],
@@ -37,8 +37,10 @@ def main(model_dir: str, data: str, output_dir: str, settings_json: str) -> None
         dataloader_num_workers=0,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    trainer.train()
+    output = trainer.train()
     trainer.save_model(output_dir)
+    tokens = max((entry.get("num_tokens", 0) for entry in trainer.state.log_history), default=0)
+    print(json.dumps({"num_tokens": tokens, "train_runtime": output.metrics["train_runtime"]}))
 
 
 if __name__ == "__main__":

@@ -105,3 +105,9 @@ def test_distributed_quick(tmp_path):
     output = run_bench("distributed", tmp_path, timeout=300)
     figure(output, r"wall-time ratio 2 / 1 processes:")
     figure(output, r"bench wall time")
+
+
+@pytest.mark.slow
+def test_gpu_quick(tmp_path):
+    output = run_bench("gpu", tmp_path, timeout=300)
+    figure(output, r"workbench / plain trl tokens/s:")
