@@ -242,3 +242,36 @@ def test_slurm_environment_sets_the_cluster():
     env = {"SLURM_JOB_ID": "4242", "SLURM_NNODES": "4", "SLURM_NODEID": "2", "SLURM_JOB_NODELIST": "node[10-13]"}
     assert Cluster.from_slurm(env) == Cluster(4, 2, "node10", 20000 + 4242)
     assert Cluster.from_slurm({}) is None
+
+
+def test_evaluate_and_pairs_on_two_processes_match_one(sft_project, monkeypatch):
+    from workbench.runner import load_recipe
+    from workbench.runner.executor import run_recipe
+
+    monkeypatch.chdir(sft_project.root)
+    suites = ["instruction_following", "json_schema", "tool_use"]
+    evaluate = {"kind": "evaluate", "from": "sft", "suites": suites, "limit": 6, "batch_size": 1}
+    pairs = {"kind": "pairs", "from": "sft", "data": "data/prompts.jsonl", "max_prompts": 12, "samples": 3,
+             "max_new_tokens": 24, "batch_size": 2, "judge": "verifier"}  # fmt: skip
+    two = {"resources": {"processes": 2}}
+    stages = [{"name": "ev1", **evaluate}, {"name": "ev2", **evaluate, **two},
+              {"name": "pairs1", **pairs}, {"name": "pairs2", **pairs, **two}]  # fmt: skip
+    outcomes = {o.name: o for o in run_recipe(load_recipe(sft_project(stages)))}
+
+    def info(name: str) -> dict:
+        return json.loads((outcomes[name].dir / "stage.json").read_text())
+
+    one_metrics, two_metrics = info("ev1")["metrics"], info("ev2")["metrics"]
+    scores = {k: v for k, v in one_metrics.items() if not k.startswith("eval/")}
+    assert scores and {k: two_metrics[k] for k in scores} == pytest.approx(scores, rel=1e-12, abs=1e-12)
+    for suite in suites:
+        rows = {}
+        for name in ("ev1", "ev2"):
+            lines = (outcomes[name].dir / "eval" / f"samples_{suite}.jsonl").read_text().splitlines()
+            rows[name] = sorted((json.loads(line) for line in lines), key=lambda r: (r["task"], r["doc_id"]))
+        assert [(r["prompt"], r["output"]) for r in rows["ev1"]] == [(r["prompt"], r["output"]) for r in rows["ev2"]]
+
+    written = {name: (outcomes[name].dir / "pairs.jsonl").read_text() for name in ("pairs1", "pairs2")}
+    assert written["pairs1"] == written["pairs2"] and written["pairs1"].strip()
+    one_pairs, two_pairs = info("pairs1")["metrics"], info("pairs2")["metrics"]
+    assert two_pairs == pytest.approx(one_pairs, rel=1e-12)

@@ -75,10 +75,33 @@ def evaluate_model(
     if not (model_dir / "config.json").is_file():
         raise StageError(f"no model folder at {model_dir} (config.json missing)")
     manager = task_manager(suites, data)
+    accelerator = _data_parallel()
+    if accelerator is not None:
+        device = str(accelerator.device)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = HFLM(pretrained=str(model_dir), batch_size=batch_size, device=device, dtype="float32",
                  trust_remote_code=False)  # fmt: skip
+    if accelerator is not None:
+        # lm-eval shards requests by `rank` and gathers answers and samples on rank 0, but sets up data parallelism
+        # itself only on several GPUs of one node; give it the launched process group on any device, any node
+        model.accelerator, model._rank, model._world_size = (
+            accelerator,
+            accelerator.process_index,
+            accelerator.num_processes,
+        )
     return evaluate_lm(model, suites, manager, limit=limit, output_dir=output_dir, data=data)
+
+
+def _data_parallel():
+    """The Accelerator of the process group a launcher set up (torchrun's WORLD_SIZE > 1), else None."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available())
 
 
 def evaluate_gguf(
@@ -158,6 +181,8 @@ def evaluate_lm(
         log_samples=True, bootstrap_iters=0, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
     )  # fmt: skip
     seconds = time.time() - started
+    if results is None:  # a data-parallel rank other than 0: lm-eval gathered its answers on rank 0
+        return EvalReport({}, {}, {}, seconds=seconds)
     report = _report(results, suites, seconds)
     report.unmeasured = sorted(report.unmeasured + unmeasured)
     if output_dir is not None:

@@ -35,6 +35,28 @@ class PairStats:
     sample_scores: list[float] = field(default_factory=list)
     reference_scores: list[float] = field(default_factory=list)
 
+    def to_json(self) -> dict[str, Any]:
+        return {"outcomes": dict(self.outcomes), "chosen_is_reference": self.chosen_is_reference,
+                "unfinished_samples": self.unfinished_samples, "sample_scores": self.sample_scores,
+                "reference_scores": self.reference_scores}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PairStats:
+        return cls(Counter(data["outcomes"]), data["chosen_is_reference"], data["unfinished_samples"],
+                   list(data["sample_scores"]), list(data["reference_scores"]))  # fmt: skip
+
+    @classmethod
+    def combined(cls, parts: list[PairStats]) -> PairStats:
+        """The stats of several ranks' shares as one."""
+        total = cls()
+        for part in parts:
+            total.outcomes.update(part.outcomes)
+            total.chosen_is_reference += part.chosen_is_reference
+            total.unfinished_samples += part.unfinished_samples
+            total.sample_scores += part.sample_scores
+            total.reference_scores += part.reference_scores
+        return total
+
 
 def prompt_item(location: int, record: dict[str, Any]) -> PromptItem:
     """The conversation up to the last assistant turn (that turn is the reference), or the whole one if it has none."""

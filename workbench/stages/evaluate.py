@@ -138,6 +138,8 @@ def run(ctx: StageContext) -> StageResult:
     out = ctx.tmp_dir / "eval"
     data = {suite: str(ctx.resolve(path)) for suite, path in config.data.items()}
     gguf = gguf_file(ctx.inputs[config.from_]) if config.from_ is not None else None
+    if gguf is not None and not ctx.is_main:
+        return StageResult()  # llama.cpp scores and times the file in one process (rank 0)
     metrics: dict[str, float] = {}
     details: dict = {}
     if config.suites:
@@ -147,6 +149,8 @@ def run(ctx: StageContext) -> StageResult:
         else:
             report = evaluate_model(ctx.input_model(), config.suites, batch_size=config.batch_size,
                                     limit=config.limit, output_dir=out, data=data)  # fmt: skip
+        if not ctx.is_main:
+            return StageResult()  # rank 0 reports for every rank
         total = sum(report.counts.values())
         ctx.console.print(f"  evaluated {total} samples in {report.seconds:.1f}s")
         for metric, value in report.metrics.items():
@@ -241,6 +245,7 @@ KIND = StageKind(
     config=EvaluateStageConfig,
     run=run,
     makes_model=False,
+    distributed=True,
     review=review,
     summary="score a model on evaluation suites through lm-eval; gates stop the recipe or register the model",
 )

@@ -73,29 +73,46 @@ class PairsStageConfig(StageConfig, ModelSource):
 
 
 def run(ctx: StageContext) -> StageResult:
+    import os
+
     import torch
 
+    from workbench.data.ranks import gather_on_main, my_share
     from workbench.fsio import write_jsonl_atomic
     from workbench.preference.pairs import PairStats, judge_prompt, sample_responses
 
     config: PairsStageConfig = ctx.config
     tokenizer = ctx.tokenizer()
     model = ctx.load_model()
+    if torch.cuda.is_available():
+        model.to(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
     items = _prompt_items(ctx)
     judge = _judge(ctx)
-    torch.manual_seed(ctx.seed)
-    stats, pairs = PairStats(), []
-    for start in range(0, len(items), config.batch_size):
-        batch = items[start : start + config.batch_size]
+    batches = [items[start : start + config.batch_size] for start in range(0, len(items), config.batch_size)]
+    stats, found = PairStats(), {}
+    # Batches are split across ranks when the stage runs distributed; each is seeded by its own index, so a batch
+    # gets the same samples whichever rank draws it, and the pairs are those of one process.
+    for index in my_share(ctx, len(batches)):
+        torch.manual_seed(ctx.seed + index)
         samples, unfinished = sample_responses(
-            model, tokenizer, batch, config.samples, config.max_new_tokens, config.temperature, config.top_p
+            model, tokenizer, batches[index], config.samples, config.max_new_tokens, config.temperature, config.top_p
         )
         stats.unfinished_samples += unfinished
-        for item, texts in zip(batch, samples, strict=True):
+        found[index] = []
+        for item, texts in zip(batches[index], samples, strict=True):
             pair = judge_prompt(item, texts, judge, config.include_reference, config.min_gap, stats)
             if pair is not None:
-                pairs.append(pair)
-        ctx.console.print(f"  sampled {min(start + config.batch_size, len(items))}/{len(items)} prompts")
+                found[index].append(pair)
+        done = min((index + 1) * config.batch_size, len(items))
+        ctx.console.print(
+            f"  sampled {done}/{len(items)} prompts" + (f" (rank {ctx.rank})" if ctx.world_size > 1 else "")
+        )
+    parts = gather_on_main(ctx, "pairs", {"pairs": {str(i): p for i, p in found.items()}, "stats": stats.to_json()})
+    if parts is None:
+        return StageResult()  # rank 0 writes every rank's pairs
+    by_batch = {int(index): batch for part in parts for index, batch in part["pairs"].items()}
+    pairs = [pair for index in sorted(by_batch) for pair in by_batch[index]]
+    stats = PairStats.combined([PairStats.from_json(part["stats"]) for part in parts])
     write_jsonl_atomic(ctx.tmp_dir / PAIRS_FILE, pairs)
     ctx.tracker.log_artifact(ctx.tmp_dir / PAIRS_FILE, "pairs")
     metrics = _metrics(stats, len(items), len(pairs), config.samples)
@@ -168,5 +185,6 @@ KIND = StageKind(
     config=PairsStageConfig,
     run=run,
     makes_model=False,
+    distributed=True,
     summary="semi-online preference pairs: policy samples judged by verifiers or a reward model",
 )
