@@ -135,7 +135,7 @@ def test_a_killed_worker_fails_the_stage_and_the_next_run_resumes(tiny_project):
     assert info["resumed"] is True and info["metrics"]["train/steps"] == 400
 
 
-def test_preference_and_distill_finish_on_two_processes(sft_project, monkeypatch, tmp_path):
+def test_preference_teacher_cache_and_distill_on_two_processes(sft_project, monkeypatch, tmp_path):
     from workbench.runner import load_recipe
     from workbench.runner.executor import run_recipe
 
@@ -164,7 +164,9 @@ def test_preference_and_distill_finish_on_two_processes(sft_project, monkeypatch
             {"name": "teacher", "kind": "pretrain", "architecture": "arch.yaml", "max_steps": 4, "batch_size": 8,
              **data},
             {"name": "cache", "kind": "teacher_cache", "from": "teacher", "k": 4, "corpus": "corpus.jsonl",
-             "seq_len": 32},
+             "seq_len": 32, "shard_blocks": 8},
+            {"name": "cache_one", "kind": "teacher_cache", "from": "teacher", "k": 4, "corpus": "corpus.jsonl",
+             "seq_len": 32, "shard_blocks": 8, "resources": {"processes": 1}},
             {"name": "student", "kind": "distill", "architecture": "arch.yaml", "cache": "cache", "teacher": "teacher",
              "loss": {"k": 4}, "max_steps": 4, "batch_size": 4, "eval_corpus": "corpus_eval.jsonl", **data},
         ],
@@ -176,6 +178,13 @@ def test_preference_and_distill_finish_on_two_processes(sft_project, monkeypatch
         info = json.loads((outcomes[name].dir / "stage.json").read_text())
         assert info["metrics"]["train/steps"] == 4, name
         assert (outcomes[name].dir / "model" / "model.safetensors").is_file()
+    # the top-K cache built by two ranks (shards split between them) is byte for byte the one-process cache
+    shards = sorted(p.name for p in (outcomes["cache"].dir / "cache").glob("shard-*.npy"))
+    assert len(shards) >= 4 and shards == sorted(p.name for p in (outcomes["cache_one"].dir / "cache").glob("shard-*"))
+    for name in shards:
+        assert (outcomes["cache"].dir / "cache" / name).read_bytes() == (
+            outcomes["cache_one"].dir / "cache" / name
+        ).read_bytes()
     student = json.loads((outcomes["student"].dir / "stage.json").read_text())["metrics"]
     assert student["eval/loss"] < student["eval/loss_before"]  # it learned from the cached top-K targets
 

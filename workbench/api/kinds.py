@@ -32,6 +32,10 @@ class StageKind:
     distributed: bool = False
     """Whether `run` works on many processes (launched by the runner when `resources` asks for more than one):
     every rank runs it, `ctx.is_main` alone writes files and logs (see docs/distributed.md)."""
+    same_on_any_world_size: bool = False
+    """Whether a distributed run gives exactly the one-process output (work split across ranks and gathered, as
+    evaluate, pairs and teacher_cache do), so the process count stays out of the stage's hash. Training kinds: no,
+    their batch is per process."""
 
 
 @dataclass(frozen=True)

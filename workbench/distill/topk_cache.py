@@ -81,23 +81,33 @@ def build_topk_cache(
     identity: CacheIdentity,
     batch_size: int = 8,
     after_shard: Callable[[int], None] | None = None,
-) -> tuple[dict[str, Any], int]:
-    """Build (or finish) the cache in `folder`; returns its manifest and how many shards were already there."""
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[dict[str, Any] | None, int]:
+    """Build (or finish) the cache in `folder`; returns its manifest and how many shards were already there.
+
+    Distributed (`world_size` > 1, every rank calling with its `rank`), each rank writes every world_size-th shard;
+    rank 0 alone clears another build's shards and writes the manifest, once every shard is complete (the other
+    ranks return None for it). Shards are files of their own, written atomically, so no rank waits for another
+    while writing, and a resumed build keeps every complete shard whichever rank wrote it."""
     import torch
 
     if identity.blocks != len(blocks) or identity.seq_len != blocks.shape[1]:
         raise ValueError(f"identity says {identity.blocks}x{identity.seq_len} blocks, got {blocks.shape}")
     planned = asdict(identity) | {"format": CACHE_FORMAT}
     build_file = folder / BUILD
-    if build_file.is_file() and json.loads(build_file.read_text()) != planned:
-        shutil.rmtree(folder)  # shards of another build: their content is not ours
-    folder.mkdir(parents=True, exist_ok=True)
-    if (folder / MANIFEST).is_file():
+    if (folder / MANIFEST).is_file() and _read_json(build_file) == planned:
         return json.loads((folder / MANIFEST).read_text()), identity.shards
-    write_json_atomic(build_file, planned)
+    if rank == 0:
+        if build_file.is_file() and _read_json(build_file) != planned:
+            shutil.rmtree(folder)  # shards of another build: their content is not ours
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(build_file, planned)
+    else:
+        _wait_for(lambda: _read_json(build_file) == planned, "rank 0 to start the cache build")
     teacher.eval()
     reused = 0
-    for shard in range(identity.shards):
+    for shard in range(rank, identity.shards, world_size):
         rows = identity.shard_rows(shard)
         if _shard_complete(folder, shard, identity, len(rows)):
             reused += 1
@@ -120,6 +130,15 @@ def build_topk_cache(
             del ids_out, lp_out
         if after_shard is not None:
             after_shard(shard)
+    if rank != 0:
+        return None, reused
+    if world_size > 1:
+        _wait_for(
+            lambda: all(
+                _shard_complete(folder, s, identity, len(identity.shard_rows(s))) for s in range(identity.shards)
+            ),
+            "every rank's shards",
+        )
     manifest = planned | {
         "ids_dtype": identity.ids_dtype,
         "logprobs_dtype": LOGPROBS_DTYPE,
@@ -130,6 +149,24 @@ def build_topk_cache(
     }
     write_json_atomic(folder / MANIFEST, manifest)
     return manifest, reused
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 24 * 3600) -> None:
+    """Poll the shared folder until `condition` holds (a rank that dies takes the whole launch down with it)."""
+    import time
+
+    started = time.time()
+    while not condition():
+        if time.time() - started > timeout:
+            raise TimeoutError(f"waited {timeout:.0f}s for {what}")
+        time.sleep(0.2)
 
 
 def _shard_paths(folder: Path, shard: int) -> tuple[Path, Path]:

@@ -101,6 +101,15 @@ def consumed_digests(loaded: LoadedRecipe, name: str) -> dict[str, str]:
     return files
 
 
+def _hashed_resources(loaded: LoadedRecipe, name: str) -> dict:
+    """What of the stage's resources changes its output (nothing for one full-precision process)."""
+    hashed = loaded.resources(name).hashed()
+    kind = loaded.catalog.kinds.get(loaded.stages[name].kind)
+    if kind is not None and kind.same_on_any_world_size:
+        hashed.pop("world_size", None)
+    return hashed
+
+
 def make_plan(loaded: LoadedRecipe) -> Plan:
     chat_template = resolve_chat_template(loaded)
     tokenizer_hash = tokenizer_spec_hash(loaded, chat_template)
@@ -122,7 +131,7 @@ def make_plan(loaded: LoadedRecipe) -> Plan:
             "recipe_seed": loaded.recipe.seed,
             "trust_remote_code": loaded.recipe.trust_remote_code,
             # only what changes the output, and nothing for one full-precision process (older hashes stand)
-            **({"resources": hashed} if (hashed := loaded.resources(name).hashed()) else {}),
+            **({"resources": hashed} if (hashed := _hashed_resources(loaded, name)) else {}),
             **env_fingerprint(),
         }
         stage_hash = digest_json(payload)

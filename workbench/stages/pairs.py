@@ -186,5 +186,6 @@ KIND = StageKind(
     run=run,
     makes_model=False,
     distributed=True,
+    same_on_any_world_size=True,
     summary="semi-online preference pairs: policy samples judged by verifiers or a reward model",
 )

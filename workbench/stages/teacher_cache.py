@@ -34,6 +34,11 @@ class TeacherCacheStageConfig(StageConfig, ModelSource, CorpusFields):
 
 
 def run(ctx: StageContext) -> StageResult:
+    import os
+
+    import torch
+
+    from workbench.data.ranks import gather_on_main
     from workbench.distill.corpus import load_corpus
     from workbench.distill.teacher import check_teacher_tokenizer, teacher_hash
     from workbench.distill.topk_cache import CacheIdentity, build_topk_cache
@@ -44,6 +49,8 @@ def run(ctx: StageContext) -> StageResult:
     source = ctx.input_model()
     check_teacher_tokenizer(ctx, source)
     teacher = ctx.load_model(source)
+    if torch.cuda.is_available():
+        teacher.to(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
     corpus = load_corpus(ctx, config, config.corpus, tokenizer, "data/corpus")
     identity = CacheIdentity(
         teacher=config.from_ or config.model,
@@ -57,7 +64,13 @@ def run(ctx: StageContext) -> StageResult:
         shard_blocks=config.shard_blocks,
     )
     folder = ctx.tmp_dir / "cache"
-    manifest, reused = build_topk_cache(teacher, corpus.blocks, folder, identity, config.batch_size)
+    manifest, reused = build_topk_cache(
+        teacher, corpus.blocks, folder, identity, config.batch_size, rank=ctx.rank, world_size=ctx.world_size
+    )
+    counts = gather_on_main(ctx, "reused", reused)
+    if counts is None:
+        return StageResult()  # rank 0 wrote the manifest once every rank's shards were complete
+    reused = sum(counts)
     if reused:
         ctx.console.print(f"  resumed: {reused} of {manifest['shards']} shards were already written")
     size = sum(p.stat().st_size for p in folder.glob("shard-*.npy"))
@@ -79,5 +92,7 @@ KIND = StageKind(
     config=TeacherCacheStageConfig,
     run=run,
     makes_model=False,
+    distributed=True,
+    same_on_any_world_size=True,
     summary="a teacher's top-K next-token log-probs over a corpus, sharded and memory-mapped",
 )
