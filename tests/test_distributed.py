@@ -216,7 +216,7 @@ def test_recipe_errors_for_resources(tiny_project):
     recipe = _write(
         root,
         [{"name": "sft", **SFT, "resources": {"processes": 2, "strategy": "deepspeed"}},
-         {"name": "ev", "kind": "evaluate", "from": "sft", "suites": ["tool_use"], "resources": {"processes": 2}},
+         {"name": "ex", "kind": "export", "from": "sft", "resources": {"processes": 2}},
          {"name": "sft2", **SFT, "resources": {"procs": 2}}],
         resources={"strategy": "fsdp", "processes": 0},
     )  # fmt: skip
@@ -229,10 +229,10 @@ def test_recipe_errors_for_resources(tiny_project):
         "pip install deepspeed" in text
     )
     assert (
-        "ev.resources: evaluate stages run in one process; more than one process (2 here) is for the kinds "
-        "that run distributed: distill, preference, pretrain, sft" in text
-    )
-    assert "sft2.resources.procs: unknown field" in text or "sft2.resources" in text
+        "ex.resources: export stages run in one process; more than one process (2 here) is for the kinds that run "
+        "distributed: distill, evaluate, pairs, preference, pretrain, sft, teacher_cache"
+    ) in text
+    assert "sft2.resources: unknown field 'procs' (did you mean 'processes'?)" in text
     assert all(line.startswith(f"{recipe}:") for line in text.splitlines()), text
 
 

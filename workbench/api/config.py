@@ -57,7 +57,7 @@ class StageConfig(StrictModel):
 
     resources: Resources | None = None
     """Processes, machines and parallelism for this stage, overriding the recipe's `resources` (kinds that run
-    distributed only: pretrain, distill, sft, preference)."""
+    distributed only: pretrain, distill, sft, preference, evaluate, pairs, teacher_cache)."""
 
     # `resources` enters the hash as the runner resolves it (the recipe's default or this override, and only
     # what changes the output: see Resources.hashed), not as written.

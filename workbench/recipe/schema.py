@@ -79,7 +79,7 @@ class Recipe(StrictModel):
 
     resources: Resources = Resources()
     """Default processes, machines and parallelism of the stages that run distributed (pretrain, distill, sft,
-    preference); a stage's own `resources` overrides it. Default: one process."""
+    preference, evaluate, pairs, teacher_cache); a stage's own `resources` overrides it. Default: one process."""
 
     stages: list[dict[str, Any]] = Field(min_length=1)
     """The stages, each with a `name` and a `kind`; validated by the kind's own schema."""
