@@ -140,8 +140,9 @@ def test_preference_teacher_cache_and_distill_on_two_processes(sft_project, monk
     from workbench.runner.executor import run_recipe
 
     monkeypatch.chdir(sft_project.root)
+    # max_length 224: a reference-cache key of its own (the shared project's cache serves other tests' stages)
     pref = {"name": "pref2", "kind": "preference", "from": "sft", "data": "data/pairs.jsonl",
-            "eval_data": "data/pairs_eval.jsonl", "preset": "lfm2", "max_length": 256, "max_steps": 4,
+            "eval_data": "data/pairs_eval.jsonl", "preset": "lfm2", "max_length": 224, "max_steps": 4,
             "batch_size": 4, "learning_rate": 2e-3, "logging_steps": 1, "sample_count": 1,
             "resources": {"processes": 2}}  # fmt: skip
     outcomes = {o.name: o for o in run_recipe(load_recipe(sft_project([pref])))}
