@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from workbench.errors import RecipeError, WorkbenchError
+from workbench.errors import RecipeError, StageHalted, WorkbenchError
 
 app = typer.Typer(
     add_completion=False,
@@ -184,7 +184,14 @@ def run(
         joined = join_recipe(loaded, cluster, console, force=set(force or []))
         console.print(f"[bold green]done[/] on node {cluster.node_rank}: joined {', '.join(joined) or 'no stage'}")
         return
-    outcomes = run_recipe(loaded, force=set(force or []), only=set(only or []), console=console, cluster=cluster)
+    try:
+        outcomes = run_recipe(loaded, force=set(force or []), only=set(only or []), console=console, cluster=cluster)
+    except StageHalted:
+        # a failed gate: the scores so far, side by side, before the gate table (the error the handler prints)
+        from workbench.runner.plan import finished_evaluations, make_plan
+
+        _print_scores(loaded, finished_evaluations(loaded, make_plan(loaded)))
+        raise
     summary = ", ".join(f"{o.name} {o.status}" for o in outcomes)
     console.print(f"[bold green]done[/]: {summary}")
     # the scores of the evaluations this run finished, read from the outcomes (no second plan or pull)
@@ -198,6 +205,48 @@ def run(
 
 @app.command()
 @handled
+def compare(
+    a: Annotated[str, typer.Argument(help="A recipe run: an MLflow run id, or a recipe file for its latest run.")],
+    b: Annotated[str, typer.Argument(help="The run to compare with A, the same way.")],
+    html: Annotated[Path | None, typer.Option("--html", help="Also write the comparison as one HTML page.")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="Where the runs are (default: a recipe's, else the default).")
+    ] = None,
+) -> None:
+    """What changed between two recipe runs, and did it help: changed stages with their config diff, cached
+    stages, metric deltas, gate results, and the samples whose score flipped."""
+    from mlflow.tracking import MlflowClient
+
+    from workbench.runner.compare import compare as compare_runs
+    from workbench.runner.compare import find_run
+    from workbench.runner.compare_render import comparison_html, print_comparison
+    from workbench.tracking import check_reachable
+
+    uri = tracking_uri or _tracking_uri_of(a, b)
+    check_reachable(uri)
+    client = MlflowClient(uri)
+    comparison = compare_runs(client, find_run(client, a), find_run(client, b))
+    print_comparison(comparison, console)
+    if html is not None:
+        from workbench.fsio import write_text_atomic
+
+        write_text_atomic(html, comparison_html(comparison))
+        console.print(f"wrote {html}")
+
+
+def _tracking_uri_of(*references: str) -> str:
+    """The tracking store of the first reference that is a recipe file, else the default one."""
+    from workbench.tracking import default_tracking_uri
+
+    for reference in references:
+        if reference.endswith((".yaml", ".yml")) and Path(reference).is_file():
+            loaded = _load(Path(reference))
+            return default_tracking_uri(loaded.recipe.tracking.uri, loaded.work_root)
+    return default_tracking_uri(None, Path("runs").resolve())
+
+
+@app.command()
+@handled
 def report(recipe: RecipeArg) -> None:
     """Print every finished evaluate stage's scores side by side (base vs SFT vs final, ...)."""
     from workbench.runner.plan import finished_evaluations, make_plan
@@ -206,6 +255,10 @@ def report(recipe: RecipeArg) -> None:
     if not _print_scores(loaded, finished_evaluations(loaded, make_plan(loaded))):
         errors.print("no finished evaluate stage for this recipe yet (run it first)")
         raise typer.Exit(code=1)
+    figures = sorted((loaded.project.store_root / "_figures").glob("*/*.png"), key=lambda p: p.stat().st_mtime)
+    if figures:
+        latest = figures[-1].parent
+        console.print(f"figures of the latest run: {', '.join(str(p) for p in sorted(latest.glob('*.png')))}")
 
 
 def _print_scores(loaded, evaluations: dict[str, dict[str, float]]) -> bool:

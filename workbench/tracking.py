@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 MAX_PARAM_LENGTH = 6000
+# MLflow 3's UI opens an experiment by its kind: a model-training one on the runs table (a GenAI one on traces).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 # Environment variables that would make the HF MLflowCallback start or resume a run of its own.
 _CALLBACK_RUN_VARIABLES = ("MLFLOW_RUN_ID", "MLFLOW_NESTED_RUN", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID")
 
@@ -215,9 +218,13 @@ class Tracker:
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             location = artifact_root.resolve().as_uri() if artifact_root is not None else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            self.experiment_id = self.client.create_experiment(
+                experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING}
+            )
         else:
             self.experiment_id = found.experiment_id
+            if EXPERIMENT_KIND_TAG not in found.tags:
+                self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         self.parent_id: str | None = None
 
     def reap_dead_runs(self) -> list[str]:

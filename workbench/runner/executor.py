@@ -16,13 +16,14 @@ from filelock import FileLock, Timeout
 from rich.console import Console
 
 from workbench.api.context import ReviewContext, StageContext, StageInput
-from workbench.errors import StageError, StageHalted, WorkbenchError, did_you_mean
+from workbench.errors import StageError, StageHalted, WorkbenchError, did_you_mean, first_line
 from workbench.fsio import write_json_atomic
 from workbench.hashing import folder_manifest
 from workbench.recipe.loaded import LoadedRecipe
 from workbench.runner.join import announce, new_session
 from workbench.runner.launch import Cluster, run_distributed
 from workbench.runner.plan import Plan, PlannedStage, make_plan
+from workbench.runner.summary import RunSummary, run_name, runs_table_url
 from workbench.runner.tokenizer import ensure_tokenizer
 
 
@@ -72,10 +73,13 @@ def run_recipe(
             console.print(f"[yellow]marked MLflow run {run_id} KILLED: its process is gone[/]")
         tags = {"workbench.recipe": recipe.name, "workbench.recipe_file": str(loaded.path)}
         tags |= environment_tags(loaded.root)
-        parent = tracker.start_parent(recipe.name, tags)
+        summary = RunSummary(recipe.name, recipe.description, {s.name: s.hash for s in plan.stages})
+        parent = tracker.start_parent(run_name(recipe.name, plan, summary.started), tags)
         parent.log_text(loaded.path.read_text(encoding="utf-8"), "recipe/recipe.yaml")
         parent.log_text(yaml.safe_dump(_resolved(loaded, plan), sort_keys=False), "recipe/resolved.yaml")
         console.print(f"MLflow run {parent.run_id} at {uri}")
+        if uri.startswith(("http://", "https://")):
+            console.print(f"runs table: {runs_table_url(uri, tracker.experiment_id)}")
         status, outcomes = "FAILED", []
         if multi_node:
             announce(plan.store.root, cluster.session, "running")
@@ -84,7 +88,7 @@ def run_recipe(
             pinned = cache(lambda: _fingerprint(tokenizer_dir))  # hashed once per run, and only if a stage runs
             for stage in selected:
                 if stage.status == "cached" and stage.name not in forced:
-                    outcome, halt = _log_cached(loaded, tracker, plan, stage, tags, console)
+                    outcome, halt = _log_cached(loaded, tracker, plan, stage, tags, console, summary)
                 else:
                     if stage.status == "damaged":
                         console.print(
@@ -92,7 +96,7 @@ def run_recipe(
                         )
                     fresh = stage.name in forced or stage.status == "damaged"
                     outcome, halt = _execute(
-                        loaded, tracker, plan, stage, tags, tokenizer_dir, pinned, fresh, console, cluster
+                        loaded, tracker, plan, stage, tags, tokenizer_dir, pinned, fresh, console, cluster, summary
                     )
                 outcomes.append(outcome)
                 if halt:
@@ -100,12 +104,32 @@ def run_recipe(
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
+            summary.failure = "interrupted"
+            raise
+        except BaseException as error:
+            summary.failure = str(error) if isinstance(error, WorkbenchError) else f"{type(error).__name__}: {error}"
             raise
         finally:
             if multi_node:
                 announce(plan.store.root, cluster.session, status.lower())
+            summary.status = status
+            _log_summary(summary, tracker, parent.run_id, plan, console)
             tracker.end_parent(status)
     return outcomes
+
+
+def _log_summary(summary: RunSummary, tracker, run_id: str, plan: Plan, console: Console) -> None:
+    """The run's summary and figures onto its parent run; a tracking failure here is reported, not raised over
+    the run's own outcome."""
+    from workbench.runner.figures import log_figures
+
+    try:
+        summary.log(tracker.client, run_id)
+        saved = log_figures(tracker.client, run_id, summary, plan.store.root / "_figures" / run_id)
+        if saved:
+            console.print(f"figures: {', '.join(str(path) for path in saved)}")
+    except Exception as error:  # noqa: BLE001 (the run's own error, if any, is what the user must see)
+        console.print(f"[yellow]could not write the run summary to MLflow: {first_line(error)}[/]")
 
 
 def check_cluster(loaded: LoadedRecipe, stages: list[str], cluster: Cluster) -> None:
@@ -192,6 +216,7 @@ def _review(
     console: Console,
     info: dict,
     inputs: dict[str, StageInput] | None = None,
+    summary: RunSummary | None = None,
 ) -> str | None:
     """The kind's verdict on the recorded output (gates), for fresh and cached stages alike; returns a halt reason.
 
@@ -214,12 +239,14 @@ def _review(
     )
     if review.details:
         run.log_dict(review.details, "review.json")
+        if summary is not None:
+            summary.reviewed(stage.name, review.details)
     if review.report and not review.halt:
         console.print(review.report, highlight=False, markup=False)
     return review.halt
 
 
-def _log_cached(loaded, tracker, plan: Plan, stage: PlannedStage, tags: dict, console: Console):
+def _log_cached(loaded, tracker, plan: Plan, stage: PlannedStage, tags: dict, console: Console, summary: RunSummary):
     from workbench.tracking import flatten
 
     info = plan.store.read_info(stage.name, stage.hash)
@@ -230,7 +257,8 @@ def _log_cached(loaded, tracker, plan: Plan, stage: PlannedStage, tags: dict, co
         run.log_dict(info, "stage.json")
         console.print(f"[green]✓[/] {stage.name} ({stage.kind}) cached [dim]{stage.hash[:12]}[/]")
         # a halt the stage asked for when it ran holds for its cached output too
-        halt = info.get("halt") or _review(loaded, plan, stage, run, console, info)
+        summary.stage_done(stage.name, stage.kind, "cached", info)
+        halt = info.get("halt") or _review(loaded, plan, stage, run, console, info, summary=summary)
     outcome = StageOutcome(stage.name, "cached", plan.store.final_dir(stage.name, stage.hash), 0.0)
     return outcome, halt
 
@@ -246,6 +274,7 @@ def _execute(
     fresh,
     console,
     cluster: Cluster,
+    summary: RunSummary,
 ):
     """Run one stage; `pinned()` is the pinned tokenizer's fingerprint, hashed once per run."""
     from workbench.tracking import flatten
@@ -306,6 +335,8 @@ def _execute(
         run.log_dict(info, "stage.json")
         final = plan.store.commit(stage.name, stage.hash)
         console.print(f"[green]✓[/] {stage.name} done in {info['seconds']:.1f}s → {final}")
-        halt = result.halt or _review(loaded, plan, stage, run, console, _as_recorded(info), inputs)
+        recorded = _as_recorded(info)
+        summary.stage_done(stage.name, stage.kind, "resumed" if resuming else "ran", recorded)
+        halt = result.halt or _review(loaded, plan, stage, run, console, recorded, inputs, summary)
     outcome = StageOutcome(stage.name, "resumed" if resuming else "ran", final, info["seconds"])
     return outcome, halt
