@@ -3,6 +3,7 @@ the figures, and `workbench compare` on two runs of a tiny recipe that differ in
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -178,3 +179,42 @@ def test_a_reviewer_sees_the_summary_the_comparison_and_the_candidate_in_mlflow_
         browser.quit()
     assert all((tmp_path / name).stat().st_size > 10_000 for name in
                ("runs-table.png", "parent-run.png", "compare.png", "registered-model.png"))  # fmt: skip
+
+
+def test_lineage_datasets_logged_models_and_the_registered_version(two_runs, mlflow_server):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("reviewed")
+    a, b = _parents(client, experiment)
+    # get_run: search_runs leaves out a run's model inputs
+    children = {r.info.run_name: client.get_run(r.info.run_id) for r in client.search_runs(
+                [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{b.info.run_id}'")}  # fmt: skip
+    sft = children["sft"]
+    datasets = {d.dataset.name: d for d in sft.inputs.dataset_inputs}
+    assert set(datasets) == {"train.jsonl", "eval.jsonl"}
+    train = datasets["train.jsonl"]
+    assert json.loads(train.dataset.profile)["num_rows"] == 96 and len(train.dataset.digest) == 32
+    assert {t.key: t.value for t in train.tags}["mlflow.data.context"] == "data"
+    assert json.loads(train.dataset.source)["uri"].endswith("data/train.jsonl")
+
+    # each model-making stage's output is a READY logged model, uploaded to the server, with the stage's hash
+    (output,) = sft.outputs.model_outputs
+    model = client.get_logged_model(output.model_id)
+    assert model.status.to_proto() == model.status.READY.to_proto() or str(model.status).endswith("READY")
+    assert model.source_run_id == sft.info.run_id and model.tags["workbench.stage_hash"] == b.data.params["hash.sft"]
+    assert model.tags["workbench.model_dir"].endswith("/model")
+    assert {a.path for a in client.list_logged_model_artifacts(output.model_id)} >= {"config.json", "model.safetensors"}
+    # the cached base stage's run shows the model its first run logged
+    (base_output,) = children["base"].outputs.model_outputs
+    assert client.get_logged_model(base_output.model_id).source_run_id != children["base"].info.run_id
+
+    # the evaluate stage read that model, and its metrics are linked to it
+    evaluation = children["eval_sft"]
+    assert [m.model_id for m in evaluation.inputs.model_inputs] == [output.model_id]
+    linked = {m.key for m in client.get_logged_model(output.model_id).metrics}
+    assert {"tool_use/ast_accuracy", "json_schema/valid_rate"} <= linked
+    # and the version registered from it points back at the logged model
+    version = client.get_model_version("reviewed", b.data.tags["workbench.registered_version"])
+    assert version.source == model.artifact_location and version.tags["workbench.logged_model_id"] == output.model_id
+    assert version.model_id in (None, output.model_id)  # the REST API of mlflow 3.17 does not return it

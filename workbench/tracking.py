@@ -110,13 +110,14 @@ class StageTracker:
     def __init__(self, client, run_id: str):
         self.client, self.run_id = client, run_id
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, model_id: str | None = None) -> None:
+        """Metrics at `step`; with `model_id`, linked to the logged model they measured."""
         import time
 
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(key, float(value), now, step or 0) for key, value in metrics.items()]
+        batch = [Metric(key, float(value), now, step or 0, model_id=model_id) for key, value in metrics.items()]
         for start in range(0, len(batch), 500):
             self.client.log_batch(self.run_id, metrics=batch[start : start + 500])
 
@@ -149,7 +150,7 @@ class NullTracker(StageTracker):
     def __init__(self, run_id: str = ""):
         super().__init__(None, run_id)
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, model_id: str | None = None) -> None:
         pass
 
     def log_params(self, params: dict[str, str]) -> None:

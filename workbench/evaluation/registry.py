@@ -19,18 +19,37 @@ def find_version(client, name: str, tags: dict[str, str]) -> str | None:
     return str(found[0].version) if found else None
 
 
-def register_candidate(client, name: str, run_id: str, artifact_path: str, tags: dict[str, str]) -> str:
-    """A new version of registered model `name` from the run's logged model folder, aliased `candidate`."""
+def register_candidate(
+    client, name: str, run_id: str, model_dir: str, tags: dict[str, str], model_id: str | None = None
+) -> str:
+    """A new version of registered model `name`, aliased `candidate`. When `model_id` is a logged model of this
+    store that carries its folder (uploaded to a tracking server), the version is made from it and points back at
+    its lineage; otherwise the folder is logged to the run (`model/`) and the version made from there."""
     from mlflow.exceptions import MlflowException
 
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="Models that passed a workbench evaluate stage's gates.")
-    source = f"{client.get_run(run_id).info.artifact_uri}/{artifact_path}"
-    version = client.create_model_version(name, source, run_id=run_id, tags=tags)
+    logged = _logged_model_with_files(client, model_id) if model_id else None
+    if logged is not None:
+        version = client.create_model_version(name, logged.artifact_location, run_id=run_id, tags=tags,
+                                              model_id=logged.model_id)  # fmt: skip
+    else:
+        client.log_artifacts(run_id, model_dir, "model")
+        source = f"{client.get_run(run_id).info.artifact_uri}/model"
+        version = client.create_model_version(name, source, run_id=run_id, tags=tags)
     client.set_registered_model_alias(name, CANDIDATE, version.version)
     return str(version.version)
+
+
+def _logged_model_with_files(client, model_id: str):
+    """The logged model when this store knows it and holds its files, else None."""
+    try:
+        model = client.get_logged_model(model_id)
+        return model if client.list_logged_model_artifacts(model_id) else None
+    except Exception:  # noqa: BLE001 (another store's model, or a store without logged models)
+        return None
 
 
 def promote(client, name: str, version: str | None = None, source_alias: str = CANDIDATE) -> tuple[str, str | None]:

@@ -25,6 +25,10 @@ class TrackingConfig(StrictModel):
     experiment: str | None = None
     """MLflow experiment name. Default: the recipe's name."""
 
+    upload_models: bool | None = None
+    """Upload each stage's model folder to the tracking server with its MLflow logged model. Default: yes for a
+    tracking server (http, https), no for a local store, where the logged model references the stage's folder."""
+
 
 class TokenizerTraining(StrictModel):
     """Train a byte-level BPE tokenizer locally (no download) from the given data files."""

@@ -22,6 +22,15 @@ from workbench.hashing import folder_manifest
 from workbench.recipe.loaded import LoadedRecipe
 from workbench.runner.join import announce, new_session
 from workbench.runner.launch import Cluster, run_distributed
+from workbench.runner.lineage import (
+    MODEL_ID,
+    create_stage_model,
+    finish_stage_model,
+    input_model_id,
+    log_dataset_inputs,
+    log_model_input,
+    log_model_output,
+)
 from workbench.runner.plan import Plan, PlannedStage, make_plan
 from workbench.runner.summary import RunSummary, run_name, runs_table_url
 from workbench.runner.tokenizer import ensure_tokenizer
@@ -130,6 +139,22 @@ def _log_summary(summary: RunSummary, tracker, run_id: str, plan: Plan, console:
             console.print(f"figures: {', '.join(str(path) for path in saved)}")
     except Exception as error:  # noqa: BLE001 (the run's own error, if any, is what the user must see)
         console.print(f"[yellow]could not write the run summary to MLflow: {first_line(error)}[/]")
+
+
+def _record_inputs(tracker, run, loaded: LoadedRecipe, stage: PlannedStage, inputs: dict[str, StageInput]):
+    """The stage's data files as dataset inputs of its run and the model it reads as a model input; returns that
+    model's id (what an evaluate stage's metrics measured), or None."""
+    log_dataset_inputs(tracker.client, run.run_id, loaded, stage.name, stage.files)
+    model_id = input_model_id(loaded.stages[stage.name], inputs)
+    if model_id is not None and log_model_input(tracker.client, run.run_id, model_id):
+        return model_id
+    return None
+
+
+def _uploads(loaded: LoadedRecipe, tracker) -> bool:
+    """Whether logged models carry their folder: the recipe's choice, else only towards a tracking server."""
+    chosen = loaded.recipe.tracking.upload_models
+    return chosen if chosen is not None else tracker.uri.startswith(("http://", "https://"))
 
 
 def check_cluster(loaded: LoadedRecipe, stages: list[str], cluster: Cluster) -> None:
@@ -253,7 +278,11 @@ def _log_cached(loaded, tracker, plan: Plan, stage: PlannedStage, tags: dict, co
     cached_tags = {"workbench.cached": "true", "workbench.source_run_id": str(info.get("mlflow_run_id"))}
     with tracker.stage_run(stage.name, _stage_tags(stage, tags) | cached_tags) as run:
         run.log_params(flatten(info.get("config", {}), "stage"))
-        run.log_metrics(info.get("metrics", {}))
+        kind = loaded.catalog.kinds[stage.kind]
+        measured = _record_inputs(tracker, run, loaded, stage, _inputs(plan, stage))
+        if info.get(MODEL_ID):
+            log_model_output(tracker.client, run.run_id, info[MODEL_ID])  # the model its first run logged
+        run.log_metrics(info.get("metrics", {}), model_id=None if kind.makes_model else measured)
         run.log_dict(info, "stage.json")
         console.print(f"[green]✓[/] {stage.name} ({stage.kind}) cached [dim]{stage.hash[:12]}[/]")
         # a halt the stage asked for when it ran holds for its cached output too
@@ -294,6 +323,7 @@ def _execute(
     started = time.time()
     with tracker.stage_run(stage.name, _stage_tags(stage, tags) | {"workbench.resumed": str(resuming).lower()}) as run:
         run.log_params(flatten(config.model_dump(mode="json", by_alias=True), "stage"))
+        measured = _record_inputs(tracker, run, loaded, stage, inputs)
         resources = loaded.resources(stage.name)
         ctx = StageContext(
             loaded.project,
@@ -330,10 +360,18 @@ def _execute(
             # size, mtime and sha256 of every file: plan notices a damaged output, `workbench verify` checks bytes
             "outputs": folder_manifest(tmp, skip=("stage.json", "checkpoints")),
         }
+        kind = loaded.catalog.kinds[stage.kind]
+        final_model = plan.store.final_dir(stage.name, stage.hash) / "model"
+        if kind.makes_model and (tmp / "model").is_dir():
+            info[MODEL_ID] = create_stage_model(
+                tracker.client, tracker.experiment_id, run.run_id, stage.name, stage.hash, final_model
+            )
         write_json_atomic(tmp / "stage.json", info)
-        run.log_metrics(result.metrics)
+        run.log_metrics(result.metrics, model_id=None if kind.makes_model else measured)
         run.log_dict(info, "stage.json")
         final = plan.store.commit(stage.name, stage.hash)
+        if MODEL_ID in info:
+            finish_stage_model(tracker.client, run.run_id, info[MODEL_ID], final_model, _uploads(loaded, tracker))
         console.print(f"[green]✓[/] {stage.name} done in {info['seconds']:.1f}s → {final}")
         recorded = _as_recorded(info)
         summary.stage_done(stage.name, stage.kind, "resumed" if resuming else "ran", recorded)

@@ -28,6 +28,8 @@ class PlannedStage:
     checkpoints) or 'run'."""
     damage: list[str] = field(default_factory=list)
     """For 'damaged': how the files differ from the recorded manifest."""
+    files: dict[str, str] = field(default_factory=dict)
+    """Hash key -> content digest of every data file, model path and definition the stage reads (`consumed_digests`)."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ def make_plan(loaded: LoadedRecipe) -> Plan:
             "kind": config.kind,
             "config": config.model_dump(mode="json", by_alias=True, exclude=config.hash_excluded()),
             "inputs": hashed_inputs,
-            "files": consumed_digests(loaded, name),
+            "files": (files := consumed_digests(loaded, name)),
             "tokenizer": tokenizer_hash,
             "recipe_seed": loaded.recipe.seed,
             "trust_remote_code": loaded.recipe.trust_remote_code,
@@ -147,7 +149,7 @@ def make_plan(loaded: LoadedRecipe) -> Plan:
         else:
             status = "run"
         inputs = {dep: hashes[dep] for dep in loaded.dependencies(name)}
-        planned.append(PlannedStage(name, config.kind, stage_hash, inputs, status, damage))
+        planned.append(PlannedStage(name, config.kind, stage_hash, inputs, status, damage, files))
     return Plan(planned, tokenizer_hash, chat_template, store)
 
 

@@ -234,8 +234,9 @@ def _register(ctx: ReviewContext, config: EvaluateStageConfig) -> dict:
     else:
         model_dir = ctx.project.resolve(config.model)
         tags = {"workbench.stage": config.name, "workbench.model_path": str(model_dir)}
-    client.log_artifacts(run_id, str(model_dir), "model")
-    version = register_candidate(client, name, run_id, "model", tags | {"workbench.evaluate_hash": evaluated})
+    model_id = ctx.inputs[config.from_].info.get("mlflow_model_id") if config.from_ is not None else None
+    tags |= {"workbench.evaluate_hash": evaluated} | ({"workbench.logged_model_id": model_id} if model_id else {})
+    version = register_candidate(client, name, run_id, str(model_dir), tags, model_id=model_id)
     ctx.console.print(f"  registered {name} version {version} as '{CANDIDATE}'")
     return {"name": name, "version": version, "alias": CANDIDATE}
 
