@@ -36,7 +36,12 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on 127.0.0.1 with its own SQLite store; yields its URI."""
-    root = tmp_path_factory.mktemp("mlflow-server")
+    yield from running_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
+
+
+def running_mlflow_server(root: Path):
+    """Start `mlflow server` with its store in `root`, yield its URI once healthy, stop it afterwards (for a
+    fixture: a module that must not share the session's server uses its own)."""
     port = free_port()
     mlflow = Path(sys.executable).with_name("mlflow")
     log = (root / "server.log").open("w")

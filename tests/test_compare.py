@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import workbench_cli, write_tiny_project
+from conftest import running_mlflow_server, workbench_cli, write_tiny_project
 
 pytestmark = pytest.mark.slow
 
@@ -34,15 +34,22 @@ def _cli(*args, cwd):
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory, mlflow_server):
+def review_server(tmp_path_factory):
+    """A tracking server of this module's own: the runs, experiments and registered models made here must not show
+    up in other tests that count what their server holds."""
+    yield from running_mlflow_server(tmp_path_factory.mktemp("review-server"))
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, review_server):
     """A tiny project run twice against the real MLflow server, the second time with sft's learning rate changed
     (in its own experiment, `reviewed`); yields the project root."""
     root = tmp_path_factory.mktemp("reviewed")
-    write_tiny_project(root, tracking_uri=mlflow_server, name="reviewed")
-    _recipe(root, mlflow_server, 3e-3)
+    write_tiny_project(root, tracking_uri=review_server, name="reviewed")
+    _recipe(root, review_server, 3e-3)
     first = _cli("run", "recipe.yaml", cwd=root)
     assert first.returncode == 0, first.stderr[-3000:]
-    _recipe(root, mlflow_server, 1e-2)  # one stage changes: sft's learning rate
+    _recipe(root, review_server, 1e-2)  # one stage changes: sft's learning rate
     second = _cli("run", "recipe.yaml", cwd=root)
     assert second.returncode == 0, second.stderr[-3000:]
     return root
@@ -53,13 +60,13 @@ def _parents(client, experiment):
     return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
 
 
-def test_parent_summaries_figures_and_compare(two_runs, mlflow_server):
+def test_parent_summaries_figures_and_compare(two_runs, review_server):
     from mlflow.tracking import MlflowClient
 
     from workbench.runner.compare import compare, find_run
 
     root = two_runs
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(review_server)
     experiment = client.get_experiment_by_name("reviewed")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs table
     parents = _parents(client, experiment)
@@ -100,7 +107,7 @@ def test_parent_summaries_figures_and_compare(two_runs, mlflow_server):
     for flip in comparison.flips:  # any flipped sample really scored differently in the two tables
         assert flip.a != flip.b and flip.stage == "eval_sft"
 
-    shown = _cli("compare", a.info.run_id, b.info.run_id, "--tracking-uri", mlflow_server, "--html", "cmp.html",
+    shown = _cli("compare", a.info.run_id, b.info.run_id, "--tracking-uri", review_server, "--html", "cmp.html",
                  cwd=root)  # fmt: skip
     assert shown.returncode == 0, shown.stderr[-3000:]
     assert "changed stages: sft, eval_sft" in shown.stdout and "learning_rate" in shown.stdout
@@ -108,23 +115,23 @@ def test_parent_summaries_figures_and_compare(two_runs, mlflow_server):
     assert "learning_rate" in page and page.count("data:image/png;base64,") == 4
     report = _cli("report", "recipe.yaml", cwd=root)
     assert "figures of the latest run:" in report.stdout and "suites.png" in report.stdout
-    missing = _cli("compare", "0123456789abcdef", b.info.run_id, "--tracking-uri", mlflow_server, cwd=root)
+    missing = _cli("compare", "0123456789abcdef", b.info.run_id, "--tracking-uri", review_server, cwd=root)
     assert missing.returncode == 1 and "no MLflow run '0123456789abcdef'" in missing.stderr
 
 
-def test_a_failed_gate_still_prints_the_scores_and_names_the_failure(tiny_project, mlflow_server):
+def test_a_failed_gate_still_prints_the_scores_and_names_the_failure(tiny_project, review_server):
     from mlflow.tracking import MlflowClient
 
-    tiny_project(tracking_uri=mlflow_server)
+    tiny_project(tracking_uri=review_server)
     root = tiny_project.root
-    _recipe(root, mlflow_server, 3e-3)
+    _recipe(root, review_server, 3e-3)
     recipe = yaml.safe_load((root / "recipe.yaml").read_text())
     recipe["stages"][2]["gates"] = ["tool_use/ast_accuracy >= 1.5"]
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     done = _cli("run", "recipe.yaml", cwd=root)
     assert done.returncode == 1
     assert "evaluation scores by stage" in done.stdout and "tool_use/ast_accuracy >= 1.5" in done.stderr
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(review_server)
     experiment = client.get_experiment_by_name("tiny")
     parent = next(r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" not in r.data.tags)
     assert parent.info.status == "FAILED"
@@ -133,13 +140,13 @@ def test_a_failed_gate_still_prints_the_scores_and_names_the_failure(tiny_projec
     assert parent.data.metrics["eval_sft/gates_failed"] == 1
 
 
-def test_a_reviewer_sees_the_summary_the_comparison_and_the_candidate_in_mlflow_ui(two_runs, mlflow_server, tmp_path):
+def test_a_reviewer_sees_the_summary_the_comparison_and_the_candidate_in_mlflow_ui(two_runs, review_server, tmp_path):
     from mlflow.tracking import MlflowClient
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.wait import WebDriverWait
     from test_annotate import chromium_driver
 
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(review_server)
     experiment = client.get_experiment_by_name("reviewed")
     a, b = _parents(client, experiment)
     browser = chromium_driver()
@@ -152,16 +159,16 @@ def test_a_reviewer_sees_the_summary_the_comparison_and_the_candidate_in_mlflow_
     try:
         # MLflow 3 opens every experiment in its GenAI view unless the URL (or the user's toggle) asks for model
         # training: the link workbench prints does
-        browser.get(f"{mlflow_server}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning")
+        browser.get(f"{review_server}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning")
         page_shows(a.info.run_name, b.info.run_name, "Run Name")
         browser.save_screenshot(str(tmp_path / "runs-table.png"))
 
-        browser.get(f"{mlflow_server}/#/experiments/{experiment.experiment_id}/runs/{b.info.run_id}")
+        browser.get(f"{review_server}/#/experiments/{experiment.experiment_id}/runs/{b.info.run_id}")
         page_shows("eval_sft/tool_use/ast_accuracy", "a tiny recipe a reviewer compares")
         browser.save_screenshot(str(tmp_path / "parent-run.png"))
 
         runs = f'["{a.info.run_id}","{b.info.run_id}"]'
-        browser.get(f'{mlflow_server}/#/compare-runs?runs={runs}&experiments=["{experiment.experiment_id}"]')
+        browser.get(f'{review_server}/#/compare-runs?runs={runs}&experiments=["{experiment.experiment_id}"]')
         page_shows("eval_sft/gates_passed", "Show diff only")
         # the Metrics section's "Show diff only": what differs between the two parents, side by side
         browser.find_elements(By.XPATH, "//*[normalize-space(text())='Show diff only']")[1].click()
@@ -172,7 +179,7 @@ def test_a_reviewer_sees_the_summary_the_comparison_and_the_candidate_in_mlflow_
         ran = [f"{a.data.metrics['run/stages_ran']:g}", f"{b.data.metrics['run/stages_ran']:g}"]
         assert metrics[-2:] == ran == ["3", "2"]
 
-        browser.get(f"{mlflow_server}/#/models/reviewed")
+        browser.get(f"{review_server}/#/models/reviewed")
         page_shows("Aliases", "Version 2", "candidate")
         browser.save_screenshot(str(tmp_path / "registered-model.png"))
     finally:
@@ -181,10 +188,10 @@ def test_a_reviewer_sees_the_summary_the_comparison_and_the_candidate_in_mlflow_
                ("runs-table.png", "parent-run.png", "compare.png", "registered-model.png"))  # fmt: skip
 
 
-def test_lineage_datasets_logged_models_and_the_registered_version(two_runs, mlflow_server):
+def test_lineage_datasets_logged_models_and_the_registered_version(two_runs, review_server):
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(review_server)
     experiment = client.get_experiment_by_name("reviewed")
     a, b = _parents(client, experiment)
     # get_run: search_runs leaves out a run's model inputs
