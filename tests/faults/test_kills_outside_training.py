@@ -18,11 +18,11 @@ pytestmark = pytest.mark.slow
 
 SUITES = ["instruction_following", "json_schema", "tool_use"]
 STAGES = {
-    "k_eval": ({"kind": "evaluate", "from": "sft", "suites": SUITES, "limit": 6, "batch_size": 1}, "eval"),
+    "k_eval": ({"kind": "evaluate", "from": "sft", "suites": SUITES, "batch_size": 1}, None),
     "k_pairs": ({"kind": "pairs", "from": "sft", "data": "data/prompts.jsonl", "max_prompts": 24, "samples": 4,
                  "max_new_tokens": 48, "batch_size": 2}, None),
-    "k_cache": ({"kind": "teacher_cache", "from": "sft", "corpus": "data/corpus.jsonl", "seq_len": 32, "k": 8,
-                 "shard_blocks": 2, "batch_size": 1}, "cache/shard-00000.ids.npy"),
+    "k_cache": ({"kind": "teacher_cache", "from": "sft", "corpus": "data/corpus.jsonl", "seq_len": 16, "k": 8,
+                 "shard_blocks": 1, "batch_size": 1}, "cache/shard-00002.ids.npy"),
     "k_merge": ({"kind": "merge", "method": "slerp", "base": "base", "models": ["base", "sft"],
                  "parameters": {"t": {"sweep": [0.2, 0.4, 0.6, 0.8]}},
                  "select": {"metric": "eval_loss", "data": "data/prompts.jsonl", "max_length": 192}},
@@ -49,7 +49,7 @@ def test_a_kill_outside_training_leaves_nothing_done_and_the_next_run_finishes(s
     root = sft_project.root
     corpus = root / "data" / "corpus.jsonl"
     if not corpus.is_file():
-        lines = (REPO / "datasets/pretrain/corpus.jsonl").read_text().splitlines()[:40]
+        lines = (REPO / "datasets/pretrain/corpus.jsonl").read_text().splitlines()[:400]
         corpus.write_text("\n".join(lines) + "\n")
     config, marker = STAGES[stage]
     recipe = sft_project([{"name": stage, **config}])
