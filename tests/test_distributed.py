@@ -25,7 +25,9 @@ SFT = {
 }  # fmt: skip
 
 
-def _write(root: Path, stages: list[dict], tracking_uri: str | None = None, **top) -> Path:
+def _write(
+    root: Path, stages: list[dict], tracking_uri: str | None = None, experiment: str | None = None, **top
+) -> Path:
     recipe = {
         "name": "tiny",
         "tokenizer": {"train": {"files": ["data/train.jsonl"], "vocab_size": 400}},
@@ -33,7 +35,7 @@ def _write(root: Path, stages: list[dict], tracking_uri: str | None = None, **to
         **top,
     }
     if tracking_uri:
-        recipe["tracking"] = {"uri": tracking_uri}
+        recipe["tracking"] = {"uri": tracking_uri, "experiment": experiment}
     path = root / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
@@ -60,13 +62,14 @@ def test_sft_on_two_processes_follows_one_process_and_logs_once(tiny_project, ml
     root = tiny_project.root
     # the same global batch: 8 examples per step on one process, 4 on each of two
     recipe = _write(root, [{"name": "one", **SFT, "batch_size": 8},
-                           {"name": "two", **SFT, "batch_size": 4, "resources": {"processes": 2}}], mlflow_server)  # fmt: skip
+                           {"name": "two", **SFT, "batch_size": 4, "resources": {"processes": 2}}], mlflow_server,
+                    experiment="distributed")  # fmt: skip
     done = _run_cli("run", str(recipe), cwd=root)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "launching 2 processes (ddp) with torchrun" in done.stdout
 
     client = MlflowClient(mlflow_server)
-    experiment = client.get_experiment_by_name("tiny")
+    experiment = client.get_experiment_by_name("distributed")  # its own: the session's server serves other tests
     runs = client.search_runs([experiment.experiment_id], max_results=100)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1, [r.info.run_name for r in parents]  # no stray run from any rank

@@ -87,7 +87,10 @@ def test_failed_gate_stops_the_recipe_and_passing_gates_register_a_candidate(tin
     assert review_run.data.tags["workbench.stage"] == "eval_sft" and review_run.data.tags["workbench.cached"] == "true"
     review = json.loads(open(client.download_artifacts(candidate.run_id, "review.json", str(root))).read())
     assert review["registered"]["version"] == candidate.version and all(g["passed"] for g in review["gates"])
-    assert {a.path for a in client.list_artifacts(candidate.run_id, "model")} >= {"model/config.json"}
+    # the version is made from sft's logged model, whose folder was uploaded to the server (lineage)
+    logged = client.get_logged_model(candidate.tags["workbench.logged_model_id"])
+    assert candidate.source == logged.artifact_location and logged.tags["workbench.stage"] == "sft"
+    assert {a.path for a in client.list_logged_model_artifacts(logged.model_id)} >= {"config.json"}
     # Re-checking the same evaluation again registers nothing new.
     again = _run("run", str(recipe), cwd=root)
     assert again.returncode == 0, again.stdout + again.stderr

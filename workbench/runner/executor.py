@@ -279,7 +279,8 @@ def _log_cached(loaded, tracker, plan: Plan, stage: PlannedStage, tags: dict, co
     with tracker.stage_run(stage.name, _stage_tags(stage, tags) | cached_tags) as run:
         run.log_params(flatten(info.get("config", {}), "stage"))
         kind = loaded.catalog.kinds[stage.kind]
-        measured = _record_inputs(tracker, run, loaded, stage, _inputs(plan, stage))
+        inputs = _inputs(plan, stage)
+        measured = _record_inputs(tracker, run, loaded, stage, inputs)
         if info.get(MODEL_ID):
             log_model_output(tracker.client, run.run_id, info[MODEL_ID])  # the model its first run logged
         run.log_metrics(info.get("metrics", {}), model_id=None if kind.makes_model else measured)
@@ -287,7 +288,7 @@ def _log_cached(loaded, tracker, plan: Plan, stage: PlannedStage, tags: dict, co
         console.print(f"[green]✓[/] {stage.name} ({stage.kind}) cached [dim]{stage.hash[:12]}[/]")
         # a halt the stage asked for when it ran holds for its cached output too
         summary.stage_done(stage.name, stage.kind, "cached", info)
-        halt = info.get("halt") or _review(loaded, plan, stage, run, console, info, summary=summary)
+        halt = info.get("halt") or _review(loaded, plan, stage, run, console, info, inputs, summary)
     outcome = StageOutcome(stage.name, "cached", plan.store.final_dir(stage.name, stage.hash), 0.0)
     return outcome, halt
 
