@@ -24,19 +24,22 @@ STAGES = {
     "k_cache": ({"kind": "teacher_cache", "from": "sft", "corpus": "data/corpus.jsonl", "seq_len": 16, "k": 8,
                  "shard_blocks": 1, "batch_size": 1}, "cache/shard-00002.ids.npy"),
     "k_merge": ({"kind": "merge", "method": "slerp", "base": "base", "models": ["base", "sft"],
-                 "parameters": {"t": {"sweep": [0.2, 0.4, 0.6, 0.8]}},
+                 "parameters": {"t": {"sweep": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}},
                  "select": {"metric": "eval_loss", "data": "data/prompts.jsonl", "max_length": 192}},
-                "candidates/000"),
+                "candidates/001"),
 }  # fmt: skip
-"""Each stage, and what inside its `.tmp` folder shows it is under way (None: the folder itself)."""
+"""Each stage, and what inside its `.tmp` folder shows it is under way (None: the folder itself). For the merge,
+candidate 1's folder: its nested run is open while mergekit writes it and the candidate is scored."""
 
 
 def _wait_until_under_way(root: Path, stage: str, marker: str | None, process, timeout: float = 300) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         for tmp in (root / "runs" / "tiny" / stage).glob("*.tmp"):
-            if marker is None or (tmp / marker).exists():
+            if marker is None:
                 time.sleep(0.5)  # well inside the stage, not at its first line
+                return
+            if (tmp / marker).exists():
                 return
         if process.poll() is not None:
             raise AssertionError(f"the run ended before '{stage}' got under way:\n{process.stdout.read()[-3000:]}")
