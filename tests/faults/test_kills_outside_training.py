@@ -24,7 +24,7 @@ STAGES = {
     "k_cache": ({"kind": "teacher_cache", "from": "sft", "corpus": "data/corpus.jsonl", "seq_len": 16, "k": 8,
                  "shard_blocks": 1, "batch_size": 1}, "cache/shard-00002.ids.npy"),
     "k_merge": ({"kind": "merge", "method": "slerp", "base": "base", "models": ["base", "sft"],
-                 "parameters": {"t": {"sweep": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}},
+                 "parameters": {"t": {"sweep": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]}},
                  "select": {"metric": "eval_loss", "data": "data/prompts.jsonl", "max_length": 192}},
                 "candidates/001"),
 }  # fmt: skip
