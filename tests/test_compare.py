@@ -104,8 +104,25 @@ def test_parent_summaries_figures_and_compare(two_runs, review_server):
         assert delta.delta == pytest.approx(delta.b - delta.a)
     assert {g["gate"] for g in comparison.gates} == {"tool_use/call_rate >= 0", "json_schema/valid_rate >= 0"}
     assert all(g["passed"] and g["passed_a"] for g in comparison.gates)
-    for flip in comparison.flips:  # any flipped sample really scored differently in the two tables
-        assert flip.a != flip.b and flip.stage == "eval_sft"
+    # the flipped samples are exactly those whose score differs between the two evaluations' logged tables
+    scores = []
+    for run in (a, b):
+        (evaluation,) = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' and attributes.run_name = 'eval_sft'",
+        )
+        table = {}
+        for suite in SUITES:
+            path = client.download_artifacts(
+                evaluation.info.run_id, f"samples/{suite}.json", str(root / run.info.run_id)
+            )
+            logged = json.loads(open(path).read())
+            for row in logged["data"]:
+                cell = dict(zip(logged["columns"], row, strict=True))
+                table[(suite, cell["task"], cell["doc_id"])] = cell["score"]
+        scores.append(table)
+    expected = {k for k, v in scores[1].items() if v is not None and scores[0].get(k) not in (None, v)}
+    assert {(f.suite, f.task, f.doc_id) for f in comparison.flips} == expected
 
     shown = _cli("compare", a.info.run_id, b.info.run_id, "--tracking-uri", review_server, "--html", "cmp.html",
                  cwd=root)  # fmt: skip

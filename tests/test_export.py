@@ -133,7 +133,6 @@ def test_a_model_that_learned_nothing_fails_the_quality_gate_through_llama_cpp(s
 
 def test_recipe_errors_for_export_and_deploy(tiny_project):
     recipe = tiny_project()
-    root = tiny_project.root
     data = yaml.safe_load(recipe.read_text())
     data["stages"] += [
         {"name": "device", "kind": "export", "from": "sft", "quantization": "q3_K_XL"},
@@ -160,4 +159,3 @@ def test_recipe_errors_for_export_and_deploy(tiny_project):
     assert "'device' is an export stage, which makes no model" in text
     assert "give `suites` to score, `deploy` to measure an exported file, or both" in text
     assert all(line.startswith(f"{recipe}:") for line in text.splitlines()), text
-    assert root.is_dir()

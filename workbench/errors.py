@@ -55,3 +55,8 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
         return f" (did you mean '{same_letters[0]}'?)"
     close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def article(word: str) -> str:
+    """`a` or `an` before `word` (by its first letter: good enough for stage kinds and field names)."""
+    return "an" if str(word)[:1].lower() in "aeiou" else "a"

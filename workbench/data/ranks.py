@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from workbench.api.context import StageContext
@@ -27,11 +28,16 @@ def gather_on_main(ctx: StageContext, name: str, part: Any, timeout: float = 6 *
     write_text_atomic(folder / f"{ctx.rank}.json", json.dumps(part))  # key order kept: the output is byte-identical
     if not ctx.is_main:
         return None
-    started = time.time()
     paths = [folder / f"{rank}.json" for rank in range(ctx.world_size)]
-    while not all(path.is_file() for path in paths):
-        if time.time() - started > timeout:
-            missing = [path.stem for path in paths if not path.is_file()]
-            raise StageError(f"ranks {', '.join(missing)} did not hand in their '{name}' within {timeout:.0f}s")
-        time.sleep(0.2)
+    wait_until(lambda: all(path.is_file() for path in paths), f"every rank's '{name}'", timeout)
     return [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 24 * 3600) -> None:
+    """Poll the shared folder until `condition` holds; one line after `timeout`. Ranks hand work to each other
+    through files, so no collective is needed (a rank that dies takes the whole launch down with it)."""
+    started = time.time()
+    while not condition():
+        if time.time() - started > timeout:
+            raise StageError(f"waited {timeout:.0f}s for {what}")
+        time.sleep(0.2)

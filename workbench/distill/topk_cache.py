@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from workbench.data.ranks import wait_until
 from workbench.errors import StageError
 from workbench.fsio import atomic_path, write_json_atomic
 
@@ -104,7 +105,7 @@ def build_topk_cache(
         folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(build_file, planned)
     else:
-        _wait_for(lambda: _read_json(build_file) == planned, "rank 0 to start the cache build")
+        wait_until(lambda: _read_json(build_file) == planned, "rank 0 to start the cache build")
     teacher.eval()
     reused = 0
     for shard in range(rank, identity.shards, world_size):
@@ -133,7 +134,7 @@ def build_topk_cache(
     if rank != 0:
         return None, reused
     if world_size > 1:
-        _wait_for(
+        wait_until(
             lambda: all(
                 _shard_complete(folder, s, identity, len(identity.shard_rows(s))) for s in range(identity.shards)
             ),
@@ -156,17 +157,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 24 * 3600) -> None:
-    """Poll the shared folder until `condition` holds (a rank that dies takes the whole launch down with it)."""
-    import time
-
-    started = time.time()
-    while not condition():
-        if time.time() - started > timeout:
-            raise TimeoutError(f"waited {timeout:.0f}s for {what}")
-        time.sleep(0.2)
 
 
 def _shard_paths(folder: Path, shard: int) -> tuple[Path, Path]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from workbench.api.kinds import Catalog
 from workbench.api.markers import DataPath, Named, StageRef
-from workbench.errors import did_you_mean
+from workbench.errors import article, did_you_mean
 
 # What `datasets.save_to_disk` writes at the top of a Dataset or DatasetDict folder.
 SAVED_DATASET = ("dataset_info.json", "dataset_dict.json")
@@ -34,14 +34,14 @@ def ref_problem(
         candidates = [n for n, k in kinds.items() if k in model_kinds and n != stage]
         hint = did_you_mean(ref, candidates)
         return (
-            f"'{ref}' is {_a(kind)} {kind} stage, which makes no model; this field takes a "
+            f"'{ref}' is {article(kind)} {kind} stage, which makes no model; this field takes a "
             f"stage with a model ({', '.join(model_kinds)}){hint}"
         )
     if marker.kinds and kind not in marker.kinds:
         wanted = " or ".join(marker.kinds)
         candidates = [n for n, k in kinds.items() if k in marker.kinds and n != stage]
         hint = did_you_mean(ref, candidates) or (f" ({wanted} stages: {', '.join(candidates)})" if candidates else "")
-        return f"'{ref}' is {_a(kind)} {kind} stage; this field takes {_a(wanted)} {wanted} stage{hint}"
+        return f"'{ref}' is {article(kind)} {kind} stage; this field takes {article(wanted)} {wanted} stage{hint}"
     return None
 
 
@@ -109,7 +109,3 @@ def name_problems(
         listed = ", ".join(known) if len(known) <= 12 else ", ".join(known[:12]) + ", ..."
         return [f"unknown {space.name} '{value}'{did_you_mean(value, known)}; known: {listed or 'none'}"]
     return list(space.check(value, root)) if space.check is not None else []
-
-
-def _a(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"

@@ -157,7 +157,7 @@ def run_launcher(stage: str, spec: Path, resources: Resources, node_rank: int, a
         process.send_signal(signal.SIGINT)
         process.wait()
         raise
-    if code != 0 or not result_file(spec).is_file() and node_rank == 0:
+    if code != 0 or (node_rank == 0 and not result_file(spec).is_file()):
         raise StageError(f"stage '{stage}': {failure_line(spec, list(tail), code)}; nothing was marked done "
                          "(the next run resumes from the last checkpoint)")  # fmt: skip
 

@@ -30,10 +30,7 @@ def result_file(spec_path: Path) -> Path:
     return spec_path.parent / "result.json"
 
 
-def _context(spec: dict, rank: int, world_size: int, console: Console, tracker) -> StageContext:
-    from workbench.runner.catalog import default_catalog
-
-    kind = default_catalog().kinds[spec["kind"]]
+def _context(spec: dict, kind, rank: int, world_size: int, console: Console, tracker) -> StageContext:
     folders = ("root", "store_root", "work_root")
     project = {key: Path(value) if key in folders else value for key, value in spec["project"].items()}
     return StageContext(
@@ -75,11 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(soft_wrap=True) if rank == 0 else Console(quiet=True)
     _share_dataset_cache(spec_path.parent / "datasets")
     try:
-        tracker = _tracker(spec, rank)
-        ctx = _context(spec, rank, world_size, console, tracker)
         from workbench.runner.catalog import default_catalog
 
-        result = default_catalog().kinds[spec["kind"]].run(ctx)
+        kind = default_catalog().kinds[spec["kind"]]  # plug-ins included, loaded once
+        ctx = _context(spec, kind, rank, world_size, console, _tracker(spec, rank))
+        result = kind.run(ctx)
         if rank == 0:
             write_json_atomic(
                 result_file(spec_path), {"metrics": result.metrics, "details": result.details, "halt": result.halt}

@@ -28,6 +28,7 @@ from workbench.api import (
     StageRef,
     StageResult,
 )
+from workbench.errors import article
 from workbench.export.deploy import DeploySettings
 
 SuiteName = Annotated[str, Named("suite")]
@@ -108,11 +109,12 @@ class EvaluateStageConfig(StageConfig, ModelSource):
         from workbench.evaluation.gates import gate_problems
 
         gate_problems(self.gates, self.suites, self.compare, recipe, extra=self.measured_groups())
-        if self.deploy is not None and self.from_ is not None and recipe.kind_of(self.from_) not in (None, "export"):
+        kind = recipe.kind_of(self.from_) if self.from_ is not None else None
+        if self.deploy is not None and kind not in (None, "export"):
             recipe.problem(
                 ("deploy",),
                 f"deploy metrics measure a GGUF file through llama.cpp, and '{self.from_}' is "
-                f"{_a(recipe.kind_of(self.from_))} stage: evaluate an export stage (kind: export, from: {self.from_})",
+                f"{article(kind)} {kind} stage: evaluate an export stage (kind: export, from: {self.from_})",
             )
         elif self.deploy is not None and self.model is not None:
             recipe.problem(("deploy",), "deploy metrics measure a GGUF file: take `from` an export stage, not `model`")
@@ -124,10 +126,6 @@ class EvaluateStageConfig(StageConfig, ModelSource):
                 recipe.problem(
                     ("data", suite), f"'data' replaces the data of workbench's suites ({ours}), not of '{suite}'"
                 )
-
-
-def _a(kind: str | None) -> str:
-    return f"{'an' if (kind or 'x')[0] in 'aeiou' else 'a'} {kind}"
 
 
 def run(ctx: StageContext) -> StageResult:

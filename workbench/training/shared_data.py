@@ -8,11 +8,10 @@ folder every rank sees. One process: the in-memory dataset, as before.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from workbench.api.context import StageContext
-from workbench.errors import StageError
+from workbench.data.ranks import wait_until
 
 
 def stage_dataset(ctx: StageContext, rows: list[dict[str, Any]], name: str, timeout: float = 600.0):
@@ -28,9 +27,5 @@ def stage_dataset(ctx: StageContext, rows: list[dict[str, Any]], name: str, time
         Dataset.from_list(rows).save_to_disk(str(partial))
         partial.rename(folder)
     else:
-        waited = time.time()
-        while not folder.is_dir():
-            if time.time() - waited > timeout:
-                raise StageError(f"rank {ctx.rank}: the main process did not write dataset '{name}' in {timeout:.0f}s")
-            time.sleep(0.2)
+        wait_until(folder.is_dir, f"the main process to write dataset '{name}'", timeout)
     return load_from_disk(str(folder))
