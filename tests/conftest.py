@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -39,40 +40,65 @@ def mlflow_server(tmp_path_factory):
     yield from running_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
 
 
+class MlflowServer:
+    """A real `mlflow server` process with its SQLite store and artifacts in `root`, on a port of its own; it can be
+    killed and started again on the same port and store (a server that restarts under a running recipe)."""
+
+    def __init__(self, root: Path, port: int | None = None):
+        self.root, self.port = root, port or free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120) -> str:
+        mlflow = Path(sys.executable).with_name("mlflow")
+        log = (self.root / "server.log").open("a")
+        self.process = subprocess.Popen(
+            [
+                str(mlflow), "server", "--host", "127.0.0.1", "--port", str(self.port),
+                "--backend-store-uri", f"sqlite:///{self.root / 'store.db'}",
+                "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1",
+            ],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return self.uri
+            except OSError:
+                if self.process.poll() is not None:
+                    tail = (self.root / "server.log").read_text()[-2000:]
+                    raise RuntimeError(f"mlflow server exited: {tail}") from None
+                time.sleep(0.5)
+        self.kill()
+        raise RuntimeError(f"mlflow server did not become healthy in {timeout:.0f} s")
+
+    def kill(self) -> None:
+        """SIGKILL the server and its workers, as a crash or an OOM kill would."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self.process = None
+
+
 def running_mlflow_server(root: Path):
     """Start `mlflow server` with its store in `root`, yield its URI once healthy, stop it afterwards (for a
     fixture: a module that must not share the session's server uses its own)."""
-    port = free_port()
-    mlflow = Path(sys.executable).with_name("mlflow")
-    log = (root / "server.log").open("w")
-    process = subprocess.Popen(
-        [
-            str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port),
-            "--backend-store-uri", f"sqlite:///{root / 'store.db'}",
-            "--artifacts-destination", str(root / "artifacts"), "--workers", "1",
-        ],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}") from None
-            time.sleep(0.5)
-    else:
-        os.killpg(process.pid, signal.SIGKILL)
-        raise RuntimeError("mlflow server did not become healthy in 120 s")
-    yield uri
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+    server = MlflowServer(root)
+    yield server.start()
+    server.stop()
 
 
 TINY_ARCH = {

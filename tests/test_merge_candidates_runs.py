@@ -31,7 +31,7 @@ CANDIDATE_PROCESS = textwrap.dedent(
 
 @pytest.fixture
 def tracker(tmp_path):
-    return Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "merge-runs", tmp_path / "artifacts")
+    return Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "merge-runs", tmp_path / "artifacts", tmp_path / "runs")
 
 
 def _parent(tracker: Tracker) -> str:
@@ -79,22 +79,24 @@ def test_a_child_run_ends_with_the_status_of_its_body(tracker, raised, status):
     assert got.data.tags["workbench.pid"] == str(os.getpid())
 
 
-def test_a_stage_run_is_a_child_run_and_the_active_fluent_one(tracker):
-    """The HF Trainer's MLflowCallback logs into the active fluent run: it must be the stage's, and the parent again
-    afterwards, whether the stage finished or failed."""
+def test_a_stage_run_is_a_child_run_ended_with_its_status_and_no_fluent_run_is_touched(tracker, monkeypatch):
+    """Stage runs are children of the parent run, FINISHED or FAILED as their stage; mlflow's process-global active
+    run is never started or ended (a notebook's own run stays active, nothing logs into ours by accident)."""
     import mlflow
 
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracker.uri)
+    users = mlflow.start_run(experiment_id=tracker.experiment_id, run_name="the user's own")
     parent = tracker.start_parent("recipe", {})
     try:
         with tracker.stage_run("sft", {"workbench.kind": "sft"}) as run:
-            assert mlflow.active_run().info.run_id == run.run_id
-            mlflow.log_metric("train/loss", 2.0)  # what the Trainer callback does
-        assert mlflow.active_run().info.run_id == parent.run_id
+            assert tracker.client.stage == "sft", "calls the server misses go to the stage's outbox"
+            run.log_metrics({"train/loss": 2.0})
         with pytest.raises(ValueError), tracker.stage_run("dpo", {"workbench.kind": "preference"}) as failed:
             raise ValueError("diverged")
-        assert mlflow.active_run().info.run_id == parent.run_id
+        assert tracker.client.stage is None and mlflow.active_run().info.run_id == users.info.run_id
     finally:
         tracker.end_parent("FINISHED")
+        mlflow.end_run()
     finished, failed = (tracker.client.get_run(r.run_id) for r in (run, failed))
     assert (finished.info.status, failed.info.status) == ("FINISHED", "FAILED")
     assert finished.data.metrics == {"train/loss": 2.0}

@@ -145,6 +145,25 @@ def verify(recipe: RecipeArg) -> None:
 
 @app.command()
 @handled
+def sync(recipe: RecipeArg) -> None:
+    """Send the tracking calls a run kept while its MLflow server was away (`workbench run` does this first too)."""
+    from mlflow.tracking import MlflowClient
+
+    from workbench.tracking import check_reachable, default_tracking_uri
+    from workbench.tracking_outbox import outboxes, pending, send_kept
+
+    loaded = _load(recipe)
+    store_root = loaded.project.store_root
+    if not pending(outboxes(store_root)):
+        console.print("nothing to send: no tracking calls are kept")
+        return
+    uri = default_tracking_uri(loaded.recipe.tracking.uri, loaded.work_root)
+    check_reachable(uri)
+    send_kept(MlflowClient(uri), store_root, lambda line: console.print(line, markup=False))
+
+
+@app.command()
+@handled
 def run(
     recipe: RecipeArg,
     force: Annotated[

@@ -1,9 +1,9 @@
 """MLflow tracking: one parent run per `workbench run`, one nested child run per stage (and per merge candidate).
 
 Every run records the process that owns it (`process_tags`), so a later start marks KILLED the runs whose process
-was killed (`Tracker.reap_dead_runs`). A stage's child run is also made the *active* fluent run while its stage
-executes, so the Hugging Face Trainer's own MLflowCallback (which logs into the active run when there is one)
-streams its metrics there instead of opening a stray top-level run (transformers issue 15663).
+was killed (`Tracker.reap_dead_runs`). Trainers log through `workbench.training.tracking_callback`
+into the stage's run by its id (never mlflow's fluent active run). Recording calls the server misses are kept on
+disk and sent later (`workbench.tracking_outbox`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ MAX_PARAM_LENGTH = 6000
 # MLflow 3's UI opens an experiment by its kind: a model-training one on the runs table (a GenAI one on traces).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
-# Environment variables that would make the HF MLflowCallback start or resume a run of its own.
-_CALLBACK_RUN_VARIABLES = ("MLFLOW_RUN_ID", "MLFLOW_NESTED_RUN", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID")
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -199,23 +197,23 @@ def child_run(client, parent_run_id: str, run_name: str, tags: dict[str, str]) -
 
 
 class Tracker:
-    """Opens the parent run and the stage runs of one `workbench run`."""
+    """Opens the parent run and the stage runs of one `workbench run`. Its client keeps recording calls in an outbox
+    under `store_root` while the server is away (`workbench.tracking_outbox`); `on_queue` hears when that starts."""
 
-    def __init__(self, uri: str, experiment: str, artifact_root: Path | None):
-        import mlflow
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        artifact_root: Path | None,
+        store_root: Path,
+        on_queue: Callable[[str], None] | None = None,
+    ):
         from mlflow.tracking import MlflowClient
 
-        self.mlflow = mlflow
+        from workbench.tracking_outbox import ResilientClient
+
         self.uri = uri
-        # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; left there, it would silently send the next
-        # recipe run in this process (a notebook, the test suite) to this run's store. Keep the user's value.
-        user_uri = os.environ.get("MLFLOW_TRACKING_URI")
-        mlflow.set_tracking_uri(uri)
-        if user_uri is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = user_uri
-        self.client = MlflowClient(uri)
+        self.client = ResilientClient(MlflowClient(uri), uri, store_root, on_queue)
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             location = artifact_root.resolve().as_uri() if artifact_root is not None else None
@@ -252,32 +250,28 @@ class Tracker:
         return reaped
 
     def start_parent(self, run_name: str, tags: dict[str, str]) -> StageTracker:
-        while self.mlflow.active_run() is not None:  # a leftover fluent run must not become our parent
-            self.mlflow.end_run()
-        run = self.mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name, tags=tags | process_tags())
+        """The recipe run's parent run. Runs are made through the client, never mlflow's fluent (process-global)
+        active run: a notebook's or test's own active run is left alone, and nothing logs into ours by accident."""
+        from mlflow.tracking.context.registry import resolve_tags
+
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=resolve_tags(tags | process_tags()))
         self.parent_id = run.info.run_id
         return StageTracker(self.client, self.parent_id)
 
     def end_parent(self, status: str) -> None:
-        self.mlflow.flush_async_logging()
-        self.mlflow.end_run(status=status)
+        if self.parent_id is not None:
+            self.client.set_terminated(self.parent_id, status=status)
 
     @contextlib.contextmanager
     def stage_run(self, stage: str, tags: dict[str, str]) -> Iterator[StageTracker]:
-        """A child run of the parent run (`child_run`), also the active fluent run for the duration."""
+        """A child run of the parent run (`child_run`); tracking calls the server misses meanwhile are kept in the
+        stage's folder. A server that went away during an earlier stage must be back before this one starts."""
         if self.parent_id is None:
             raise RuntimeError("start_parent before stage_run")
-        with child_run(self.client, self.parent_id, stage, tags) as run:
-            self.mlflow.start_run(run_id=run.run_id, nested=True)
-            saved = {name: os.environ.pop(name) for name in _CALLBACK_RUN_VARIABLES if name in os.environ}
-            with _ending(lambda status: self._deactivate(run.run_id, status, saved)):
+        self.client.ensure_online()
+        self.client.stage = stage
+        try:
+            with child_run(self.client, self.parent_id, stage, tags) as run:
                 yield run
-
-    def _deactivate(self, run_id: str, status: str, saved: dict[str, str]) -> None:
-        os.environ.update(saved)
-        self.mlflow.flush_async_logging()
-        # The Trainer callback may have ended our run already; end it only if it is still active (child_run then
-        # sets the status again, in case the callback's was another).
-        active = self.mlflow.active_run()
-        if active is not None and active.info.run_id == run_id:
-            self.mlflow.end_run(status=status)
+        finally:
+            self.client.stage = None

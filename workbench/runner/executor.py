@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 from filelock import FileLock, Timeout
 from rich.console import Console
+from rich.markup import escape
 
 from workbench.api.context import ReviewContext, StageContext, StageInput
 from workbench.errors import StageError, StageHalted, WorkbenchError, did_you_mean, first_line
@@ -34,6 +35,7 @@ from workbench.runner.lineage import (
 from workbench.runner.plan import Plan, PlannedStage, make_plan
 from workbench.runner.summary import RunSummary, run_name, runs_table_url
 from workbench.runner.tokenizer import ensure_tokenizer
+from workbench.tracking_outbox import TrackingUnavailable, send_kept
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,14 @@ def run_recipe(
         sqlite_default = uri.startswith("sqlite:///") and not recipe.tracking.uri
         check_reachable(uri)
         tracker = Tracker(
-            uri, recipe.tracking.experiment or recipe.name, root / "mlartifacts" if sqlite_default else None
+            uri,
+            recipe.tracking.experiment or recipe.name,
+            root / "mlartifacts" if sqlite_default else None,
+            plan.store.root,
+            on_queue=lambda message: console.print(f"[yellow]{escape(message)}[/]", highlight=False),
         )
+        # before reaping: what was kept may end those runs properly
+        send_kept(tracker.client.client, plan.store.root, lambda line: console.print(line, markup=False))
         for run_id in tracker.reap_dead_runs():
             console.print(f"[yellow]marked MLflow run {run_id} KILLED: its process is gone[/]")
         tags = {"workbench.recipe": recipe.name, "workbench.recipe_file": str(loaded.path)}
@@ -124,6 +132,13 @@ def run_recipe(
             summary.status = status
             _log_summary(summary, tracker, parent.run_id, plan, console)
             tracker.end_parent(status)
+            if tracker.client.queued:
+                console.print(
+                    f"[yellow]{tracker.client.queued} tracking calls are kept under {plan.store.root} "
+                    f"(tracking-outbox/): `workbench sync {loaded.path}` sends them once the server is back "
+                    "(the next `workbench run` does too)[/]",
+                    highlight=False,
+                )
     return outcomes
 
 
@@ -133,7 +148,7 @@ def _log_summary(summary: RunSummary, tracker, run_id: str, plan: Plan, console:
     from workbench.runner.figures import log_figures
 
     try:
-        summary.log(tracker.client, run_id)
+        summary.log(tracker.client, run_id)  # kept in the outbox when the server is away
         saved = log_figures(tracker.client, run_id, summary, plan.store.root / "_figures" / run_id)
         if saved:
             console.print(f"figures: {', '.join(str(path) for path in saved)}")
@@ -364,9 +379,12 @@ def _execute(
         kind = loaded.catalog.kinds[stage.kind]
         final_model = plan.store.final_dir(stage.name, stage.hash) / "model"
         if kind.makes_model and (tmp / "model").is_dir():
-            info[MODEL_ID] = create_stage_model(
-                tracker.client, tracker.experiment_id, run.run_id, stage.name, stage.hash, final_model
-            )
+            try:
+                info[MODEL_ID] = create_stage_model(
+                    tracker.client, tracker.experiment_id, run.run_id, stage.name, stage.hash, final_model
+                )
+            except TrackingUnavailable:  # the stage's output matters more than its logged-model entry
+                console.print(f"[yellow]{stage.name}: no MLflow logged model (the tracking server is away)[/]")
         write_json_atomic(tmp / "stage.json", info)
         run.log_metrics(result.metrics, model_id=None if kind.makes_model else measured)
         run.log_dict(info, "stage.json")

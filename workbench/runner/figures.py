@@ -24,10 +24,10 @@ def log_figures(client, run_id: str, summary: RunSummary, folder: Path) -> list[
         figures["suites.png"] = scores
     saved = []
     for name, figure in figures.items():
-        client.log_figure(run_id, figure, f"figures/{name}")
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / name) as partial:
             figure.savefig(partial, format="png", dpi=110, bbox_inches="tight")
+        client.log_artifact(run_id, str(folder / name), "figures")  # a file: kept while the server is away
         saved.append(folder / name)
         import matplotlib.pyplot as plt
 

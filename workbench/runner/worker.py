@@ -50,18 +50,20 @@ def _context(spec: dict, kind, rank: int, world_size: int, console: Console, tra
 
 
 def _tracker(spec: dict, rank: int):
-    """Rank 0: the stage's child run, also made the active run so the Trainer's MLflow callback logs into it."""
+    """Rank 0: the stage's child run, its calls kept in the stage's outbox while the server is away."""
     from workbench.tracking import NullTracker, StageTracker
 
     if rank != 0:
         return NullTracker(spec["run_id"])
-    import mlflow
     from mlflow.tracking import MlflowClient
 
-    os.environ["MLFLOW_TRACKING_URI"] = spec["tracking_uri"]  # this process only: the Trainer's callback reads it
-    mlflow.set_tracking_uri(spec["tracking_uri"])
-    mlflow.start_run(run_id=spec["run_id"])
-    return StageTracker(MlflowClient(spec["tracking_uri"]), spec["run_id"])
+    from workbench.tracking_outbox import ResilientClient
+
+    client = ResilientClient(
+        MlflowClient(spec["tracking_uri"]), spec["tracking_uri"], Path(spec["project"]["store_root"])
+    )
+    client.stage = spec["config"]["name"]
+    return StageTracker(client, spec["run_id"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,9 +83,6 @@ def main(argv: list[str] | None = None) -> int:
             write_json_atomic(
                 result_file(spec_path), {"metrics": result.metrics, "details": result.details, "halt": result.halt}
             )
-            import mlflow
-
-            mlflow.flush_async_logging()
     except BaseException as error:  # noqa: BLE001 (one line for the parent, whatever failed; then exit non-zero)
         reason = str(error) if isinstance(error, WorkbenchError) else f"{type(error).__name__}: {first_line(error)}"
         write_text_atomic(rank_error_file(spec_path, rank), reason.splitlines()[0] if reason else repr(error))

@@ -14,6 +14,7 @@ from typing import Any
 from workbench.api.context import StageContext
 from workbench.training.checkpoints import last_complete_checkpoint
 from workbench.training.lora import trained_model
+from workbench.training.tracking_callback import TrackingCallback
 
 
 @dataclass
@@ -35,6 +36,7 @@ def train_and_save(
     """Run the loop. `evaluate` returns held-out metrics named `eval/...`; the "before" ones get a `_before`
     suffix (`eval/loss_before`)."""
     metrics: dict[str, float] = {}
+    trainer.add_callback(TrackingCallback(ctx.tracker))  # before the "before" evaluation, which logs too
     resume = last_complete_checkpoint(ctx.checkpoint_dir)
     if evaluate is not None and resume is None:
         metrics |= {f"{name}_before": value for name, value in evaluate().items()}

@@ -62,7 +62,8 @@ class TrainerFields(StrictModel):
     ) -> dict[str, Any]:
         """The keyword arguments these fields give every Trainer config (TrainingArguments, SFTConfig,
         DPOConfig); each stage adds its own. Checkpoints every `save_steps` (two kept) let a killed stage
-        resume; metrics stream to the stage's MLflow run. `resources` adds the parallelism strategy and precision
+        resume; metrics stream to the stage's MLflow run
+        (`train_and_save` adds the callback). `resources` adds the parallelism strategy and precision
         (`distributed_arguments`)."""
         return distributed_arguments(resources or Resources()) | {
             "output_dir": str(output_dir),
@@ -83,7 +84,7 @@ class TrainerFields(StrictModel):
             "save_steps": self.save_steps,
             "save_total_limit": 2,
             "eval_strategy": "no",
-            "report_to": ["mlflow"],
+            "report_to": "none",  # the loop adds TrackingCallback: the stage's run, kept while the server is away
             "dataloader_num_workers": 0,
         }
 
