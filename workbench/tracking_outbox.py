@@ -236,10 +236,9 @@ def _decode(value: Any) -> Any:
     if isinstance(value, list):
         return [_decode(item) for item in value]
     if isinstance(value, dict) and "__entity__" in value:
+        import mlflow.entities
         from google.protobuf import symbol_database
         from google.protobuf.json_format import ParseDict
-
-        import mlflow.entities
 
         if not value["__proto__"].startswith("mlflow."):  # only mlflow's own messages are ever rebuilt
             raise ValueError(f"unexpected message type {value['__proto__']}")

@@ -65,7 +65,11 @@ def test_server_killed_mid_stage_loses_nothing(tmp_path):
     # the stage finished and was committed; the next stage cannot open its run and stops with one line
     assert run.returncode == 1, out + err
     errors = [line for line in err.splitlines() if line.startswith("error")]
-    assert len(errors) == 1 and err.strip().endswith(errors[0]) and errors[0].startswith(f"error: MLflow tracking server {uri} is not answering"), err
+    assert (
+        len(errors) == 1
+        and err.strip().endswith(errors[0])
+        and errors[0].startswith(f"error: MLflow tracking server {uri} is not answering")
+    ), err
     assert "Traceback" not in err, err[err.index("Traceback") - 500 :][:3000]
     assert "tracking calls are kept under" in errors[0]
     done = list((tmp_path / "runs/tiny/sft").glob("*/stage.json"))
