@@ -40,7 +40,17 @@ def _global(debug: Annotated[bool, typer.Option("--debug", help="Show full trace
     _options["debug"] = debug
 
 
+def _close_progress_bars() -> None:
+    """A stage stopped by an error leaves its progress bar open mid-line; closed first, the error gets a line of
+    its own (and nothing redraws a bar after it at exit)."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def _fail(error: Exception) -> None:
+    _close_progress_bars()
     lines = [str(p) for p in error.problems] if isinstance(error, RecipeError) else [str(error)]
     for line in lines:
         errors.print("[red]error:[/] " + escape(line), highlight=False)
@@ -68,6 +78,7 @@ def handled(command: Callable) -> Callable:
             if _options["debug"]:
                 traceback.print_exc()
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            _close_progress_bars()
             errors.print(
                 "[red]error:[/] "
                 + escape(f"{type(error).__name__}: {first}")

@@ -21,6 +21,7 @@ from workbench.errors import StageError, StageHalted, WorkbenchError, did_you_me
 from workbench.fsio import write_json_atomic
 from workbench.hashing import folder_manifest
 from workbench.recipe.loaded import LoadedRecipe
+from workbench.runner.disk import reported_disk_full
 from workbench.runner.join import announce, new_session
 from workbench.runner.launch import Cluster, run_distributed
 from workbench.runner.lineage import (
@@ -353,11 +354,13 @@ def _execute(
             resources=resources,
             tokenizer_fingerprint=fingerprint,
         )
-        if resources.distributed:
-            port = cluster.master_port + loaded.order.index(stage.name)  # the same on every node
-            result = run_distributed(ctx, run.run_id, tracker.uri, cluster, port)
-        else:
-            result = loaded.catalog.kinds[stage.kind].run(ctx)
+        disk_full = reported_disk_full(tmp, [given.dir / "model" for given in inputs.values()])
+        with disk_full:
+            if resources.distributed:
+                port = cluster.master_port + loaded.order.index(stage.name)  # the same on every node
+                result = run_distributed(ctx, run.run_id, tracker.uri, cluster, port)
+            else:
+                result = loaded.catalog.kinds[stage.kind].run(ctx)
         info = {
             "name": stage.name,
             "kind": stage.kind,
@@ -385,10 +388,12 @@ def _execute(
                 )
             except TrackingUnavailable:  # the stage's output matters more than its logged-model entry
                 console.print(f"[yellow]{stage.name}: no MLflow logged model (the tracking server is away)[/]")
-        write_json_atomic(tmp / "stage.json", info)
+        with disk_full:
+            write_json_atomic(tmp / "stage.json", info)
         run.log_metrics(result.metrics, model_id=None if kind.makes_model else measured)
         run.log_dict(info, "stage.json")
-        final = plan.store.commit(stage.name, stage.hash)
+        with disk_full:
+            final = plan.store.commit(stage.name, stage.hash)
         if MODEL_ID in info:
             finish_stage_model(tracker.client, run.run_id, info[MODEL_ID], final_model, _uploads(loaded, tracker))
         console.print(f"[green]✓[/] {stage.name} done in {info['seconds']:.1f}s → {final}")

@@ -10,7 +10,7 @@ from typing import Literal
 
 import pytest
 import yaml
-from conftest import REPO, TINY_ARCH, workbench_cli, write_chat_subset  # noqa: F401
+from tests.conftest import REPO, TINY_ARCH, workbench_cli, write_chat_subset  # noqa: F401
 
 from workbench.api import StageConfig, StageContext, StageKind, StageResult
 from workbench.errors import StageHalted

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from conftest import REPO, TINY_ARCH, write_chat_subset
+from tests.conftest import REPO, TINY_ARCH, write_chat_subset
 
 CANARIES = {
     "MLFLOW_TRACKING_TOKEN": "canary-mlflow-token-5e1f",
