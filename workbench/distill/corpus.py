@@ -1,8 +1,8 @@
 """Text corpora for pretraining: read with line numbers, tokenized once with the recipe's tokenizer, packed into
 fixed-length blocks and cached under `<work_dir>/_corpus/<key>/` (key: corpus bytes, tokenizer, block length).
 
-A corpus is plain text (one document per line), JSONL with a text field, or Parquet with a text column. Empty
-and undecodable lines are never dropped silently: they are counted and reported with their line numbers.
+A corpus is plain text (one document per line), JSONL with a text field, or Parquet with a text column. Empty,
+undecodable and over-long lines are never dropped silently: they are counted and reported with their line numbers.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from workbench.data.chat import DataReport, metric_key
-from workbench.data.records import EMPTY, NOT_UTF8, read_records
+from workbench.data.records import EMPTY, MAX_LINE_BYTES, NOT_UTF8, iter_lines, line_too_long, read_records
 from workbench.data.report import publish_problems
 from workbench.errors import StageError
 from workbench.fsio import build_new_folder
@@ -123,19 +123,19 @@ def read_documents(
 
 def _text_lines(path: Path, text_field: str) -> Iterator[tuple[int, dict | None, str | None]]:
     """(line number, record, problem) for each line of a plain-text corpus: one document a line."""
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if number == 1:
-                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM is not part of the first document
-            try:
-                text = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                yield number, None, NOT_UTF8
-                continue
-            if text.strip():
-                yield number, {text_field: text}, None
-            else:
-                yield number, None, EMPTY
+    for number, raw in iter_lines(path):
+        if raw is None:
+            yield number, None, line_too_long(MAX_LINE_BYTES)
+            continue
+        try:
+            text = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            yield number, None, NOT_UTF8
+            continue
+        if text.strip():
+            yield number, {text_field: text}, None
+        else:
+            yield number, None, EMPTY
 
 
 def _document(row: dict, text_field: str, difficulty_field: str) -> tuple[str, float | None, str | None]:
