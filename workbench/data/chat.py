@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from workbench.data.records import Record, read_records
 from workbench.data.tool_calls import has_tool_calls, lfm2_turn, tool_calls_problem
@@ -52,6 +53,28 @@ class DataReport:
         return metrics
 
 
+def json_kind(value: Any) -> str:
+    """What a JSON value is, for a reason: `a number`, `a list`, `null`."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    return "an object" if isinstance(value, dict) else f"a {type(value).__name__}"
+
+
+def unknown_role(role: Any) -> str | None:
+    """`unknown role ("human", not one of assistant, system, tool, user)` for a role outside ROLES, else None."""
+    if isinstance(role, str) and role in ROLES:
+        return None
+    shown = json.dumps(role, ensure_ascii=False)
+    shown = shown if len(shown) <= 24 else shown[:23] + "…"
+    return f"unknown role ({shown}, not one of {', '.join(sorted(ROLES))})"
+
+
 def metric_key(problem: str) -> str:
     """A problem phrase as a metric name: `with an empty turn (...)` -> `with_an_empty_turn`."""
     return re.sub(r"[^0-9A-Za-z]+", "_", problem.split("(")[0]).strip("_")
@@ -90,8 +113,10 @@ def lfm2_chat(data: dict) -> dict:
 def chat_record_problems(data: dict) -> list[str]:
     """The problems of one chat record, as short phrases that read after 'N records ...'."""
     messages = data.get("messages")
-    if not isinstance(messages, list) or not messages:
+    if not isinstance(messages, list):
         return ["without a 'messages' list"]
+    if not messages:
+        return ["with an empty 'messages' list"]
     problems = set()
     for message in messages:
         if not isinstance(message, dict):
@@ -100,16 +125,18 @@ def chat_record_problems(data: dict) -> list[str]:
         role = message.get("role")
         if role is None:
             problems.add("with a message missing its 'role'")
-        elif role not in ROLES:
-            problems.add(f"with an unknown role (not one of {', '.join(sorted(ROLES))})")
+        elif unknown := unknown_role(role):
+            problems.add(f"with an {unknown}")
         content = message.get("content")
         calls_problem = tool_calls_problem(message)
         if calls_problem:
             problems.add(calls_problem)
         if has_tool_calls(message) and (content is None or isinstance(content, str)):
             continue  # the calls are the turn (OpenAI writes `content: null` beside them)
-        if not isinstance(content, str):
+        if content is None:
             problems.add("with a message missing its 'content' text")
+        elif not isinstance(content, str):  # reported, not coerced: 42 may be a lost "42" or a broken export
+            problems.add(f"with a message whose 'content' is {json_kind(content)}, not text")
         elif not content.strip():
             problems.add("with an empty turn")
     if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):

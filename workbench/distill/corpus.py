@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from workbench.data.chat import DataReport, metric_key
+from workbench.data.chat import DataReport, json_kind, metric_key
 from workbench.data.records import EMPTY, MAX_LINE_BYTES, NOT_UTF8, iter_lines, line_too_long, read_records
 from workbench.data.report import publish_problems
 from workbench.errors import StageError
@@ -140,8 +140,10 @@ def _text_lines(path: Path, text_field: str) -> Iterator[tuple[int, dict | None,
 
 def _document(row: dict, text_field: str, difficulty_field: str) -> tuple[str, float | None, str | None]:
     text = row.get(text_field)
-    if not isinstance(text, str):
+    if text is None:
         return "", None, f"without a string '{text_field}'"
+    if not isinstance(text, str):  # reported, not coerced: a number is no document
+        return "", None, f"with a '{text_field}' that is {json_kind(text)}, not a string"
     if not text.strip():
         return "", None, f"with an empty '{text_field}'"
     difficulty = row.get(difficulty_field)
