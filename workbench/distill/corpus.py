@@ -3,6 +3,7 @@ fixed-length blocks and cached under `<work_dir>/_corpus/<key>/` (key: corpus by
 
 A corpus is plain text (one document per line), JSONL with a text field, or Parquet with a text column. Empty,
 undecodable and over-long lines are never dropped silently: they are counted and reported with their line numbers.
+Documents that repeat an earlier one are kept and reported too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from workbench.data.chat import DataReport, json_kind, metric_key
+from workbench.data.chat import DataReport, Repeats, json_kind, metric_key
 from workbench.data.records import EMPTY, MAX_LINE_BYTES, NOT_UTF8, iter_lines, line_too_long, read_records
 from workbench.data.report import publish_problems
 from workbench.errors import StageError
@@ -28,7 +29,9 @@ if TYPE_CHECKING:
     from workbench.api.context import StageContext
     from workbench.distill.fields import CorpusFields
 
-CORPUS_FORMAT = "workbench-corpus/1"
+CORPUS_FORMAT = "workbench-corpus/2"
+"""/2: `info.json` lists repeated documents (`notes`); a /1 build, which does not, is rebuilt."""
+REPEATED_DOCUMENT = "repeating an earlier document (same text)"
 
 
 @dataclass
@@ -91,13 +94,15 @@ def _report(ctx: StageContext, info: dict, fields: CorpusFields, prefix: str) ->
     )
     metrics = {f"{prefix}/{name}": float(info[name]) for name in ("lines", "documents", "blocks", "tail_tokens")}
     skipped = {f"{prefix}/skipped_{metric_key(k)}": float(v) for k, v in info["problem_counts"].items()}
-    publish_problems(ctx, lines, summary, metrics | skipped, prefix)
+    noted = {f"{prefix}/{metric_key(k)}": float(v) for k, v in info["note_counts"].items()}
+    publish_problems(ctx, lines, summary, metrics | skipped | noted, prefix, notes=info["notes"])
 
 
 def read_documents(
     path: Path, source: str, text_field: str, difficulty_field: str
 ) -> tuple[list[tuple[int, str, float | None]], DataReport]:
-    """(location, text, difficulty) for every usable document, and a report of the lines that are not."""
+    """(location, text, difficulty) for every usable document, and a report of the lines that are not (and of
+    the documents that repeat an earlier one, which are used)."""
     suffix = path.suffix.lower()
     if suffix == ".txt":
         entries, unit = _text_lines(path, text_field), "line"
@@ -109,6 +114,7 @@ def read_documents(
     else:
         raise StageError(f"{source}: unsupported corpus format '{suffix}' (use .txt, .jsonl or .parquet)")
     report = DataReport(source=source, unit=unit)
+    repeats = Repeats(report, REPEATED_DOCUMENT)
     documents = []
     for location, row, problem in entries:
         report.total += 1
@@ -117,6 +123,7 @@ def read_documents(
         if problem:
             report.add(problem, location)
         else:
+            repeats.check(location, text)
             documents.append((location, text, difficulty))
     return documents, report
 
@@ -182,6 +189,8 @@ def _build(folder: Path, path: Path, source: str, fields: CorpusFields, tokenize
         "digest": hashlib.sha256(blocks.tobytes()).hexdigest(),
         "problems": report.lines(),
         "problem_counts": {problem: len(where) for problem, where in report.problems.items()},
+        "notes": report.note_lines(),
+        "note_counts": {note: len(where) for note, where in report.notes.items()},
         "missing_difficulty": missing[:20],
         "missing_difficulty_count": len(missing),
     }

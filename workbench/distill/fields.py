@@ -32,7 +32,7 @@ class CorpusFields(StrictModel):
 
     invalid_lines: Literal["drop", "error"] = "drop"
     """Empty, undecodable, over-long (8 MiB) or malformed lines are always reported with their line numbers; `drop`
-    skips them, `error` stops the stage."""
+    skips them, `error` stops the stage. Repeated documents are kept and reported either way."""
 
 
 class PretrainFields(ModelSource, CorpusFields, TrainerFields):

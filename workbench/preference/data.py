@@ -23,6 +23,7 @@ from workbench.data.chat import (
     DataReport,
     InvalidPolicy,
     OverlengthPolicy,
+    Repeats,
     json_kind,
     read_with_report,
     unknown_role,
@@ -31,6 +32,7 @@ from workbench.data.tool_calls import has_tool_calls, lfm2_turn, tool_calls_prob
 from workbench.errors import StageError
 
 PROMPT_FILLS = "with a prompt that fills max_length (no response token would be left)"
+REPEATED_PAIR = "repeating an earlier pair (same prompt, responses and tools)"
 
 
 @dataclass(frozen=True)
@@ -158,14 +160,17 @@ def load_pairs(
     invalid: InvalidPolicy,
     overlength: OverlengthPolicy,
 ) -> PairData:
-    """Read and check every pair; raise StageError (every problem listed) where the policies say stop."""
+    """Read and check every pair; raise StageError (every problem listed) where the policies say stop. A pair that
+    repeats an earlier one is kept and noted."""
     records, report = read_with_report(path, source)
+    repeats = Repeats(report, REPEATED_PAIR)
     pairs = []
     for record in records:
         pair, problems = normalize_pair(record.location, record.data)
         for problem in problems:
             report.add(problem, record.location)
         if pair is not None:
+            repeats.check(pair.location, [pair.prompt, pair.chosen, pair.rejected, pair.tools])
             pairs.append(pair)
     if report.problems and invalid == "error":
         raise StageError("\n".join(report.lines()) + "\n(fix the data, or set invalid_records: drop to skip them)")
