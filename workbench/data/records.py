@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +18,13 @@ NOT_OBJECT = "not a JSON object"
 NOT_MAPPING = "not a mapping"
 EMPTY = "empty"
 """A blank JSONL line, reported only when the reader is asked to (`blank_lines="report"`)."""
+NOT_UNICODE = "not valid Unicode (a lone surrogate escape such as \\ud83d)"
+"""A JSON line whose escapes decode to half of a surrogate pair, as a cut emoji leaves it: no tokenizer takes it."""
+MAX_LINE_BYTES = 8 * 2**20
+"""Longer lines are reported (`line_too_long`), not read: a conversation that long is far beyond any context, and a
+file without line ends (a binary, a one-line JSON array) must not be read into memory whole."""
+_SKIP_CHUNK = 2**20
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 @dataclass(frozen=True)
@@ -35,10 +44,13 @@ class ReadResult:
     """'line' or 'row': how `Record.location` counts."""
 
 
-def read_records(path: Path, blank_lines: Literal["skip", "report"] = "skip") -> ReadResult:
+def read_records(
+    path: Path, blank_lines: Literal["skip", "report"] = "skip", max_line_bytes: int = MAX_LINE_BYTES
+) -> ReadResult:
     """Load JSONL, JSON (a list), Parquet, or a saved Hugging Face dataset folder.
 
-    Blank JSONL lines are skipped, or with `blank_lines="report"` listed as unreadable (`EMPTY`) with their line.
+    Blank JSONL lines are skipped, or with `blank_lines="report"` listed as unreadable (`EMPTY`) with their line;
+    lines over `max_line_bytes` are listed as unreadable without being read.
     """
     if not path.exists():
         raise StageError(f"{path}: file not found")
@@ -46,54 +58,93 @@ def read_records(path: Path, blank_lines: Literal["skip", "report"] = "skip") ->
         return _rows(_load_hf_folder(path))
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        return _read_jsonl(path, report_blank=blank_lines == "report")
+        return _read_jsonl(path, blank_lines == "report", max_line_bytes)
     if suffix == ".json":
+        raw = path.read_bytes()
         try:
-            value = json.loads(path.read_text(encoding="utf-8-sig"))
+            value = json.loads(raw.decode("utf-8-sig"))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise StageError(f"{path}: not valid JSON: {error}") from None
         if not isinstance(value, list):
             raise StageError(f"{path}: a .json dataset must be a list of records")
-        return _rows(value)
+        return _rows(value, check_unicode=_SURROGATE_ESCAPE.search(raw) is not None)
     if suffix == ".parquet":
         return _rows(read_parquet_rows(path))
     raise StageError(f"{path}: unsupported data format '{suffix}' (use .jsonl, .json, .parquet or a dataset folder)")
 
 
-def _read_jsonl(path: Path, report_blank: bool) -> ReadResult:
-    records, unreadable = [], []
+def line_too_long(limit: int) -> str:
+    """The reason for a line over `limit` bytes: `line longer than 8 MiB`."""
+    return f"line longer than {limit // 2**20} MiB" if limit % 2**20 == 0 else f"line longer than {limit} bytes"
+
+
+def iter_lines(path: Path, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, bytes | None]]:
+    """(1-based line number, the line's bytes with its line end) for each line; None for a line longer than
+    `max_line_bytes` (line end not counted), which is skipped in chunks, never held whole. A UTF-8 BOM, as Windows
+    tools write it, is not part of line 1."""
+    limit = max_line_bytes + 5  # room for the longest line, a BOM and "\r\n"
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+        number = 0
+        while raw := handle.readline(limit):
+            number += 1
+            if len(raw) == limit and not raw.endswith(b"\n"):  # cut off: the rest of the line is not read
+                while (rest := handle.readline(_SKIP_CHUNK)) and not rest.endswith(b"\n"):
+                    pass
+                yield number, None
+                continue
             if number == 1:
-                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM, as Windows tools write: not part of line 1
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                unreadable.append((number, NOT_UTF8))
-                continue
-            if not text.strip():
-                if report_blank:
-                    unreadable.append((number, EMPTY))
-                continue
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as error:
-                unreadable.append((number, f"{INVALID_JSON} ({error.msg})"))
-                continue
-            if not isinstance(value, dict):
-                unreadable.append((number, NOT_OBJECT))
-                continue
-            records.append(Record(number, value))
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            yield number, None if len(raw.removesuffix(b"\n").removesuffix(b"\r")) > max_line_bytes else raw
+
+
+def _read_jsonl(path: Path, report_blank: bool, max_line_bytes: int) -> ReadResult:
+    records, unreadable = [], []
+    for number, raw in iter_lines(path, max_line_bytes):
+        if raw is None:
+            unreadable.append((number, line_too_long(max_line_bytes)))
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            unreadable.append((number, NOT_UTF8))
+            continue
+        if not text.strip():
+            if report_blank:
+                unreadable.append((number, EMPTY))
+            continue
+        try:  # without its line end, a line cut inside a string reads "Unterminated string", not "Invalid control"
+            value = json.loads(text.rstrip("\r\n"))
+        except json.JSONDecodeError as error:
+            unreadable.append((number, f"{INVALID_JSON} ({error.msg})"))
+            continue
+        if not isinstance(value, dict):
+            unreadable.append((number, NOT_OBJECT))
+            continue
+        if _SURROGATE_ESCAPE.search(raw) and not _is_unicode(value):
+            unreadable.append((number, NOT_UNICODE))
+            continue
+        records.append(Record(number, value))
     return ReadResult(records, unreadable, "line")
 
 
-def _rows(rows: list[Any]) -> ReadResult:
+def _is_unicode(value: Any) -> bool:
+    """Whether every string in a parsed JSON value encodes as UTF-8 (escaped surrogate pairs do, lone halves not)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _rows(rows: list[Any], check_unicode: bool = False) -> ReadResult:
     records, unreadable = [], []
     for number, row in enumerate(rows, start=1):
-        if isinstance(row, dict):
-            records.append(Record(number, row))
-        else:
+        if not isinstance(row, dict):
             unreadable.append((number, NOT_MAPPING))
+        elif check_unicode and not _is_unicode(row):
+            unreadable.append((number, NOT_UNICODE))
+        else:
+            records.append(Record(number, row))
     return ReadResult(records, unreadable, "row")
 
 

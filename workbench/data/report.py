@@ -24,15 +24,20 @@ def publish_problems(
     metrics: dict[str, float],
     key: str,
     action: Callable[[str], str] = lambda line: "dropped",
+    notes: list[str] | None = None,
 ) -> None:
-    """Print every problem line with `action(line)` (what happened to those records) and the summary; log the
-    metrics and, when there are problems, the lines as the artifact `report_artifact(key)`."""
+    """Print every problem line with `action(line)` (what happened to those records), every note line (records
+    kept, such as repeats) and the summary; log the metrics and, when there is anything to say, the lines as the
+    artifact `report_artifact(key)`."""
     for line in lines:
         ctx.console.print(f"  [yellow]data:[/] {line} — {action(line)}")
+    kept = [f"{line} — kept" for line in notes or []]
+    for line in kept:
+        ctx.console.print(f"  data: {line}")
     ctx.console.print(f"  data: {summary}")
     ctx.tracker.log_metrics(metrics)
-    if lines:
-        ctx.tracker.log_text("\n".join(lines) + "\n", report_artifact(key))
+    if lines or kept:
+        ctx.tracker.log_text("\n".join(lines + kept) + "\n", report_artifact(key))
 
 
 def publish_report(
@@ -47,4 +52,5 @@ def publish_report(
         report.metrics(key) | {f"{key}/used": float(used)},
         key,
         action=lambda line: "truncated" if OVERLENGTH in line and overlength == "truncate" else "dropped",
+        notes=report.note_lines(),
     )

@@ -1,8 +1,9 @@
 """Text corpora for pretraining: read with line numbers, tokenized once with the recipe's tokenizer, packed into
 fixed-length blocks and cached under `<work_dir>/_corpus/<key>/` (key: corpus bytes, tokenizer, block length).
 
-A corpus is plain text (one document per line), JSONL with a text field, or Parquet with a text column. Empty
-and undecodable lines are never dropped silently: they are counted and reported with their line numbers.
+A corpus is plain text (one document per line), JSONL with a text field, or Parquet with a text column. Empty,
+undecodable and over-long lines are never dropped silently: they are counted and reported with their line numbers.
+Documents that repeat an earlier one are kept and reported too.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from workbench.data.chat import DataReport, metric_key
-from workbench.data.records import EMPTY, NOT_UTF8, read_records
+from workbench.data.chat import DataReport, Repeats, json_kind, metric_key
+from workbench.data.records import EMPTY, MAX_LINE_BYTES, NOT_UTF8, iter_lines, line_too_long, read_records
 from workbench.data.report import publish_problems
 from workbench.errors import StageError
 from workbench.fsio import build_new_folder
@@ -28,7 +29,9 @@ if TYPE_CHECKING:
     from workbench.api.context import StageContext
     from workbench.distill.fields import CorpusFields
 
-CORPUS_FORMAT = "workbench-corpus/1"
+CORPUS_FORMAT = "workbench-corpus/2"
+"""/2: `info.json` lists repeated documents (`notes`); a /1 build, which does not, is rebuilt."""
+REPEATED_DOCUMENT = "repeating an earlier document (same text)"
 
 
 @dataclass
@@ -91,13 +94,15 @@ def _report(ctx: StageContext, info: dict, fields: CorpusFields, prefix: str) ->
     )
     metrics = {f"{prefix}/{name}": float(info[name]) for name in ("lines", "documents", "blocks", "tail_tokens")}
     skipped = {f"{prefix}/skipped_{metric_key(k)}": float(v) for k, v in info["problem_counts"].items()}
-    publish_problems(ctx, lines, summary, metrics | skipped, prefix)
+    noted = {f"{prefix}/{metric_key(k)}": float(v) for k, v in info["note_counts"].items()}
+    publish_problems(ctx, lines, summary, metrics | skipped | noted, prefix, notes=info["notes"])
 
 
 def read_documents(
     path: Path, source: str, text_field: str, difficulty_field: str
 ) -> tuple[list[tuple[int, str, float | None]], DataReport]:
-    """(location, text, difficulty) for every usable document, and a report of the lines that are not."""
+    """(location, text, difficulty) for every usable document, and a report of the lines that are not (and of
+    the documents that repeat an earlier one, which are used)."""
     suffix = path.suffix.lower()
     if suffix == ".txt":
         entries, unit = _text_lines(path, text_field), "line"
@@ -109,6 +114,7 @@ def read_documents(
     else:
         raise StageError(f"{source}: unsupported corpus format '{suffix}' (use .txt, .jsonl or .parquet)")
     report = DataReport(source=source, unit=unit)
+    repeats = Repeats(report, REPEATED_DOCUMENT)
     documents = []
     for location, row, problem in entries:
         report.total += 1
@@ -117,31 +123,34 @@ def read_documents(
         if problem:
             report.add(problem, location)
         else:
+            repeats.check(location, text)
             documents.append((location, text, difficulty))
     return documents, report
 
 
 def _text_lines(path: Path, text_field: str) -> Iterator[tuple[int, dict | None, str | None]]:
     """(line number, record, problem) for each line of a plain-text corpus: one document a line."""
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if number == 1:
-                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM is not part of the first document
-            try:
-                text = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                yield number, None, NOT_UTF8
-                continue
-            if text.strip():
-                yield number, {text_field: text}, None
-            else:
-                yield number, None, EMPTY
+    for number, raw in iter_lines(path):
+        if raw is None:
+            yield number, None, line_too_long(MAX_LINE_BYTES)
+            continue
+        try:
+            text = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            yield number, None, NOT_UTF8
+            continue
+        if text.strip():
+            yield number, {text_field: text}, None
+        else:
+            yield number, None, EMPTY
 
 
 def _document(row: dict, text_field: str, difficulty_field: str) -> tuple[str, float | None, str | None]:
     text = row.get(text_field)
-    if not isinstance(text, str):
+    if text is None:
         return "", None, f"without a string '{text_field}'"
+    if not isinstance(text, str):  # reported, not coerced: a number is no document
+        return "", None, f"with a '{text_field}' that is {json_kind(text)}, not a string"
     if not text.strip():
         return "", None, f"with an empty '{text_field}'"
     difficulty = row.get(difficulty_field)
@@ -180,6 +189,8 @@ def _build(folder: Path, path: Path, source: str, fields: CorpusFields, tokenize
         "digest": hashlib.sha256(blocks.tobytes()).hexdigest(),
         "problems": report.lines(),
         "problem_counts": {problem: len(where) for problem, where in report.problems.items()},
+        "notes": report.note_lines(),
+        "note_counts": {note: len(where) for note, where in report.notes.items()},
         "missing_difficulty": missing[:20],
         "missing_difficulty_count": len(missing),
     }

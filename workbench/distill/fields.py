@@ -31,8 +31,8 @@ class CorpusFields(StrictModel):
     length; the last partial block is dropped (and reported)."""
 
     invalid_lines: Literal["drop", "error"] = "drop"
-    """Empty, undecodable or malformed lines are always reported with their line numbers; `drop` skips them,
-    `error` stops the stage."""
+    """Empty, undecodable, over-long (8 MiB) or malformed lines are always reported with their line numbers; `drop`
+    skips them, `error` stops the stage. Repeated documents are kept and reported either way."""
 
 
 class PretrainFields(ModelSource, CorpusFields, TrainerFields):

@@ -18,11 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workbench.data.chat import OVERLENGTH, ROLES, DataReport, InvalidPolicy, OverlengthPolicy, read_with_report
+from workbench.data.chat import (
+    OVERLENGTH,
+    DataReport,
+    InvalidPolicy,
+    OverlengthPolicy,
+    Repeats,
+    json_kind,
+    read_with_report,
+    unknown_role,
+)
 from workbench.data.tool_calls import has_tool_calls, lfm2_turn, tool_calls_problem
 from workbench.errors import StageError
 
 PROMPT_FILLS = "with a prompt that fills max_length (no response token would be left)"
+REPEATED_PAIR = "repeating an earlier pair (same prompt, responses and tools)"
 
 
 @dataclass(frozen=True)
@@ -70,14 +80,21 @@ def _as_turns(value: Any, role: str) -> list[dict[str, Any]] | None:
 def _turn_problems(turns: list, what: str) -> list[str]:
     problems = set()
     for turn in turns:
-        calls_problem = tool_calls_problem(turn) if isinstance(turn, dict) else None
+        if not isinstance(turn, dict):
+            problems.add(f"with a {what} turn that is not a mapping")
+            continue
+        calls_problem = tool_calls_problem(turn)
         if calls_problem:
             problems.add(calls_problem)
-        content = turn.get("content") if isinstance(turn, dict) else None
-        if not isinstance(content, str) and not (content is None and has_tool_calls(turn)):
+        content = turn.get("content")
+        if content is None and not has_tool_calls(turn):
             problems.add(f"with a {what} turn missing its 'content' text")
-        elif turn.get("role") not in ROLES:
-            problems.add(f"with a {what} turn of unknown role (not one of {', '.join(sorted(ROLES))})")
+        elif content is not None and not isinstance(content, str):  # reported, not coerced (as for chat records)
+            problems.add(f"with a {what} turn whose 'content' is {json_kind(content)}, not text")
+        elif unknown := unknown_role(turn.get("role")):
+            problems.add(f"with a {what} turn of {unknown}")
+        elif what == "prompt" and not (content or "").strip() and not has_tool_calls(turn):
+            problems.add("with an empty prompt turn")  # an empty response is reported per side, later
     return sorted(problems)
 
 
@@ -99,11 +116,14 @@ def normalize_pair(location: int, data: dict[str, Any]) -> tuple[Pair | None, li
     prompt_value = data.get("prompt", data.get("messages"))
     chosen, rejected = _as_turns(data["chosen"], "assistant"), _as_turns(data["rejected"], "assistant")
     if chosen is None or rejected is None:
-        return None, ["with a 'chosen' or 'rejected' that is neither text nor a list of turns"]
+        side = "chosen" if chosen is None else "rejected"
+        return None, [f"with a '{side}' that is {json_kind(data[side])}, not text or a list of turns"]
     if prompt_value is None:
         prompt, chosen, rejected = _split_implicit(chosen, rejected)
     else:
         prompt = _as_turns(prompt_value, "user")
+    if prompt is None:
+        return None, [f"with a prompt that is {json_kind(prompt_value)}, not text or a list of turns"]
     if not prompt:
         return None, ["without a prompt ('prompt' or 'messages')"]
     problems = (
@@ -140,14 +160,17 @@ def load_pairs(
     invalid: InvalidPolicy,
     overlength: OverlengthPolicy,
 ) -> PairData:
-    """Read and check every pair; raise StageError (every problem listed) where the policies say stop."""
+    """Read and check every pair; raise StageError (every problem listed) where the policies say stop. A pair that
+    repeats an earlier one is kept and noted."""
     records, report = read_with_report(path, source)
+    repeats = Repeats(report, REPEATED_PAIR)
     pairs = []
     for record in records:
         pair, problems = normalize_pair(record.location, record.data)
         for problem in problems:
             report.add(problem, record.location)
         if pair is not None:
+            repeats.check(pair.location, [pair.prompt, pair.chosen, pair.rejected, pair.tools])
             pairs.append(pair)
     if report.problems and invalid == "error":
         raise StageError("\n".join(report.lines()) + "\n(fix the data, or set invalid_records: drop to skip them)")

@@ -40,7 +40,8 @@ class SFTStageConfig(StageConfig, ModelSource, TrainerFields):
     """Train LoRA adapters instead of all weights."""
 
     invalid_records: Literal["error", "drop"] = "error"
-    """What to do with malformed records (missing roles, empty turns): stop, or drop them (reported)."""
+    """What to do with malformed records (unknown roles, empty turns, unreadable lines): stop, or drop them
+    (reported). Records repeating an earlier one are kept and reported either way."""
 
     overlength: Literal["drop", "truncate", "error"] = "drop"
     """What to do with conversations longer than max_length (always reported with their lines)."""
