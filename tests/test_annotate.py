@@ -207,8 +207,10 @@ def test_push_annotate_pull_round_trip(argilla, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     write_pairs(pairs, PAIRS)
     owner = connect(argilla, KEYS["owner"])
-    report = push_pairs(owner, pairs, WORKSPACE, "round-trip", min_submitted=2)
+    sent = []
+    report = push_pairs(owner, pairs, WORKSPACE, "round-trip", min_submitted=2, progress=lambda *n: sent.append(n))
     assert (report.created, report.added, report.already_present, report.min_submitted) == (True, 4, 0, 2)
+    assert sent == [(4, 4)]  # one batch
     again = push_pairs(owner, pairs, WORKSPACE, "round-trip")
     assert (again.created, again.added, again.already_present) == (False, 0, 4)
     dataset = dataset_id(argilla, "round-trip")
