@@ -205,6 +205,22 @@ def the_error(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def fails_when_killed(relay: Relay, command: str, args: list[str], kept: str) -> None:
+    """`workbench annotate COMMAND ARGS` through `relay` kills the server and fails with the line that says so."""
+    try:
+        line = the_error(cli(relay.url, command, *args))
+    finally:
+        relay.close()
+    assert relay.fired, f"the server was not killed during the {command}"
+    if relay.gateway:
+        assert line == f"error: the Argilla server at {relay.url} failed during the {command} (HTTP 502): {kept}"
+    else:
+        assert line.startswith(
+            f"error: lost the connection to the Argilla server at {relay.url} during the {command} ("
+        )
+        assert line.endswith(f"): {kept}")
+
+
 def records_on(url: str, name: str) -> dict[str, tuple]:
     """The dataset's records by id (the pair's key): fields, metadata and suggestions."""
     dataset = connect(url, ARGILLA_KEYS["owner"]).datasets(name=name, workspace=ARGILLA_WORKSPACE)
@@ -259,16 +275,7 @@ def test_push_stopped_by_a_killed_server_finishes_when_pushed_again(stop, live, 
     after, count, gateway, kept = PUSH_STOPS[stop]
     name = f"push-{stop}"
     relay = Relay(live, after, count, gateway)
-    try:
-        line = the_error(cli(relay.url, "push", str(pairs_file), "--dataset", name, "--min-submitted", "1"))
-    finally:
-        relay.close()
-    assert relay.fired, "the server was not killed during the push"
-    if gateway:
-        assert line == f"error: the Argilla server at {relay.url} failed during the push (HTTP 502): {PUSH_KEPT}"
-    else:
-        assert line.startswith(f"error: lost the connection to the Argilla server at {relay.url} during the push (")
-        assert line.endswith(f"): {PUSH_KEPT}")
+    fails_when_killed(relay, "push", [str(pairs_file), "--dataset", name, "--min-submitted", "1"], PUSH_KEPT)
 
     live.start()  # the same SQLite database: what the killed server committed is there
     dataset = connect(live.url, ARGILLA_KEYS["owner"]).datasets(name=name, workspace=ARGILLA_WORKSPACE)
@@ -287,16 +294,7 @@ def test_push_stopped_by_a_killed_server_finishes_when_pushed_again(stop, live, 
 def test_pull_stopped_by_a_killed_server_writes_nothing_and_pulling_again_matches(gateway, live, judged, tmp_path):
     out = tmp_path / "out"
     relay = Relay(live, r"/records\?", 1, gateway)  # killed when the client asks for its second page of records
-    try:
-        line = the_error(cli(relay.url, "pull", "--dataset", "judged", "--out", str(out)))
-    finally:
-        relay.close()
-    assert relay.fired, "the server was not killed during the pull"
-    if gateway:
-        assert line == f"error: the Argilla server at {relay.url} failed during the pull (HTTP 502): {PULL_KEPT}"
-    else:
-        assert line.startswith(f"error: lost the connection to the Argilla server at {relay.url} during the pull (")
-        assert line.endswith(f"): {PULL_KEPT}")
+    fails_when_killed(relay, "pull", ["--dataset", "judged", "--out", str(out)], PULL_KEPT)
     assert not out.exists(), "nothing is written, not even a temporary folder"
 
     live.start()
