@@ -37,10 +37,12 @@ BAD_GATEWAY = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: clo
 class Relay:
     """Relays TCP connections to `server`, watching the requests the client sends. Once `count` requests whose path
     matches `after` have gone through, the next request (of any path) is not passed on: the server is SIGKILLed
-    first, then the relay answers 502 (`gateway`) or drops the connection."""
+    first, then the relay answers 502 (`gateway`) or drops the connection. With `restart`, the server is started
+    again (same data) before the gateway answers: a 502 while the server restarts."""
 
-    def __init__(self, server: ArgillaServer, after: str, count: int = 1, gateway: bool = False):
+    def __init__(self, server: ArgillaServer, after: str, count: int = 1, gateway: bool = False, restart: bool = False):
         self.server, self.after, self.count, self.gateway = server, re.compile(after), count, gateway
+        self.restart = restart
         self.seen, self.fired = 0, False
         self.lock = threading.Lock()
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -76,6 +78,8 @@ class Relay:
                     answering.set()
                     self.server.kill()
                     upstream.close()
+                    if self.restart:
+                        self.server.start()
                     self._refuse(client, buffer[match.start() :])
                     return
             upstream.sendall(data)
@@ -205,14 +209,17 @@ def the_error(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def fails_when_killed(relay: Relay, command: str, args: list[str], kept: str) -> None:
-    """`workbench annotate COMMAND ARGS` through `relay` kills the server and fails with the line that says so."""
+def fails_when_killed(relay: Relay, command: str, args: list[str], kept: str, said: str | None = None) -> None:
+    """`workbench annotate COMMAND ARGS` through `relay` kills the server and fails with the line that says so
+    (`said`, if given)."""
     try:
         line = the_error(cli(relay.url, command, *args))
     finally:
         relay.close()
     assert relay.fired, f"the server was not killed during the {command}"
-    if relay.gateway:
+    if said is not None:
+        assert line == said
+    elif relay.gateway:
         assert line == f"error: the Argilla server at {relay.url} failed during the {command} (HTTP 502): {kept}"
     else:
         assert line.startswith(
@@ -290,14 +297,31 @@ def test_push_stopped_by_a_killed_server_finishes_when_pushed_again(stop, live, 
     assert records_on(live.url, name) == reference
 
 
-@pytest.mark.parametrize("gateway", [False, True], ids=["direct", "behind-gateway"])
-def test_pull_stopped_by_a_killed_server_writes_nothing_and_pulling_again_matches(gateway, live, judged, tmp_path):
+PULL_STOPS = {
+    # name: (a gateway in front, the server back before the gateway answers 502)
+    "direct": (False, False),
+    "behind-gateway": (True, False),
+    # The SDK takes the 502 for "the dataset is gone" and stops paging, silently; the count check catches it.
+    "behind-gateway-while-restarting": (True, True),
+}
+
+
+@pytest.mark.parametrize("stop", list(PULL_STOPS))
+def test_pull_stopped_by_a_killed_server_writes_nothing_and_pulling_again_matches(stop, live, judged, tmp_path):
+    gateway, restart = PULL_STOPS[stop]
     out = tmp_path / "out"
-    relay = Relay(live, r"/records\?", 1, gateway)  # killed when the client asks for its second page of records
-    fails_when_killed(relay, "pull", ["--dataset", "judged", "--out", str(out)], PULL_KEPT)
+    relay = Relay(live, r"/records\?", 1, gateway, restart)  # killed when the client asks for its second page
+    short_read = (
+        f"error: the Argilla server at {relay.url} sent 256 of the {PAIR_COUNT} records of {ARGILLA_WORKSPACE}/judged "
+        f"(it failed or the dataset changed during the pull): {PULL_KEPT}"
+    )
+    fails_when_killed(
+        relay, "pull", ["--dataset", "judged", "--out", str(out)], PULL_KEPT, short_read if restart else None
+    )
     assert not out.exists(), "nothing is written, not even a temporary folder"
 
-    live.start()
+    if not live.running():
+        live.start()
     again = cli(live.url, "pull", "--dataset", "judged", "--out", str(out))
     assert again.returncode == 0, again.stderr
     pulled, uninterrupted = files_under(out), files_under(judged)
