@@ -1,4 +1,4 @@
-"""Shared fixtures: an offline environment, a real MLflow server process, and a tiny project."""
+"""Shared fixtures: an offline environment, a real MLflow server process, a real Argilla server, a tiny project."""
 
 from __future__ import annotations
 
@@ -99,6 +99,51 @@ def running_mlflow_server(root: Path):
     server = MlflowServer(root)
     yield server.start()
     server.stop()
+
+
+ARGILLA_WORKSPACE = "preference"
+ARGILLA_KEYS = {"owner": "owner-key-0123456789", "alice": "alice-key-0123456789", "bob": "bob-key-0123456789"}
+"""API keys of the accounts an `ArgillaServer` creates (the owner pushes and pulls; each password is `<name>-password`)."""
+
+
+class ArgillaServer:
+    """A real argilla-server (its own venv, SQLite under `root/home`) on `port`. A test may kill it and start it again
+    on the same data and port, as a restarted server would be."""
+
+    def __init__(self, root: Path, port: int | None = None):
+        self.root, self.port = root, port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> ArgillaServer:
+        from workbench.annotate.client import AnnotationError
+        from workbench.annotate.server import Account, start_server, wait_ready
+
+        users = [
+            Account(name, "owner" if name == "owner" else "annotator", f"{name}-password", key, generated=False)
+            for name, key in ARGILLA_KEYS.items()
+        ]
+        with (self.root / "server.log").open("a") as log:
+            self.process = start_server(self.root / "home", self.port, users, workspace=ARGILLA_WORKSPACE, log=log)
+        try:
+            wait_ready(self.url, self.process)
+        except AnnotationError:
+            self.stop()
+            raise RuntimeError((self.root / "server.log").read_text()[-3000:]) from None
+        return self
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the server's process group: no shutdown, no cleanup, as when its machine loses power."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        from workbench.annotate.server import stop_server
+
+        stop_server(self.process)
 
 
 TINY_ARCH = {

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 
 import httpx
 import pytest
 import yaml
-from conftest import free_port
+from conftest import ARGILLA_KEYS, ARGILLA_WORKSPACE, ArgillaServer, free_port
 
 from workbench.annotate.agreement import krippendorff_alpha, percent_agreement
 from workbench.annotate.client import AnnotationError, connect
 from workbench.annotate.pairs import read_pairs
 from workbench.annotate.pull import majority, pull_preferences
 from workbench.annotate.push import push_pairs
-from workbench.annotate.server import Account, accounts, server_python, start_server, stop_server, wait_ready
+from workbench.annotate.server import accounts, server_python
 from workbench.annotate.source import parse_argilla_uri, resolve_argilla_source
 from workbench.errors import StageError
 
-WORKSPACE = "preference"
-KEYS = {"owner": "owner-key-0123456789", "alice": "alice-key-0123456789", "bob": "bob-key-0123456789"}
+WORKSPACE = ARGILLA_WORKSPACE
+KEYS = ARGILLA_KEYS
 
 PAIRS = [
     {"prompt": "Say hi in JSON.", "chosen": '{"greeting": "hi"}', "rejected": "hi", "chosen_score": 1.0,
@@ -140,23 +141,10 @@ def test_secrets_come_from_the_environment_or_are_generated(monkeypatch):
 @pytest.fixture(scope="session")
 def argilla(tmp_path_factory):
     """A real argilla-server on a free port with a temporary SQLite database; yields its URL."""
-    root = tmp_path_factory.mktemp("argilla")
-    port = free_port()
-    users = [
-        Account(name, "owner" if name == "owner" else "annotator", f"{name}-password", key, generated=False)
-        for name, key in KEYS.items()
-    ]
-    log = (root / "server.log").open("w")
-    process = start_server(root / "home", port, users, workspace=WORKSPACE, log=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process)
-    except AnnotationError:
-        stop_server(process)
-        raise RuntimeError((root / "server.log").read_text()[-3000:]) from None
-    yield url
-    stop_server(process)
-    assert process.returncode is not None
+    server = ArgillaServer(tmp_path_factory.mktemp("argilla")).start()
+    yield server.url
+    server.stop()
+    assert not server.running()
 
 
 def http(url: str, user: str) -> httpx.Client:
@@ -219,8 +207,10 @@ def test_push_annotate_pull_round_trip(argilla, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     write_pairs(pairs, PAIRS)
     owner = connect(argilla, KEYS["owner"])
-    report = push_pairs(owner, pairs, WORKSPACE, "round-trip", min_submitted=2)
+    sent = []
+    report = push_pairs(owner, pairs, WORKSPACE, "round-trip", min_submitted=2, progress=lambda *n: sent.append(n))
     assert (report.created, report.added, report.already_present, report.min_submitted) == (True, 4, 0, 2)
+    assert sent == [(4, 4)]  # one batch
     again = push_pairs(owner, pairs, WORKSPACE, "round-trip")
     assert (again.created, again.added, again.already_present) == (False, 0, 4)
     dataset = dataset_id(argilla, "round-trip")
@@ -315,6 +305,7 @@ def test_cli_push_and_pull(argilla, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     write_pairs(pairs, PAIRS[:1])
     env = {"ARGILLA_API_URL": argilla, "ARGILLA_API_KEY": KEYS["owner"], "PATH": "/usr/bin:/bin"}
+    env |= {k: v for k, v in os.environ.items() if k == "PYTHONPATH"}  # a checkout other than the installed one
     cli = [str(__import__("pathlib").Path(sys.executable).with_name("workbench")), "annotate"]
     pushed = subprocess.run([*cli, "push", str(pairs), "--dataset", "cli", "--min-submitted", "1"],
                             env=env, capture_output=True, text=True)  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import signal
 import sys
@@ -432,7 +433,12 @@ def annotate_push(
     from workbench.annotate.client import connect
     from workbench.annotate.push import push_pairs
 
-    report = push_pairs(lambda: connect(url), pairs, workspace, dataset, min_submitted=min_submitted)
+    with console.status(f"pushing {pairs} to {workspace}/{dataset}") as status:  # drawn on terminals only
+
+        def progress(sent: int, total: int) -> None:
+            status.update(f"pushing {pairs} to {workspace}/{dataset}: {sent}/{total} new pairs sent")
+
+        report = push_pairs(lambda: connect(url), pairs, workspace, dataset, min_submitted, progress=progress)
     console.print(
         f"{workspace}/{dataset} ({'created' if report.created else 'existing'}, id {report.dataset_id}): "
         f"{report.added} added, {report.already_present} already present, {report.duplicate_lines} duplicate "
@@ -475,6 +481,9 @@ def quiet_third_party() -> None:
         return
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")  # mlflow's git probe outside a repository
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    # The Argilla SDK logs an error before raising it, and its client sets up root logging on stderr: the raised
+    # error is reported as one line, its log would be a second.
+    logging.getLogger("argilla.sdk").setLevel(logging.CRITICAL)
     for module in ("mlflow", "torch", "transformers", "trl", "peft", "lm_eval", "datasets", "pydantic", "mergekit"):
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)

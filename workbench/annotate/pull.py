@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,12 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workbench.annotate.agreement import krippendorff_alpha, percent_agreement
-from workbench.annotate.client import AnnotationError
+from workbench.annotate.client import AnnotationError, server_errors
 from workbench.annotate.push import PREFERENCE_QUESTION, RATIONALE_QUESTION, get_dataset
 from workbench.fsio import build_new_folder, write_json_atomic
 
 if TYPE_CHECKING:
     import argilla as rg
+
+NOT_WRITTEN = "no dataset version was written; pull again once the server is back"
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ def fetch_judged(client: rg.Argilla, workspace: str, name: str) -> tuple[rg.Data
         raise AnnotationError(f"Argilla dataset {workspace}/{name} not found at {client.api_url}: push pairs first")
     usernames = {str(user.id): user.username for user in client.users}
     judged = []
-    for record in dataset.records(with_suggestions=False, with_responses=True):
+    for record in _all_records(client, dataset, workspace, name):
         labels, rationales = {}, {}
         for response in record.responses:
             if _plain(response.status) != "submitted":
@@ -81,6 +84,22 @@ def fetch_judged(client: rg.Argilla, workspace: str, name: str) -> tuple[rg.Data
             )
         )
     return dataset, judged
+
+
+def _all_records(client: rg.Argilla, dataset: rg.Dataset, workspace: str, name: str) -> list[rg.Record]:
+    """Every record of `dataset`, with its responses. The SDK ends its pages early, with only a warning, when its
+    per-page check that the dataset exists gets anything but 200 (a proxy's 502 while the server restarts): a short
+    read would be written as a version, so the count is checked against the server's."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Dataset .* does not exist on the server")
+        records = list(dataset.records(with_suggestions=False, with_responses=True))
+    total = dataset.progress()["total"]
+    if len(records) != total:
+        raise AnnotationError(
+            f"the Argilla server at {client.api_url} sent {len(records)} of the {total} records of {workspace}/{name} "
+            f"(it failed or the dataset changed during the pull): {NOT_WRITTEN}"
+        )
+    return records
 
 
 def _plain(value: Any) -> str:
@@ -143,7 +162,9 @@ def build_preferences(judged: list[Judged]) -> tuple[list[dict], dict[str, float
 
 
 def pull_preferences(client: rg.Argilla, workspace: str, name: str, out_root: Path) -> PullResult:
-    dataset, judged = fetch_judged(client, workspace, name)
+    """Fetch every judgement first, then write the version folder whole (or find it already there)."""
+    with server_errors(client.api_url, "pull", NOT_WRITTEN):
+        dataset, judged = fetch_judged(client, workspace, name)
     rows, metrics = build_preferences(judged)
     payload = "".join(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n" for row in rows).encode()
     content_hash = hashlib.sha256(payload).hexdigest()

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from workbench.annotate.client import AnnotationError
+from workbench.annotate.client import AnnotationError, server_errors
 from workbench.annotate.pairs import Pair, read_pairs
 
 if TYPE_CHECKING:
     import argilla as rg
 
+BATCH_SIZE = 256
+"""Records per request (the SDK's default): each batch is one transaction on the server."""
 PREFERENCE_QUESTION = "preference"
 RATIONALE_QUESTION = "rationale"
 LABELS = {
@@ -110,35 +114,60 @@ def push_pairs(
     name: str,
     min_submitted: int = 2,
     seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PushReport:
     """Add the pairs in `pairs_file` that the dataset does not hold yet (creating the dataset if needed).
 
     `client` may be a function that connects: the file is read and checked first, so a bad file is reported as
-    such even when the server is down."""
+    such even when the server is down. `progress(sent, total)` is called after each batch of new pairs.
+
+    A push stopped part-way is finished by pushing again: records are keyed by the pair's content (`Pair.key`),
+    each batch is one server transaction, and the pairs already there are not sent again."""
     import argilla as rg
 
     pairs, duplicate_lines = read_pairs(pairs_file, seed=seed)
     if callable(client) and not isinstance(client, rg.Argilla):
         client = client()
+    then = "pairs sent before it are kept: push again once the server is back to send the rest"
+    with server_errors(client.api_url, "push", then):
+        dataset, created = _open_dataset(client, workspace, name, min_submitted)
+        existing = {record.id for record in dataset.records(with_suggestions=False, with_responses=False)}
+        new = [to_record(pair) for pair in pairs if pair.key not in existing]
+        for start in range(0, len(new), BATCH_SIZE):
+            batch = new[start : start + BATCH_SIZE]
+            # The SDK draws a tqdm bar on stderr; a failure would leave it half-drawn before the one-line error.
+            with contextlib.redirect_stderr(io.StringIO()):
+                dataset.records.log(batch, batch_size=len(batch))
+            if progress is not None:
+                progress(start + len(batch), len(new))
+        return PushReport(
+            dataset_id=str(dataset.id),
+            created=created,
+            added=len(new),
+            already_present=len(pairs) - len(new),
+            duplicate_lines=duplicate_lines,
+            min_submitted=dataset.settings.distribution.min_submitted,
+        )
+
+
+def _open_dataset(client: rg.Argilla, workspace: str, name: str, min_submitted: int) -> tuple[rg.Dataset, bool]:
+    """The dataset to push to, and whether this call created it.
+
+    Creating one takes a dozen requests (the dataset, each field, question and metadata property, then publishing).
+    A push stopped among them leaves a draft, which cannot hold records (so holds no annotations): it is removed
+    and created again, rather than refusing every later push."""
+    import argilla as rg
+
     dataset = get_dataset(client, workspace, name)
-    created = dataset is None
-    if created:
-        dataset = rg.Dataset(name=name, workspace=workspace, settings=preference_settings(min_submitted), client=client)
-        dataset.create()
-    else:
+    if dataset is not None and dataset.api_model().status == "draft":
+        dataset.delete()
+        dataset = None
+    if dataset is not None:
         _check_compatible(dataset, workspace, name)
-    existing = {record.id for record in dataset.records(with_suggestions=False, with_responses=False)}
-    new = [to_record(pair) for pair in pairs if pair.key not in existing]
-    if new:
-        dataset.records.log(new)
-    return PushReport(
-        dataset_id=str(dataset.id),
-        created=created,
-        added=len(new),
-        already_present=len(pairs) - len(new),
-        duplicate_lines=duplicate_lines,
-        min_submitted=dataset.settings.distribution.min_submitted,
-    )
+        return dataset, False
+    dataset = rg.Dataset(name=name, workspace=workspace, settings=preference_settings(min_submitted), client=client)
+    dataset.create()
+    return dataset, True
 
 
 def _check_compatible(dataset: rg.Dataset, workspace: str, name: str) -> None:
