@@ -10,8 +10,8 @@ from typing import Literal
 
 import pytest
 import yaml
-from tests.conftest import REPO, TINY_ARCH, workbench_cli, write_chat_subset  # noqa: F401
 
+from tests.conftest import REPO, TINY_ARCH, workbench_cli, write_chat_subset  # noqa: F401
 from workbench.api import StageConfig, StageContext, StageKind, StageResult
 from workbench.errors import StageHalted
 from workbench.recipe.loader import load_recipe

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import yaml
+
 from tests.conftest import REPO, TINY_ARCH, write_chat_subset
 
 CANARIES = {
