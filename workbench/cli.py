@@ -73,6 +73,7 @@ def handled(command: Callable) -> Callable:
                 traceback.print_exc()
             _fail(error)
         except KeyboardInterrupt:
+            _close_progress_bars()
             errors.print("[red]interrupted[/]: finished stages are kept; the next run resumes the interrupted one")
             raise typer.Exit(code=130) from None
         except Exception as error:  # noqa: BLE001 (the one place that turns a bug into one line)
