@@ -12,7 +12,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
 
 # Lower numbers are lower layers; a module may import only from its own layer or below. The `workbench.stages`
 # package itself is the catalog of built-in kinds: it imports every stage module, so it sits above them.
-BOTTOM = {"workbench", "workbench.api", "workbench.errors", "workbench.fsio", "workbench.hashing", "workbench.tracking"}
+BOTTOM = {
+    "workbench",
+    "workbench.api",
+    "workbench.errors",
+    "workbench.fsio",
+    "workbench.hashing",
+    "workbench.tracking",
+    "workbench.tracking_outbox",
+}
 LAYERS = {"cli": 5, "runner": 4, "stages": 2}
 STAGES_PACKAGE = "workbench.stages"
 # The recipe layer is given its catalog (stage kinds, namespaces, URI schemes), so it needs nothing but these.

@@ -33,7 +33,10 @@ def test_second_run_refused_and_ctrl_c_keeps_everything(tmp_path):
             time.sleep(0.05)
         second = subprocess.run([*workbench_cli(), "run", str(recipe)], cwd=tmp_path, capture_output=True, text=True)
         assert second.returncode == 1
-        assert second.stderr.strip() == f"error: another workbench run is using {tmp_path}/runs/tiny; wait for it to finish"
+        assert (
+            second.stderr.strip()
+            == f"error: another workbench run is using {tmp_path}/runs/tiny; wait for it to finish"
+        )
         assert first.poll() is None, "the running one goes on"
         first.send_signal(signal.SIGINT)
         out, err = first.communicate(timeout=120)

@@ -9,7 +9,7 @@ from workbench.fsio import atomic_path
 from workbench.runner.summary import RunSummary
 
 TRAINING_KINDS = ("pretrain", "distill", "sft", "preference")
-# The Trainer's MLflow callback logs these every `logging_steps` (train) and at each evaluation (held out).
+# The training loop's TrackingCallback logs these every `logging_steps` (train) and at each evaluation (held out).
 TRAIN_LOSS, EVAL_LOSS = "loss", "eval_loss"
 
 

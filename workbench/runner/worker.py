@@ -2,8 +2,8 @@
 
 The `workbench run` process keeps the plan, the lock, the MLflow parent run and the stage's child run; it writes
 SPEC (`launch.StageSpec`) and launches the workers. Every rank rebuilds the stage's context from SPEC and runs the
-kind's `run`; rank 0 alone logs (into the stage's existing child run: the Trainer's MLflow callback on the other
-ranks neither logs nor opens runs) and writes files, and writes the stage's result for the parent to commit. A
+kind's `run`; rank 0 alone logs (into the stage's existing child run, keeping what the server misses in the stage's
+tracking outbox; the other ranks hold a NullTracker) and writes files, and writes the stage's result for the parent to commit. A
 rank that fails writes its one-line reason beside SPEC, so the parent can say which rank failed and why.
 """
 
