@@ -175,6 +175,30 @@ def test_a_suite_file_is_read_once_per_evaluation_and_again_when_it_changes(tmp_
     mine.write_text("\n".join(simple[:4]) + "\n")  # just written: read every time, never kept
     assert [len(load_tool_use("x", data)["test"]) for _ in range(2)] == [4, 4] and len(reads) == 4
 
+def test_each_record_is_checked_once_for_all_tasks_and_evaluations(tmp_path, monkeypatch):
+    """The checked rows of a suite file are kept with its reading: the four tool_use tasks, the group's category
+    check, and a second evaluation of the same file (a merge sweep's next candidate) check each record once."""
+    import os
+
+    from workbench.evaluation import tasks
+    from workbench.evaluation.api import evaluate_lm, task_manager
+
+    data = {}
+    for suite in ("json_schema", "tool_use"):
+        mine = tmp_path / f"{suite}.jsonl"
+        mine.write_text((REPO_EVALS / suite / "data.jsonl").read_text())
+        os.utime(mine, ns=(10**18, 10**18))  # long settled (see above)
+        data[suite] = str(mine)
+    checked, require = [], tasks._require
+    monkeypatch.setattr(tasks, "_require", lambda path, record, *fields: checked.append(path.stem)
+                        or require(path, record, *fields))  # fmt: skip
+    suites = ["json_schema", "tool_use"]
+    for _ in range(2):
+        report = evaluate_lm(AnswerKey(), suites, task_manager(suites, data), limit=2, data=data)
+        assert report.counts == {"json_schema": 2, "tool_use": 8}
+    assert sorted(checked) == 50 * ["json_schema"] + 60 * ["tool_use"], "every record once, in two evaluations"
+
+
 
 # ---- the suites as lm-eval groups, run through lm-eval's evaluator ----------------------------------------
 
