@@ -237,10 +237,9 @@ def process_tool_use(doc: dict, results: list[str]) -> dict:
     measure is left out of its dict, so lm-eval averages each over the answers that measure it."""
     from workbench.evaluation.scorers import parse_tool_calls, score_tool_calls
 
-    score = score_tool_calls(
-        results[0], json.loads(doc["calls_json"]), json.loads(doc["tools_json"]), category=doc["category"]
-    )
-    parsed = parse_tool_calls(results[0])
+    parsed = parse_tool_calls(results[0])  # once: the score and the rates below read it
+    calls, tools = json.loads(doc["calls_json"]), json.loads(doc["tools_json"])
+    score = score_tool_calls(results[0], calls, tools, category=doc["category"], parsed=parsed)
     # The category's own metric too, which the `tool_use` group aggregates from this category's task alone.
     metrics: dict[str, bool] = {"ast_accuracy": score.correct, f"{doc['category']}_accuracy": score.correct}
     if doc["category"] != "irrelevance":
