@@ -153,10 +153,18 @@ def make_plan(loaded: LoadedRecipe) -> Plan:
     return Plan(planned, tokenizer_hash, chat_template, store)
 
 
-def finished_evaluations(loaded: LoadedRecipe, plan: Plan) -> dict[str, dict[str, float]]:
-    """Metrics of every evaluate stage of `plan` whose output exists, by stage name, in recipe order."""
-    return {
-        stage.name: plan.store.read_info(stage.name, stage.hash).get("metrics", {})
-        for stage in plan.stages
-        if stage.kind == "evaluate" and plan.store.is_done(stage.name, stage.hash)
-    }
+def finished_evaluations(
+    loaded: LoadedRecipe, plan: Plan, known: dict[str, dict] | None = None
+) -> dict[str, dict[str, float]]:
+    """Metrics of every evaluate stage of `plan` whose output exists, by stage name, in recipe order; `known` holds
+    the `stage.json` of stages the caller has already (as written or read), which are not read again."""
+    known = known or {}
+    evaluations = {}
+    for stage in plan.stages:
+        if stage.kind != "evaluate":
+            continue
+        if stage.name in known:
+            evaluations[stage.name] = known[stage.name].get("metrics", {})
+        elif plan.store.is_done(stage.name, stage.hash):
+            evaluations[stage.name] = plan.store.read_info(stage.name, stage.hash).get("metrics", {})
+    return evaluations
