@@ -140,11 +140,11 @@ def verify(recipe: RecipeArg) -> None:
     the_plan = make_plan(loaded)
     damaged = 0
     for stage in the_plan.stages:
-        if not the_plan.store.is_done(stage.name, stage.hash):
+        info = stage.info
+        if info is None:
             console.print(f"{stage.name}: not finished")
             continue
-        info = the_plan.store.read_info(stage.name, stage.hash)
-        problems = the_plan.store.damage(stage.name, stage.hash, full=True)
+        problems = the_plan.store.damage(stage.name, stage.hash, full=True, info=info)
         if problems:
             damaged += 1
             console.print(f"[red]{stage.name}: damaged[/]: {'; '.join(problems)}")

@@ -247,9 +247,10 @@ def _stage_tags(stage: PlannedStage, tags: dict[str, str]) -> dict[str, str]:
 
 def _inputs(plan: Plan, stage: PlannedStage, done: dict[str, dict]) -> dict[str, StageInput]:
     """The stage's input stages; `done` holds the `stage.json` of the stages this run has finished or logged as
-    cached already, which is not read again."""
+    cached already, the plan that of the others finished before (`--only`), neither read again."""
+    planned = plan.by_name()
     return {
-        dep: StageInput(dep, plan.store.final_dir(dep, h), done[dep] if dep in done else plan.store.read_info(dep, h))
+        dep: StageInput(dep, plan.store.final_dir(dep, h), done[dep] if dep in done else planned[dep].info)
         for dep, h in stage.inputs.items()
     }
 
@@ -314,7 +315,7 @@ def _log_cached(
 ):
     from workbench.tracking import flatten
 
-    info = plan.store.read_info(stage.name, stage.hash)
+    info = stage.info  # as the plan read it
     cached_tags = {"workbench.cached": "true", "workbench.source_run_id": str(info.get("mlflow_run_id"))}
     with tracker.stage_run(stage.name, _stage_tags(stage, tags) | cached_tags) as run:
         run.log_params(flatten(info.get("config", {}), "stage"))
