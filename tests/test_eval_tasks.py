@@ -90,6 +90,20 @@ def test_tool_scoring_by_category(category, gold, output, correct, call, parsed)
     assert scored == {name: value for name, value in expected.items() if value is not None}
 
 
+def test_an_answer_is_parsed_once_for_its_score_and_its_rates(monkeypatch):
+    from workbench.evaluation import scorers
+    from workbench.evaluation.scorers import tool_calls
+
+    parsed, parse = [], tool_calls.parse_tool_calls
+    counted = lambda text: parsed.append(text) or parse(text)  # noqa: E731
+    monkeypatch.setattr(scorers, "parse_tool_calls", counted)
+    monkeypatch.setattr(tool_calls, "parse_tool_calls", counted)
+    answers = ['<|tool_call_start|>[get_weather(city="Paris")]<|tool_call_end|>', BROKEN, "Sunny."]
+    scores = [process_tool_use(_tool_doc("simple", [PARIS]), [answer]) for answer in answers]
+    assert [score["ast_accuracy"] for score in scores] == [True, False, False]
+    assert parsed == answers
+
+
 def test_tools_are_listed_in_the_system_turn_as_lfm2s_template_writes_them():
     from workbench.modeling.chat_template import LFM2_CHAT_TEMPLATE
     from workbench.modeling.tokenizer import train_bpe_tokenizer
@@ -174,6 +188,30 @@ def test_a_suite_file_is_read_once_per_evaluation_and_again_when_it_changes(tmp_
     assert len(load_tool_use("x", data, category="simple")["test"]) == 16 and reads == [mine, mine]
     mine.write_text("\n".join(simple[:4]) + "\n")  # just written: read every time, never kept
     assert [len(load_tool_use("x", data)["test"]) for _ in range(2)] == [4, 4] and len(reads) == 4
+
+
+def test_each_record_is_checked_once_for_all_tasks_and_evaluations(tmp_path, monkeypatch):
+    """The checked rows of a suite file are kept with its reading: the four tool_use tasks, the group's category
+    check, and a second evaluation of the same file (a merge sweep's next candidate) check each record once."""
+    import os
+
+    from workbench.evaluation import tasks
+    from workbench.evaluation.api import evaluate_lm, task_manager
+
+    data = {}
+    for suite in ("json_schema", "tool_use"):
+        mine = tmp_path / f"{suite}.jsonl"
+        mine.write_text((REPO_EVALS / suite / "data.jsonl").read_text())
+        os.utime(mine, ns=(10**18, 10**18))  # long settled (see above)
+        data[suite] = str(mine)
+    checked, require = [], tasks._require
+    monkeypatch.setattr(tasks, "_require", lambda path, record, *fields: checked.append(path.stem)
+                        or require(path, record, *fields))  # fmt: skip
+    suites = ["json_schema", "tool_use"]
+    for _ in range(2):
+        report = evaluate_lm(AnswerKey(), suites, task_manager(suites, data), limit=2, data=data)
+        assert report.counts == {"json_schema": 2, "tool_use": 8}
+    assert sorted(checked) == 50 * ["json_schema"] + 60 * ["tool_use"], "every record once, in two evaluations"
 
 
 # ---- the suites as lm-eval groups, run through lm-eval's evaluator ----------------------------------------

@@ -44,6 +44,20 @@ def test_verifier_judge_scores_each_task_with_the_evaluation_checkers():
     assert judge.score(candidates) == [1.0, 0.0, 1.0, 0.5, 0.0, 1.0, 0.5, 0.0, None]
 
 
+def test_the_tool_call_verifier_parses_a_response_once(monkeypatch):
+    from workbench.evaluation.scorers import tool_calls
+    from workbench.preference import judges
+
+    parsed, parse = [], tool_calls.parse_tool_calls
+    counted = lambda text: parsed.append(text) or parse(text)  # noqa: E731
+    monkeypatch.setattr(judges, "parse_tool_calls", counted)
+    monkeypatch.setattr(tool_calls, "parse_tool_calls", counted)
+    tool = _chat("Time in Oslo?", "", tools=TOOLS, tool_calls=[{"name": "get_time", "arguments": {"city": "Oslo"}}])
+    responses = ['<|tool_call_start|>[get_time(city="Oslo")]<|tool_call_end|>', "It is noon."]
+    assert [judges.tool_call_score(_candidate(tool, response)) for response in responses] == [1.0, 0.0]
+    assert parsed == responses
+
+
 def test_selection_drops_ties_and_small_gaps():
     assert select_pair([0.5, 1.0, 0.0, 1.0], min_gap=0.0) == (1, 2)
     assert select_pair([1.0, 1.0], min_gap=0.0) == "tie"

@@ -165,7 +165,8 @@ def test_a_run_leaves_no_tracking_uri_behind(finished):
 
 def test_a_run_hashes_the_tokenizer_once_and_reviews_what_it_recorded(tiny_project, monkeypatch):
     """The pinned tokenizer is fingerprinted once per run however many stages run (and not at all when none
-    does), and a stage's review sees the stage.json just written without reading it back, nor its inputs again."""
+    does), and a stage's review sees the stage.json just written without reading it back; a later stage gets the
+    stage.json of its inputs from the run (as written, or as the plan read it for a cached stage), never again."""
     import dataclasses
 
     from workbench.api import Review
@@ -173,7 +174,7 @@ def test_a_run_hashes_the_tokenizer_once_and_reviews_what_it_recorded(tiny_proje
     from workbench.runner import executor
     from workbench.runner.store import StageStore
 
-    hashed, reads, reviewed = [], [], {}
+    hashed, reads, planned, reviewed = [], [], [], {}
     fingerprint, read_info, make = tokenizer_module.tokenizer_fingerprint, StageStore.read_info, executor.make_plan
 
     def counted_fingerprint(folder):
@@ -184,8 +185,9 @@ def test_a_run_hashes_the_tokenizer_once_and_reviews_what_it_recorded(tiny_proje
         reads.append(stage)
         return read_info(self, stage, stage_hash)
 
-    def plan_then_count(loaded):  # count the reads of running the stages, not of planning them
+    def plan_then_count(loaded):  # the plan's reads apart from those of running the stages
         plan = make(loaded)
+        planned.append(list(reads))
         reads.clear()
         return plan
 
@@ -210,13 +212,55 @@ def test_a_run_hashes_the_tokenizer_once_and_reviews_what_it_recorded(tiny_proje
     recorded = {name: json.loads((o.dir / "stage.json").read_text()) for name, o in outcomes.items()}
     assert [folder.parent.name for folder in hashed] == ["_tokenizer"], "one fingerprint for both stages"
     assert recorded["sft"]["tokenizer_fingerprint"] == fingerprint(hashed[0])
-    assert reads == ["base"], "only sft's input is read, once: no stage.json is read back for its review"
+    assert reads == [], "no stage.json is read back, for a review or for the next stage's inputs"
     assert reviewed["base"] == (recorded["base"], {}, [])
-    assert reviewed["sft"] == (recorded["sft"], {"base": recorded["base"]}, ["base"])
+    assert reviewed["sft"] == (recorded["sft"], {"base": recorded["base"]}, [])
 
     reviewed.clear()
     assert {o.status for o in run_recipe(load(path))} == {"cached"}
     assert len(hashed) == 1, "a run where every stage is cached hashes no tokenizer"
-    assert reads == ["base", "sft", "base"], "each cached stage.json read once, and sft's input for its review"
-    assert reviewed == {"base": (recorded["base"], {}, ["base"]), "sft": (recorded["sft"], {"base": recorded["base"]},
-                                                                           ["base", "sft", "base"])}  # fmt: skip
+    assert planned[-1] == ["base", "sft"] and reads == [], "each cached stage.json is read once, by the plan"
+    assert reviewed == {"base": (recorded["base"], {}, []), "sft": (recorded["sft"], {"base": recorded["base"]}, [])}
+
+
+def test_a_gate_stops_the_run_and_its_scores_come_from_the_run(tiny_project, monkeypatch):
+    """`workbench run` prints the evaluate stages' scores from what the run holds, when a gate stops it and when
+    it passes: no second plan (which hashes every input again, and pulls argilla:// data) and no stage.json read
+    back: a finished stage.json is read once, by the run's one plan."""
+    import pathlib
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+    from workbench.runner import executor
+    from workbench.runner import plan as plan_module
+
+    path = tiny_project({"max_steps": 2, "save_steps": 2})
+    recipe = yaml.safe_load(path.read_text())
+    evaluate = {"name": "eval_sft", "kind": "evaluate", "from": "sft", "suites": ["json_schema"], "limit": 1}
+    plans, reads = [], []
+    make, read_text = plan_module.make_plan, pathlib.Path.read_text
+
+    def counted_plan(loaded):
+        plans.append(loaded.path)
+        return make(loaded)
+
+    def counted_read_text(self, *args, **kwargs):
+        if self.name == "stage.json":
+            reads.append(self.parent.parent.name)
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(plan_module, "make_plan", counted_plan)
+    monkeypatch.setattr(executor, "make_plan", counted_plan)
+    monkeypatch.setattr(pathlib.Path, "read_text", counted_read_text)
+    for gate, code in (("json_schema/parse_rate >= 2", 1), ("json_schema/parse_rate >= 0", 0)):
+        recipe["stages"][2:] = [evaluate | {"gates": [gate]}]  # gates are not hashed: the second run is cached
+        path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+        result = CliRunner().invoke(app, ["run", str(path)])
+        assert result.exit_code == code, result.output
+        scores = result.output[result.output.index("evaluation scores by stage") :]
+        assert "eval_sft" in scores and "json_schema/parse_rate" in scores
+        assert ("1 of 1 gates failed" in scores) == (code == 1), "the scores are printed before the gate table"
+    assert len(plans) == 2, "one plan per run"
+    assert sorted(reads) == ["base", "eval_sft", "sft"], "by the second run's plan"

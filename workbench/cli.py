@@ -140,11 +140,11 @@ def verify(recipe: RecipeArg) -> None:
     the_plan = make_plan(loaded)
     damaged = 0
     for stage in the_plan.stages:
-        if not the_plan.store.is_done(stage.name, stage.hash):
+        info = stage.info
+        if info is None:
             console.print(f"{stage.name}: not finished")
             continue
-        info = the_plan.store.read_info(stage.name, stage.hash)
-        problems = the_plan.store.damage(stage.name, stage.hash, full=True)
+        problems = the_plan.store.damage(stage.name, stage.hash, full=True, info=info)
         if problems:
             damaged += 1
             console.print(f"[red]{stage.name}: damaged[/]: {'; '.join(problems)}")
@@ -218,20 +218,14 @@ def run(
         return
     try:
         outcomes = run_recipe(loaded, force=set(force or []), only=set(only or []), console=console, cluster=cluster)
-    except StageHalted:
+    except StageHalted as halted:
         # a failed gate: the scores so far, side by side, before the gate table (the error the handler prints)
-        from workbench.runner.plan import finished_evaluations, make_plan
-
-        _print_scores(loaded, finished_evaluations(loaded, make_plan(loaded)))
+        _print_scores(loaded, halted.scores)
         raise
     summary = ", ".join(f"{o.name} {o.status}" for o in outcomes)
     console.print(f"[bold green]done[/]: {summary}")
-    # the scores of the evaluations this run finished, read from the outcomes (no second plan or pull)
-    evaluations = {
-        o.name: json.loads((o.dir / "stage.json").read_text()).get("metrics", {})
-        for o in outcomes
-        if loaded.stages[o.name].kind == "evaluate"
-    }
+    # the scores of the evaluations this run finished, from the outcomes (no second plan or pull, no reading back)
+    evaluations = {o.name: o.info.get("metrics", {}) for o in outcomes if loaded.stages[o.name].kind == "evaluate"}
     _print_scores(loaded, evaluations)
 
 

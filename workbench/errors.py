@@ -38,7 +38,12 @@ class StageError(WorkbenchError):
 
 
 class StageHalted(WorkbenchError):
-    """A stage finished but asked the recipe to stop (a failed gate); the message says why."""
+    """A stage finished but asked the recipe to stop (a failed gate); the message says why. `scores`: the metrics of
+    the recipe's finished evaluate stages by name, in recipe order (what `workbench run` prints before the message)."""
+
+    def __init__(self, message: str, scores: dict[str, dict[str, float]] | None = None):
+        super().__init__(message)
+        self.scores = scores or {}
 
 
 def first_line(error: BaseException) -> str:

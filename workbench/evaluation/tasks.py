@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,35 +20,41 @@ from workbench.errors import StageError
 
 REPO_EVALS = Path(__file__).resolve().parents[2] / "evals"
 
-# A suite's data file is read once per process and version: lm-eval loads it once per task of the group (tool_use:
-# four), and `workbench.evaluation.api` once more to find the categories present.
-_READ: dict[tuple, tuple[dict, ...]] = {}
+# A suite's data file is read and checked once per process and version: lm-eval loads it once per task of the group
+# (tool_use: four), `workbench.evaluation.api` once more to find the categories present, and a merge sweep selecting
+# by a suite once per candidate.
+_ROWS: dict[tuple, tuple[dict, ...]] = {}
 # A file modified this recently may still change within the same mtime (timestamps are coarse): not cached.
 _SETTLED_NS = 2_000_000_000
 
 
-def _records(path: Path) -> list[dict]:
-    """The suite's records (JSONL, or any format `read_records` reads), each with its `_line`; an unreadable line
-    is an error naming the file and line, never skipped. Read once per (path, mtime, size); shared, not to be
-    modified."""
+def _rows(path: Path, make_rows: Callable[[Path, list[dict]], list[dict]]) -> list[dict]:
+    """`make_rows(path, records)`: the suite's rows, checked and built from the file's records (JSONL, or any format
+    `read_records` reads; each with its `_line`, an unreadable line an error naming the file and line, never
+    skipped). Made once per (path, mtime, size) and `make_rows`; shared, not to be modified."""
     if not path.is_file():
         raise StageError(f"eval data file not found: {path}")
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, stat.st_ino)
-    if key not in _READ:
-        read = read_records(path)
-        if read.unreadable:
-            number, reason = read.unreadable[0]
-            raise StageError(f"{path}:{number}: {_in_suite_words(reason)}")
-        if not read.records:
-            raise StageError(f"{path}: no records")
-        records = tuple(record.data | {"_line": record.location} for record in read.records)
+    version = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    key = (make_rows.__qualname__, version)
+    if key not in _ROWS:
+        rows = tuple(make_rows(path, _records(path)))
         if time.time_ns() - stat.st_mtime_ns < _SETTLED_NS:
-            return list(records)
-        for older in [other for other in _READ if other[0] == key[0]]:
-            del _READ[older]  # one version per file is kept
-        _READ[key] = records
-    return list(_READ[key])
+            return list(rows)
+        for older in [other for other in _ROWS if other[0] == key[0] and other[1][0] == version[0]]:
+            del _ROWS[older]  # one version per file is kept
+        _ROWS[key] = rows
+    return list(_ROWS[key])
+
+
+def _records(path: Path) -> list[dict]:
+    read = read_records(path)
+    if read.unreadable:
+        number, reason = read.unreadable[0]
+        raise StageError(f"{path}:{number}: {_in_suite_words(reason)}")
+    if not read.records:
+        raise StageError(f"{path}: no records")
+    return [record.data | {"_line": record.location} for record in read.records]
 
 
 def _in_suite_words(reason: str) -> str:
@@ -85,12 +92,15 @@ def load_instruction_following(data_file: str, data_overrides: dict | None = Non
 
     The original IFEval JSONL loads unchanged. Unknown instruction ids are errors with their line.
     """
+    return _dataset(_rows(data_path("instruction_following", data_file, data_overrides), _instruction_rows))
+
+
+def _instruction_rows(path: Path, records: list[dict]) -> list[dict]:
     from workbench.evaluation.ifeval import instruction_registry
 
     known = instruction_registry().INSTRUCTION_DICT
-    path = data_path("instruction_following", data_file, data_overrides)
     rows = []
-    for record in _records(path):
+    for record in records:
         _require(path, record, "prompt", "instruction_id_list", "kwargs")
         unknown = [i for i in record["instruction_id_list"] if i not in known]
         if unknown:
@@ -105,7 +115,7 @@ def load_instruction_following(data_file: str, data_overrides: dict | None = Non
                 "kwargs_json": json.dumps(record["kwargs"]),
             }
         )
-    return _dataset(rows)
+    return rows
 
 
 def process_instruction_following(doc: dict, results: list[str]) -> dict:
@@ -131,13 +141,16 @@ def instruction_level_mean(items: list[list[bool]]) -> float:
 
 def load_json_schema(data_file: str, data_overrides: dict | None = None, **_: Any):
     """Records `prompt`, `schema` (JSON Schema, Draft 2020-12), optional `gold` and `system`."""
+    return _dataset(_rows(data_path("json_schema", data_file, data_overrides), _json_schema_rows))
+
+
+def _json_schema_rows(path: Path, records: list[dict]) -> list[dict]:
     from jsonschema import SchemaError
 
     from workbench.evaluation.scorers import schema_validator
 
-    path = data_path("json_schema", data_file, data_overrides)
     rows = []
-    for record in _records(path):
+    for record in records:
         _require(path, record, "prompt", "schema")
         try:
             schema_validator(record["schema"])  # checked once per schema: scoring its samples reuses the validator
@@ -152,7 +165,7 @@ def load_json_schema(data_file: str, data_overrides: dict | None = None, **_: An
                 "gold_json": json.dumps(record.get("gold")),
             }
         )
-    return _dataset(rows)
+    return rows
 
 
 def process_json_schema(doc: dict, results: list[str]) -> dict:
@@ -190,11 +203,15 @@ def tool_list_system(system: str, tools: list[dict]) -> str:
 def load_tool_use(data_file: str, data_overrides: dict | None = None, category: str | None = None, **_: Any):
     """Records `prompt`, `tools`, `category` and gold `calls` (`[]` for irrelevance); with `category`, only
     that category's records (each of the suite's tasks holds one category). Every record is checked."""
+    rows = _rows(data_path("tool_use", data_file, data_overrides), _tool_use_rows)
+    return _dataset([row for row in rows if category is None or row["category"] == category])
+
+
+def _tool_use_rows(path: Path, records: list[dict]) -> list[dict]:
     from workbench.evaluation.scorers import Category
 
-    path = data_path("tool_use", data_file, data_overrides)
     rows = []
-    for record in _records(path):
+    for record in records:
         _require(path, record, "prompt", "tools", "category", "calls")
         if record["category"] not in CATEGORIES:
             raise StageError(f"{path}:{record['_line']}: category must be one of {', '.join(CATEGORIES)}")
@@ -210,7 +227,7 @@ def load_tool_use(data_file: str, data_overrides: dict | None = None, category: 
                 "calls_json": json.dumps(record["calls"]),
             }
         )
-    return _dataset([row for row in rows if category is None or row["category"] == category])
+    return rows
 
 
 def process_tool_use(doc: dict, results: list[str]) -> dict:
@@ -220,10 +237,9 @@ def process_tool_use(doc: dict, results: list[str]) -> dict:
     measure is left out of its dict, so lm-eval averages each over the answers that measure it."""
     from workbench.evaluation.scorers import parse_tool_calls, score_tool_calls
 
-    score = score_tool_calls(
-        results[0], json.loads(doc["calls_json"]), json.loads(doc["tools_json"]), category=doc["category"]
-    )
-    parsed = parse_tool_calls(results[0])
+    parsed = parse_tool_calls(results[0])  # once: the score and the rates below read it
+    calls, tools = json.loads(doc["calls_json"]), json.loads(doc["tools_json"])
+    score = score_tool_calls(results[0], calls, tools, category=doc["category"], parsed=parsed)
     # The category's own metric too, which the `tool_use` group aggregates from this category's task alone.
     metrics: dict[str, bool] = {"ast_accuracy": score.correct, f"{doc['category']}_accuracy": score.correct}
     if doc["category"] != "irrelevance":

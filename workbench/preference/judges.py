@@ -69,7 +69,7 @@ def tool_call_score(candidate: Candidate) -> float | None:
         # none is wanted is worse than one that does not.
         return 0.0 if parsed.error is not None or parsed.calls else 1.0
     category = "simple" if len(gold) == 1 else "parallel"
-    if score_tool_calls(candidate.response, gold, candidate.tools, category=category).correct:
+    if score_tool_calls(candidate.response, gold, candidate.tools, category=category, parsed=parsed).correct:
         return 1.0
     return 0.5 if parsed.error is None and parsed.calls else 0.0
 

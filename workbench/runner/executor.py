@@ -33,7 +33,7 @@ from workbench.runner.lineage import (
     log_model_input,
     log_model_output,
 )
-from workbench.runner.plan import Plan, PlannedStage, make_plan
+from workbench.runner.plan import Plan, PlannedStage, finished_evaluations, make_plan
 from workbench.runner.summary import RunSummary, run_name, runs_table_url
 from workbench.runner.tokenizer import ensure_tokenizer
 from workbench.tracking_outbox import TrackingUnavailable, send_kept
@@ -46,6 +46,8 @@ class StageOutcome:
     """'ran', 'resumed' or 'cached'."""
     dir: Path
     seconds: float
+    info: dict
+    """Its `stage.json` as recorded (JSON types): later stages of the run and the caller read it here, not again."""
 
 
 def run_recipe(
@@ -105,8 +107,9 @@ def run_recipe(
             tokenizer_dir = ensure_tokenizer(loaded, plan.store.root, plan.tokenizer_hash, plan.chat_template)
             pinned = cache(lambda: _fingerprint(tokenizer_dir))  # hashed once per run, and only if a stage runs
             for stage in selected:
+                inputs = _inputs(plan, stage, {o.name: o.info for o in outcomes})
                 if stage.status == "cached" and stage.name not in forced:
-                    outcome, halt = _log_cached(loaded, tracker, plan, stage, tags, console, summary)
+                    outcome, halt = _log_cached(loaded, tracker, plan, stage, inputs, tags, console, summary)
                 else:
                     if stage.status == "damaged":
                         console.print(
@@ -114,11 +117,22 @@ def run_recipe(
                         )
                     fresh = stage.name in forced or stage.status == "damaged"
                     outcome, halt = _execute(
-                        loaded, tracker, plan, stage, tags, tokenizer_dir, pinned, fresh, console, cluster, summary
+                        loaded,
+                        tracker,
+                        plan,
+                        stage,
+                        inputs,
+                        tags,
+                        tokenizer_dir,
+                        pinned,
+                        fresh,
+                        console,
+                        cluster,
+                        summary,
                     )
                 outcomes.append(outcome)
                 if halt:
-                    raise StageHalted(halt)
+                    raise StageHalted(halt, finished_evaluations(loaded, plan, {o.name: o.info for o in outcomes}))
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -231,9 +245,12 @@ def _stage_tags(stage: PlannedStage, tags: dict[str, str]) -> dict[str, str]:
     return tags | {"workbench.stage": stage.name, "workbench.kind": stage.kind, "workbench.stage_hash": stage.hash}
 
 
-def _inputs(plan: Plan, stage: PlannedStage) -> dict[str, StageInput]:
+def _inputs(plan: Plan, stage: PlannedStage, done: dict[str, dict]) -> dict[str, StageInput]:
+    """The stage's input stages; `done` holds the `stage.json` of the stages this run has finished or logged as
+    cached already, the plan that of the others finished before (`--only`), neither read again."""
+    planned = plan.by_name()
     return {
-        dep: StageInput(dep, plan.store.final_dir(dep, h), plan.store.read_info(dep, h))
+        dep: StageInput(dep, plan.store.final_dir(dep, h), done[dep] if dep in done else planned[dep].info)
         for dep, h in stage.inputs.items()
     }
 
@@ -256,13 +273,12 @@ def _review(
     run,
     console: Console,
     info: dict,
-    inputs: dict[str, StageInput] | None = None,
+    inputs: dict[str, StageInput],
     summary: RunSummary | None = None,
 ) -> str | None:
     """The kind's verdict on the recorded output (gates), for fresh and cached stages alike; returns a halt reason.
 
-    `info` is the stage's `stage.json` as the caller holds it (never read again here); `inputs` the input stages
-    when the caller has read them already."""
+    `info` is the stage's `stage.json` and `inputs` its input stages, as the caller holds them (never read here)."""
     kind = loaded.catalog.kinds[stage.kind]
     if kind.review is None:
         return None
@@ -271,7 +287,7 @@ def _review(
         ReviewContext(
             config=loaded.stages[stage.name],
             info=info,
-            inputs=_inputs(plan, stage) if inputs is None else inputs,
+            inputs=inputs,
             project=loaded.project,
             tracker=run,
             console=console,
@@ -287,15 +303,23 @@ def _review(
     return review.halt
 
 
-def _log_cached(loaded, tracker, plan: Plan, stage: PlannedStage, tags: dict, console: Console, summary: RunSummary):
+def _log_cached(
+    loaded,
+    tracker,
+    plan: Plan,
+    stage: PlannedStage,
+    inputs: dict[str, StageInput],
+    tags: dict,
+    console: Console,
+    summary: RunSummary,
+):
     from workbench.tracking import flatten
 
-    info = plan.store.read_info(stage.name, stage.hash)
+    info = stage.info  # as the plan read it
     cached_tags = {"workbench.cached": "true", "workbench.source_run_id": str(info.get("mlflow_run_id"))}
     with tracker.stage_run(stage.name, _stage_tags(stage, tags) | cached_tags) as run:
         run.log_params(flatten(info.get("config", {}), "stage"))
         kind = loaded.catalog.kinds[stage.kind]
-        inputs = _inputs(plan, stage)
         measured = _record_inputs(tracker, run, loaded, stage, inputs)
         if info.get(MODEL_ID):
             log_model_output(tracker.client, run.run_id, info[MODEL_ID])  # the model its first run logged
@@ -305,7 +329,7 @@ def _log_cached(loaded, tracker, plan: Plan, stage: PlannedStage, tags: dict, co
         # a halt the stage asked for when it ran holds for its cached output too
         summary.stage_done(stage.name, stage.kind, "cached", info)
         halt = info.get("halt") or _review(loaded, plan, stage, run, console, info, inputs, summary)
-    outcome = StageOutcome(stage.name, "cached", plan.store.final_dir(stage.name, stage.hash), 0.0)
+    outcome = StageOutcome(stage.name, "cached", plan.store.final_dir(stage.name, stage.hash), 0.0, info)
     return outcome, halt
 
 
@@ -314,6 +338,7 @@ def _execute(
     tracker,
     plan: Plan,
     stage: PlannedStage,
+    inputs: dict[str, StageInput],
     tags,
     tokenizer_dir,
     pinned: Callable[[], str],
@@ -326,7 +351,6 @@ def _execute(
     from workbench.tracking import flatten
 
     config = loaded.stages[stage.name]
-    inputs = _inputs(plan, stage)
     fingerprint = pinned()
     for dep, given in inputs.items():
         if given.info.get("tokenizer_fingerprint") not in (None, fingerprint):
@@ -400,5 +424,5 @@ def _execute(
         recorded = _as_recorded(info)
         summary.stage_done(stage.name, stage.kind, "resumed" if resuming else "ran", recorded)
         halt = result.halt or _review(loaded, plan, stage, run, console, recorded, inputs, summary)
-    outcome = StageOutcome(stage.name, "resumed" if resuming else "ran", final, info["seconds"])
+    outcome = StageOutcome(stage.name, "resumed" if resuming else "ran", final, info["seconds"], recorded)
     return outcome, halt

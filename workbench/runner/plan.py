@@ -30,6 +30,8 @@ class PlannedStage:
     """For 'damaged': how the files differ from the recorded manifest."""
     files: dict[str, str] = field(default_factory=dict)
     """Hash key -> content digest of every data file, model path and definition the stage reads (`consumed_digests`)."""
+    info: dict | None = None
+    """A finished stage's `stage.json`, as the plan read it to check its files: the run reads it here, not again."""
 
 
 @dataclass(frozen=True)
@@ -138,9 +140,9 @@ def make_plan(loaded: LoadedRecipe) -> Plan:
         }
         stage_hash = digest_json(payload)
         hashes[name] = stage_hash
-        done = store.is_done(name, stage_hash)
-        damage = store.damage(name, stage_hash) if done else []
-        if done and not damage:
+        info = store.read_info(name, stage_hash) if store.is_done(name, stage_hash) else None
+        damage = store.damage(name, stage_hash, info=info) if info is not None else []
+        if info is not None and not damage:
             status = "cached"
         elif damage:
             status = "damaged"  # its files changed after it finished: never handed downstream, it runs again
@@ -149,14 +151,19 @@ def make_plan(loaded: LoadedRecipe) -> Plan:
         else:
             status = "run"
         inputs = {dep: hashes[dep] for dep in loaded.dependencies(name)}
-        planned.append(PlannedStage(name, config.kind, stage_hash, inputs, status, damage, files))
+        planned.append(PlannedStage(name, config.kind, stage_hash, inputs, status, damage, files, info))
     return Plan(planned, tokenizer_hash, chat_template, store)
 
 
-def finished_evaluations(loaded: LoadedRecipe, plan: Plan) -> dict[str, dict[str, float]]:
-    """Metrics of every evaluate stage of `plan` whose output exists, by stage name, in recipe order."""
-    return {
-        stage.name: plan.store.read_info(stage.name, stage.hash).get("metrics", {})
-        for stage in plan.stages
-        if stage.kind == "evaluate" and plan.store.is_done(stage.name, stage.hash)
-    }
+def finished_evaluations(
+    loaded: LoadedRecipe, plan: Plan, known: dict[str, dict] | None = None
+) -> dict[str, dict[str, float]]:
+    """Metrics of every evaluate stage of `plan` whose output exists, by stage name, in recipe order; `known` holds
+    the `stage.json` of stages finished since the plan was made (a run's own)."""
+    known = known or {}
+    evaluations = {}
+    for stage in plan.stages:
+        info = known.get(stage.name, stage.info)
+        if stage.kind == "evaluate" and info is not None:
+            evaluations[stage.name] = info.get("metrics", {})
+    return evaluations

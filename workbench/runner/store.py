@@ -32,10 +32,11 @@ class StageStore:
         """An interrupted run left trainer checkpoints: the next run resumes from them."""
         return (self.tmp_dir(stage, stage_hash) / "checkpoints").is_dir()
 
-    def damage(self, stage: str, stage_hash: str, full: bool = False) -> list[str]:
-        """How a finished stage's files differ from those its `stage.json` recorded (missing, resized, or, when
-        `full` or a file's mtime moved, rewritten); [] when intact or when the stage recorded no manifest."""
-        info = self.read_info(stage, stage_hash)
+    def damage(self, stage: str, stage_hash: str, full: bool = False, info: dict[str, Any] | None = None) -> list[str]:
+        """How a finished stage's files differ from those its `stage.json` (`info`, when the caller has read it)
+        recorded (missing, resized, or, when `full` or a file's mtime moved, rewritten); [] when intact or when the
+        stage recorded no manifest."""
+        info = self.read_info(stage, stage_hash) if info is None else info
         return manifest_problems(self.final_dir(stage, stage_hash), info.get("outputs", {}), full=full)
 
     def read_info(self, stage: str, stage_hash: str) -> dict[str, Any]:

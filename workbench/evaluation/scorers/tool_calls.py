@@ -189,20 +189,22 @@ def _tuples_as_lists(value: Any) -> Any:
     return value
 
 
-def score_tool_calls(output: str, gold: list[dict], tools: list[dict] | None = None, *, category: str) -> ToolCallScore:
+def score_tool_calls(
+    output: str, gold: list[dict], tools: list[dict] | None = None, *, category: str, parsed: ParseResult | None = None
+) -> ToolCallScore:
     """Score `output`'s calls against `gold` for a BFCL `category` (see `Category`), by BFCL's AST checker rules.
 
     `tools` (`{"name", "parameters"}` or OpenAI `{"type": "function", "function": {...}}`) enables
     the schema checks: required arguments present, no unknown ones, types (an int passes where a number is
     declared; array items must have the declared `items` type exactly). Raises `ValueError` for an unknown
     category or a gold call count it does not allow, and `TypeError` for a gold call not shaped
-    `{"name": str, "arguments": dict}`.
+    `{"name": str, "arguments": dict}`. `parsed`: `parse_tool_calls(output)` when the caller has it already.
     """
     kind = Category(category)
     if not kind.allows_gold_calls(len(gold)):
         raise ValueError(f"category {kind.value!r} does not allow {len(gold)} gold calls")
     expected = [_gold_call(entry) for entry in gold]
-    parsed = parse_tool_calls(output)
+    parsed = parse_tool_calls(output) if parsed is None else parsed
     if kind is Category.IRRELEVANCE:
         # BFCL: an answer whose calls do not decode makes no call, which is right here.
         return ToolCallScore(False, "extra call") if parsed.made_call else ToolCallScore(True, "ok")
