@@ -56,6 +56,24 @@ def test_a_gate_threshold_is_not_part_of_the_hash_but_what_is_measured_is(tmp_pa
     assert plan_hashes(changed, REPO)["eval_sft"] != before["eval_sft"]
 
 
+def test_a_teacher_cache_hashes_its_format_unless_it_is_exact(monkeypatch, tmp_path):
+    """`format: exact` hashes as the stage did before it had the field, so exact caches built then stay valid;
+    `compressed` changes the cache stage's hash and every hash downstream of it."""
+    monkeypatch.setenv("WORKBENCH_CACHE_SALT", "")
+    data = yaml.safe_load((REPO / "recipes/quickstart.yaml").read_text())
+    topk = next(stage for stage in data["stages"] if stage["name"] == "teacher_topk")
+    hashes = {}
+    for form in ("exact", "compressed"):
+        topk["format"] = form
+        (tmp_path / f"{form}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        hashes[form] = plan_hashes(tmp_path / f"{form}.yaml", REPO)
+    pinned = BEFORE_THE_STAGE_API["recipes/quickstart.yaml"]
+    assert {name: hashes["exact"][name] for name in pinned} == pinned
+    assert hashes["compressed"]["teacher"] == pinned["teacher"]
+    for name in ("teacher_topk", "base", "sft"):
+        assert hashes["compressed"][name] != pinned[name], name
+
+
 def test_hashing_a_missing_file_is_an_error_not_a_hash_of_its_name(tmp_path):
     import pytest
 
