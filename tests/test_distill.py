@@ -192,7 +192,7 @@ TEACHER_ARCH = TINY_ARCH | {"hidden_size": 64, "intermediate_size": 128}
 
 @pytest.mark.slow
 def test_a_compressed_cache_trains_a_student_with_the_exact_caches_loss(tmp_path, monkeypatch):
-    """`teacher_cache` with `format: compressed` and `exact` over the same blocks: the compressed one
+    """`teacher_cache` with `format: compressed` (the default) and `exact` over the same blocks: the compressed one
     is smaller, holds the same ids and log-probs within a quantisation step, `distill` trains on it, and the
     student's KD loss (L_B + L_T) over every block differs from the exact cache's by < 1e-3 relative."""
     from workbench.distill.corpus import open_corpus
@@ -209,7 +209,7 @@ def test_a_compressed_cache_trains_a_student_with_the_exact_caches_loss(tmp_path
         "stages": [
             {"name": "teacher", "kind": "pretrain", "architecture": "arch.yaml", "max_steps": 40, "batch_size": 16,
              "learning_rate": 3e-3, **data},
-            {"name": "small", "kind": "teacher_cache", "from": "teacher", "k": 8, "format": "compressed", **data},
+            {"name": "small", "kind": "teacher_cache", "from": "teacher", "k": 8, **data},
             {"name": "exact", "kind": "teacher_cache", "from": "teacher", "k": 8, "format": "exact", **data},
             {"name": "student", "kind": "distill", "architecture": "arch.yaml", "cache": "small", "teacher": "teacher",
              "loss": {"k": 8}, "max_steps": 4, "batch_size": 4, "save_steps": 100, **data},

@@ -27,13 +27,13 @@ class TeacherCacheStageConfig(StageConfig, ModelSource, CorpusFields):
     shard_blocks: int = Field(default=64, ge=1)
     """Blocks per shard file; a killed build loses at most one shard of work."""
 
-    format: Literal["exact", "compressed"] = "exact"
+    format: Literal["exact", "compressed"] = "compressed"
     """How the cache stores a position's K tokens. `compressed`: ids sorted and Golomb-coded, log-probs rounded to
-    1/16 nat below the position's top one, decoded batch by batch as `distill` reads them: about 80 bytes a
-    position at K = 32 over 65,536 tokens (fewer when the teacher's candidates bunch), a KD loss within 1e-3 of
-    the exact form's, and >= 0.9x its distill tokens/s (`bench/distill_cache_size.py`,
-    `bench/distill_throughput.py`). `exact`: uint16 ids (uint32 past 65,536 tokens) and float16 log-probs, 128
-    bytes a position at K = 32."""
+    1/16 nat below the position's top one (`workbench.distill.topk_codec`), decoded block by block as `distill`
+    reads a batch; 79.8 bytes a position at K = 32 over 65,536 uniformly spread ids (fewer when the teacher's
+    candidates bunch), a KD loss 1.3e-4 (relative) from the exact form's (`bench/distill_cache_size.py`).
+    `exact`: uint16 ids (uint32 past 65,536 tokens) and float16 log-probs, 128 bytes a position at K = 32, read
+    without decoding (`bench/distill_throughput.py` compares the distill tokens/s of both)."""
 
     batch_size: int = Field(default=8, ge=1)
     """Blocks per teacher forward pass (does not change the cache)."""
