@@ -191,6 +191,67 @@ TEACHER_ARCH = TINY_ARCH | {"hidden_size": 64, "intermediate_size": 128}
 
 
 @pytest.mark.slow
+def test_a_compressed_cache_trains_a_student_with_the_exact_caches_loss(tmp_path, monkeypatch):
+    """`teacher_cache` with `format: compressed` (the default) and `exact` over the same blocks: the compressed one
+    is smaller, holds the same ids and log-probs within a quantisation step, `distill` trains on it, and the
+    student's KD loss (L_B + L_T) over every block differs from the exact cache's by < 1e-3 relative."""
+    from workbench.distill.corpus import open_corpus
+    from workbench.distill.topk_codec import STEP
+    from workbench.runner.plan import make_plan
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corpus.jsonl").write_text((REPO / "datasets/pretrain/corpus.jsonl").read_text())
+    (tmp_path / "arch.yaml").write_text(yaml.safe_dump(TINY_ARCH))
+    data = {"corpus": "corpus.jsonl", "seq_len": 64}
+    recipe = {
+        "name": "kd",
+        "tokenizer": {"train": {"files": ["corpus.jsonl"], "vocab_size": 400}},
+        "stages": [
+            {"name": "teacher", "kind": "pretrain", "architecture": "arch.yaml", "max_steps": 40, "batch_size": 16,
+             "learning_rate": 3e-3, **data},
+            {"name": "small", "kind": "teacher_cache", "from": "teacher", "k": 8, **data},
+            {"name": "exact", "kind": "teacher_cache", "from": "teacher", "k": 8, "format": "exact", **data},
+            {"name": "student", "kind": "distill", "architecture": "arch.yaml", "cache": "small", "teacher": "teacher",
+             "loss": {"k": 8}, "max_steps": 4, "batch_size": 4, "save_steps": 100, **data},
+        ],
+    }  # fmt: skip
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    hashes = {stage.name: stage.hash for stage in make_plan(load_recipe(tmp_path / "recipe.yaml")).stages}
+    assert hashes["small"] != hashes["exact"], "the format is part of the stage's hash"
+    outcomes = {o.name: o for o in run_recipe(load_recipe(tmp_path / "recipe.yaml"))}
+    student_metrics = json.loads((outcomes["student"].dir / "stage.json").read_text())["metrics"]
+    assert student_metrics["train/steps"] == 4
+
+    caches = {name: open_topk_cache(outcomes[name].dir / "cache", {}, min_k=8) for name in ("small", "exact")}
+    assert caches["small"].manifest["form"] == "compressed" and caches["exact"].manifest["form"] == "exact"
+    assert caches["small"].manifest["bytes_per_token"] < caches["exact"].manifest["bytes_per_token"] == 8 * 4
+    (corpus,) = [
+        c for c in map(open_corpus, {p.parent for p in tmp_path.rglob("_corpus/*/blocks.npy")})
+        if c.digest == caches["exact"].manifest["corpus_digest"]
+    ]  # fmt: skip
+    everything = list(range(len(corpus.blocks)))
+    (small_ids, small_lp), (exact_ids, exact_lp) = (caches[name].rows(everything) for name in ("small", "exact"))
+    np.testing.assert_array_equal(np.sort(small_ids, -1), np.sort(exact_ids, -1))
+    by_id = [np.take_along_axis(lp.astype(np.float32), np.argsort(i, -1), -1) for i, lp in
+             ((small_ids, small_lp), (exact_ids, exact_lp))]  # fmt: skip
+    assert np.abs(by_id[0] - by_id[1]).max() <= STEP
+
+    student = Lfm2ForCausalLM.from_pretrained(outcomes["student"].dir / "model").eval()
+    kd = TopKDistillConfig(k=8, w_ce=0.0, w_kd=1.0)
+    losses = {}
+    for name, cache in caches.items():
+        trainer = trainer_for(tmp_path, student, cache, corpus.blocks, kd)
+        collate = BlockCollator(corpus.blocks, cache)
+        with torch.no_grad():
+            losses[name] = sum(trainer.compute_loss(student, collate([{"block": b} for b in everything[i : i + 8]]))
+                               .item() for i in range(0, len(everything), 8))  # fmt: skip
+    difference = abs(losses["small"] - losses["exact"]) / losses["exact"]
+    print(f"KD loss over {len(everything)} blocks: compressed {losses['small']:.5f}, exact {losses['exact']:.5f}")
+    assert difference < 1e-3, difference
+    assert abs(losses["small"] - losses["exact"]) > 0, "the compressed form is not the exact one"
+
+
+@pytest.mark.slow
 def test_distilled_student_beats_ce_alone_and_mismatched_cache_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for name in ("corpus.jsonl", "corpus_eval.jsonl"):

@@ -3,7 +3,9 @@
 The expected values were computed by the planner before the stage API was rebuilt on field markers; the stages
 up to preference kept them. Evaluate stages changed on purpose: gates, `compare` and registration left their hash
 (a new threshold re-checks the recorded metrics instead of re-evaluating), and their suite definitions are keyed
-by `evals/<suite>` rather than an absolute path, so a checkout's location no longer changes them.
+by `evals/<suite>` rather than an absolute path, so a checkout's location no longer changes them. The quickstart's
+teacher cache and every stage after it changed when the cache's default form became `compressed` (a different
+output); with `format: exact` they keep the hashes below.
 """
 
 from __future__ import annotations
@@ -30,6 +32,16 @@ BEFORE_THE_STAGE_API = {
 }
 
 
+COMPRESSED_TEACHER_CACHE = {
+    "teacher_topk": "b9efa849d6e38e35496fbfc2efb5dec89d995236345ce05a329ea53f3d610901",
+    "base": "c6c7ac09436a9ca0ab55f2713e3c74ac483bb69b0c879d1a84f7f831e884e2fd",
+    "sft": "573af0b2acc1ecd3d0b634267964bd7ea634e818d5e690a8101f06128fa9300e",
+    "pairs": "9317c88a8451d16c6db3c8aec972e9266dbefdd75c6253e4bc26e51e25fbb116",
+    "preference": "7042e085d74bcf26601b173f62f52505dc66a497bb6bfe1d76a089a428d063e0",
+}
+"""The quickstart's hashes that the `compressed` default changed."""
+
+
 def plan_hashes(recipe: Path, root: Path) -> dict[str, str]:
     return {stage.name: stage.hash for stage in make_plan(load_recipe(recipe, root=root)).stages}
 
@@ -37,6 +49,8 @@ def plan_hashes(recipe: Path, root: Path) -> dict[str, str]:
 def test_unchanged_stages_keep_their_hashes(monkeypatch, tmp_path):
     monkeypatch.setenv("WORKBENCH_CACHE_SALT", "")
     for recipe, expected in BEFORE_THE_STAGE_API.items():
+        if recipe == "recipes/quickstart.yaml":
+            expected = expected | COMPRESSED_TEACHER_CACHE
         hashes = plan_hashes(REPO / recipe, REPO)
         assert {name: hashes[name] for name in expected} == expected, recipe
 
@@ -54,6 +68,22 @@ def test_a_gate_threshold_is_not_part_of_the_hash_but_what_is_measured_is(tmp_pa
     eval_sft["limit"] = 5
     changed.write_text(yaml.safe_dump(data, sort_keys=False))
     assert plan_hashes(changed, REPO)["eval_sft"] != before["eval_sft"]
+
+
+def test_a_teacher_cache_hashes_its_format_unless_it_is_exact(monkeypatch, tmp_path):
+    """`format: exact` hashes as the stage did before it had the field, so exact caches built then stay valid;
+    `compressed` changes the cache stage's hash and every hash downstream of it."""
+    monkeypatch.setenv("WORKBENCH_CACHE_SALT", "")
+    data = yaml.safe_load((REPO / "recipes/quickstart.yaml").read_text())
+    topk = next(stage for stage in data["stages"] if stage["name"] == "teacher_topk")
+    hashes = {}
+    for form in ("exact", "compressed"):
+        topk["format"] = form
+        (tmp_path / f"{form}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        hashes[form] = plan_hashes(tmp_path / f"{form}.yaml", REPO)
+    pinned = BEFORE_THE_STAGE_API["recipes/quickstart.yaml"]
+    assert {name: hashes["exact"][name] for name in pinned} == pinned
+    assert {name: hashes["compressed"][name] for name in pinned} == pinned | COMPRESSED_TEACHER_CACHE
 
 
 def test_hashing_a_missing_file_is_an_error_not_a_hash_of_its_name(tmp_path):

@@ -1,4 +1,5 @@
-"""The teacher top-K cache: exact round trip, resume after kill -9, and refusal of mismatched or partial caches."""
+"""The teacher top-K cache in both forms: round trips (exact to the stored dtypes; compressed: ids exact, log-probs
+within the quantisation step), sizes, resume after kill -9, and refusal of mismatched or partial caches."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from workbench.distill.topk_cache import (
     open_topk_cache,
     teacher_topk,
 )
+from workbench.distill.topk_codec import CODE_BITS, HEADER, STEP
 from workbench.errors import StageError
 
 # A teacher and corpus anyone can rebuild from a seed: the kill test's subprocess builds the same ones.
@@ -30,7 +32,7 @@ import numpy as np, torch
 from transformers import Lfm2Config, Lfm2ForCausalLM
 from workbench.distill.topk_cache import CacheIdentity
 
-def setup(vocab=300, blocks=10, seq_len=16, k=8, shard_blocks=2):
+def setup(vocab=300, blocks=10, seq_len=16, k=8, shard_blocks=2, form="exact"):
     torch.manual_seed(0)
     config = Lfm2Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                         num_attention_heads=2, num_key_value_heads=1, full_attn_idxs=[1],
@@ -38,7 +40,8 @@ def setup(vocab=300, blocks=10, seq_len=16, k=8, shard_blocks=2):
     teacher = Lfm2ForCausalLM(config).eval()
     ids = np.random.default_rng(0).integers(0, vocab, size=(blocks, seq_len)).astype(np.uint16)
     identity = CacheIdentity(teacher="t", teacher_hash="a" * 64, tokenizer_hash="b" * 64, corpus_digest="c" * 64,
-                             k=k, seq_len=seq_len, blocks=blocks, vocab_size=vocab, shard_blocks=shard_blocks)
+                             k=k, seq_len=seq_len, blocks=blocks, vocab_size=vocab, shard_blocks=shard_blocks,
+                             form=form)
     return teacher, ids, identity
 """
 namespace: dict = {}
@@ -68,6 +71,76 @@ def test_round_trip_is_exact_to_the_stored_dtypes(tmp_path):
     assert torch.all(mass <= 1.001) and torch.allclose(
         mass, full.exp().gather(-1, torch.from_numpy(ids.astype(np.int64))).sum(-1), atol=2e-3
     ), "the stored log-probs come from the full-vocabulary softmax, so P_T is recoverable"
+
+
+def peaked(teacher):
+    """Sharper predictions than a random init gives (gaps of several nats between the top-K log-probs)."""
+    with torch.no_grad():
+        teacher.lm_head.weight.mul_(10)
+    return teacher
+
+
+def test_compressed_round_trip_keeps_ids_exact_and_log_probs_within_a_step(tmp_path):
+    teacher, blocks, identity = setup(form="compressed")
+    manifest, _ = build_topk_cache(peaked(teacher), blocks, tmp_path, identity, batch_size=3)
+    assert manifest["form"] == "compressed" and manifest["logprob_step"] == STEP
+    assert manifest["logprob_code_bits"] == CODE_BITS
+    cache = open_topk_cache(tmp_path, expected_of(identity), min_k=8)
+    order = [7, 0, 9, 4]
+    ids, logprobs = cache.rows(order)
+    assert ids.dtype == np.uint16 and logprobs.dtype == np.float16 and ids.shape == (4, 16, 8), "as the exact form"
+    want_ids, want_lp = teacher_topk(teacher, torch.from_numpy(blocks[order].astype(np.int64)), 8)
+    want_ids, want_lp = want_ids.numpy(), want_lp.numpy()
+    np.testing.assert_array_equal(np.sort(ids, -1), np.sort(want_ids, -1))
+    assert np.all(np.diff(logprobs.astype(np.float32), axis=-1) <= 0), "sorted by decreasing log-prob"
+    got = np.take_along_axis(logprobs.astype(np.float32), np.argsort(ids, -1), -1)
+    want = np.take_along_axis(want_lp, np.argsort(want_ids, -1), -1)
+    kept = want.max(-1, keepdims=True) - want < (2**CODE_BITS - 1) * STEP
+    assert kept.mean() > 0.95 and (want.max(-1) - want.min(-1)).mean() > 2, "the teacher spreads its top K"
+    assert np.abs(got - want)[kept].max() <= STEP
+
+
+def test_compressed_cache_size_is_the_forms_arithmetic(tmp_path):
+    """2 bytes of base and ceil(7K/8) of log-prob codes a position; a block's id record takes its Golomb code's
+    bits, each of its three streams padded to a byte, after a 4-byte parameter; one int64 offset a block."""
+    teacher, blocks, identity = setup(form="compressed")
+    manifest, _ = build_topk_cache(peaked(teacher), blocks, tmp_path, identity)
+    ids, _ = teacher_topk(teacher, torch.from_numpy(blocks.astype(np.int64)), 8)
+    gaps = np.diff(np.sort(ids.numpy(), -1), axis=-1, prepend=-1) - 1
+    record_bytes = 0
+    for block in range(10):
+        shard, row = divmod(block, 2)
+        index = np.load(tmp_path / f"shard-{shard:05d}.idindex.npy")
+        record = np.load(tmp_path / f"shard-{shard:05d}.ids.npy")[index[row] : index[row + 1]]
+        m = int(record[:HEADER].view("<u4")[0])
+        b = (m - 1).bit_length()
+        quotient, remainder = np.divmod(gaps[block].ravel(), m)
+        streams = [len(quotient) * max(b - 1, 0), int(np.sum(remainder >= (1 << b) - m)) if b else 0,
+                   len(quotient) + int(quotient.sum())]  # fmt: skip
+        assert len(record) == HEADER + sum(-(-bits // 8) for bits in streams), block
+        record_bytes += len(record)
+    tokens = 10 * 16
+    expected = (tokens * (2 + 7) + record_bytes + 8 * (10 + 5)) / tokens
+    assert manifest["bytes_per_token"] == pytest.approx(expected)
+    assert manifest["bytes_per_token"] < 8 * (2 + 2), "smaller than the exact form"
+
+
+def test_a_cache_is_read_only_in_the_form_it_was_written_in(tmp_path):
+    teacher, blocks, identity = setup()
+    build_topk_cache(teacher, blocks, tmp_path, identity)
+    compressed = replace(identity, form="compressed")
+    manifest, reused = build_topk_cache(teacher, blocks, tmp_path, compressed)
+    assert reused == 0 and manifest["form"] == "compressed", "another form is another build"
+    assert (
+        not list(tmp_path.glob("*.logprobs.npy"))
+        and json.loads((tmp_path / "build.json").read_text())["form"] == "compressed"
+    )
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest | {"form": "exact"}))
+    with pytest.raises(StageError, match="a shard is unreadable"):
+        open_topk_cache(tmp_path, expected_of(identity), min_k=8)
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest | {"form": "zip"}))
+    with pytest.raises(StageError, match="form 'zip' is none of exact, compressed"):
+        open_topk_cache(tmp_path, expected_of(identity), min_k=8)
 
 
 def test_uint32_ids_for_large_vocabularies():
@@ -100,7 +173,8 @@ def test_a_different_build_replaces_stale_shards(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_build_resumes_and_partial_cache_is_never_used(tmp_path):
+@pytest.mark.parametrize("form", ["exact", "compressed"])
+def test_killed_build_resumes_and_partial_cache_is_never_used(tmp_path, form):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     script = (
         SETUP
@@ -108,7 +182,7 @@ def test_killed_build_resumes_and_partial_cache_is_never_used(tmp_path):
 import sys, time
 from pathlib import Path
 from workbench.distill.topk_cache import build_topk_cache
-teacher, ids, identity = setup()
+teacher, ids, identity = setup(form={form!r})
 def slow(shard):
     print("shard", shard, flush=True)
     time.sleep(0.5)
@@ -130,7 +204,7 @@ build_topk_cache(teacher, ids, Path({str(killed)!r}), identity, batch_size=1, af
 
     written = len(list(killed.glob("shard-*.ids.npy")))
     assert 2 <= written < 5 and not (killed / MANIFEST).exists()
-    teacher, blocks, identity = setup()
+    teacher, blocks, identity = setup(form=form)
     with pytest.raises(StageError, match=rf"incomplete \({written} shards written"):
         open_topk_cache(killed, expected_of(identity), min_k=8)
 

@@ -3,29 +3,39 @@
 Layout of a cache folder::
 
     build.json                    what is being built (written first; a different build wipes the folder)
-    shard-00000.ids.npy           [blocks, seq_len, K] token ids, uint16 when the vocabulary fits, else uint32
-    shard-00000.logprobs.npy      [blocks, seq_len, K] float16 log-probs from a full-vocabulary log-softmax (T=1)
+    shard-00000.<part>.npy        the shard's arrays, one file each (below)
     ...
     manifest.json                 written last: the cache is complete only when it exists
 
+Two forms (`CacheIdentity.form`, recorded in build.json and the manifest, so that a cache is read only in the form
+it was written in). `exact`: per shard `logprobs.npy` ([blocks, seq_len, K] float16, from a full-vocabulary
+log-softmax at T=1) and `ids.npy` ([blocks, seq_len, K], uint16 when the vocabulary fits, else uint32), 128 bytes a
+position at K = 32. `compressed` (`workbench.distill.topk_codec`): `lpbase.npy` ([blocks, seq_len] float16),
+`lpcodes.npy` ([blocks, seq_len, 28] uint8 at K = 32), `idindex.npy` ([blocks + 1] int64: where each block's id
+record starts) and `ids.npy` (the blocks' id records, uint8), about 80 bytes a position at K = 32 over 65,536
+tokens; its log-probs are rounded to 1/16 nat.
+
 Row ``[b, t]`` is the teacher's prediction after reading tokens ``0..t`` of block ``b``, i.e. its distribution
-over token ``t + 1``; ids are sorted by decreasing log-prob. Each shard is written to temporary files and renamed
-into place (log-probs first, ids last; ``fsio.atomic_path``), so a killed build leaves only whole shards behind and
-resumes after them. Shards are plain ``.npy`` files, opened as read-only memory maps.
+over token ``t + 1``; `TopKCache.rows` gives ids sorted by decreasing log-prob in either form. Each shard's files
+are written to temporary files and renamed into place, `ids.npy` last (``fsio.atomic_path``), so a killed build
+leaves only whole shards behind and resumes after them. Shards are plain ``.npy`` files, opened as read-only
+memory maps: a batch reads only its own blocks.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from workbench.data.ranks import wait_until
+from workbench.distill import topk_codec
 from workbench.errors import StageError
 from workbench.fsio import atomic_path, write_json_atomic
 
@@ -51,6 +61,8 @@ class CacheIdentity:
     blocks: int
     vocab_size: int
     shard_blocks: int
+    form: str = "exact"
+    """`exact` or `compressed` (a key of `FORMS`)."""
 
     @property
     def ids_dtype(self) -> str:
@@ -64,6 +76,143 @@ class CacheIdentity:
         return range(shard * self.shard_blocks, min((shard + 1) * self.shard_blocks, self.blocks))
 
 
+Batches = Iterator[tuple[int, np.ndarray, np.ndarray]]
+"""(first block, ids, log-probs) of consecutive chunks of a shard's blocks: int64 ids and float32 log-probs
+`[blocks, seq_len, K]`, sorted by decreasing log-prob."""
+
+
+class ExactShard:
+    """The exact form: the teacher's ids and float16 log-probs as they are."""
+
+    parts: ClassVar[tuple[str, ...]] = ("ids", "logprobs")
+    """The shard's files; the first is renamed into place last, so its presence marks a whole shard."""
+
+    def __init__(self, files: dict[str, Path]):
+        self.ids = np.load(files["ids"], mmap_mode="r")
+        self.logprobs = np.load(files["logprobs"], mmap_mode="r")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def block(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.ids[row], self.logprobs[row]
+
+    @staticmethod
+    def join(blocks: list[tuple], manifest: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        return np.stack([ids for ids, _ in blocks]), np.stack([logprobs for _, logprobs in blocks])
+
+    @staticmethod
+    def write(files: dict[str, Path], identity: CacheIdentity, count: int, batches: Batches) -> None:
+        shape = (count, identity.seq_len, identity.k)
+        ids_out = np.lib.format.open_memmap(files["ids"], mode="w+", dtype=identity.ids_dtype, shape=shape)
+        lp_out = np.lib.format.open_memmap(files["logprobs"], mode="w+", dtype=LOGPROBS_DTYPE, shape=shape)
+        for start, ids, logprobs in batches:
+            ids_out[start : start + len(ids)] = ids.astype(identity.ids_dtype)
+            lp_out[start : start + len(ids)] = logprobs.astype(LOGPROBS_DTYPE)
+        ids_out.flush()
+        lp_out.flush()
+
+    @staticmethod
+    def complete(files: dict[str, Path], identity: CacheIdentity, count: int) -> bool:
+        expected = (count, identity.seq_len, identity.k)
+        return _is_array(files["ids"], expected, identity.ids_dtype) and _is_array(
+            files["logprobs"], expected, LOGPROBS_DTYPE
+        )
+
+    @staticmethod
+    def manifest_fields(identity: CacheIdentity) -> dict[str, Any]:
+        return {"ids_dtype": identity.ids_dtype, "logprobs_dtype": LOGPROBS_DTYPE}
+
+
+class CompressedShard:
+    """The compressed form (`workbench.distill.topk_codec`): decoded, block by block, when a batch reads it."""
+
+    parts: ClassVar[tuple[str, ...]] = ("ids", "idindex", "lpbase", "lpcodes")
+
+    def __init__(self, files: dict[str, Path]):
+        self.ids = np.load(files["ids"], mmap_mode="r")
+        self.index = np.load(files["idindex"])
+        self.base = np.load(files["lpbase"], mmap_mode="r")
+        self.codes = np.load(files["lpcodes"], mmap_mode="r")
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def block(self, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.base[row], self.codes[row], self.ids[self.index[row] : self.index[row + 1]]
+
+    @staticmethod
+    def join(blocks: list[tuple], manifest: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        ids, logprobs = topk_codec.decode(
+            np.stack([base for base, _, _ in blocks]),
+            np.stack([codes for _, codes, _ in blocks]),
+            [record for _, _, record in blocks],
+            manifest["k"],
+            manifest["logprob_step"],
+            manifest["logprob_code_bits"],
+        )
+        return ids.astype(manifest["ids_dtype"]), logprobs
+
+    @staticmethod
+    def write(files: dict[str, Path], identity: CacheIdentity, count: int, batches: Batches) -> None:
+        base = np.lib.format.open_memmap(
+            files["lpbase"], mode="w+", dtype=LOGPROBS_DTYPE, shape=(count, identity.seq_len)
+        )
+        codes = np.lib.format.open_memmap(
+            files["lpcodes"], mode="w+", dtype=np.uint8, shape=(count, identity.seq_len, _code_bytes(identity))
+        )
+        records = []
+        for start, ids, logprobs in batches:
+            chunk_base, chunk_codes, chunk_records = topk_codec.encode(ids, logprobs)
+            base[start : start + len(ids)] = chunk_base
+            codes[start : start + len(ids)] = chunk_codes
+            records += chunk_records
+        base.flush()
+        codes.flush()
+        _save(files["idindex"], np.cumsum([0] + [len(r) for r in records], dtype=np.int64))
+        _save(files["ids"], np.concatenate(records))
+
+    @staticmethod
+    def complete(files: dict[str, Path], identity: CacheIdentity, count: int) -> bool:
+        if not (
+            _is_array(files["lpbase"], (count, identity.seq_len), LOGPROBS_DTYPE)
+            and _is_array(files["lpcodes"], (count, identity.seq_len, _code_bytes(identity)), "uint8")
+            and _is_array(files["idindex"], (count + 1,), "int64")
+        ):
+            return False
+        return _is_array(files["ids"], (int(np.load(files["idindex"])[-1]),), "uint8")
+
+    @staticmethod
+    def manifest_fields(identity: CacheIdentity) -> dict[str, Any]:
+        return {
+            "ids_dtype": identity.ids_dtype,
+            "logprobs_dtype": LOGPROBS_DTYPE,
+            "logprob_step": topk_codec.STEP,
+            "logprob_code_bits": topk_codec.CODE_BITS,
+            "ids_code": "golomb, sorted ids, one parameter a block",
+        }
+
+
+FORMS: dict[str, type[ExactShard] | type[CompressedShard]] = {"exact": ExactShard, "compressed": CompressedShard}
+
+
+def _code_bytes(identity: CacheIdentity) -> int:
+    return topk_codec.code_bytes(identity.k)
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # np.save(path) would append ".npy" to a temporary name
+        np.save(handle, array)
+
+
+def _is_array(path: Path, shape: tuple[int, ...], dtype: str) -> bool:
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return False
+    return array.shape == shape and array.dtype == np.dtype(dtype)
+
+
 def teacher_topk(teacher, input_ids, k: int):
     """(ids, log-probs) of the teacher's top-k next tokens at every position, from a float32 full-vocabulary
     log-softmax at temperature 1 (so the top-K mass P_T is recoverable). Shapes `[B, S, k]`."""
@@ -73,6 +222,16 @@ def teacher_topk(teacher, input_ids, k: int):
         logprobs = torch.log_softmax(teacher(input_ids=input_ids).logits.float(), dim=-1)
         values, ids = logprobs.topk(k, dim=-1, sorted=True)
     return ids, values
+
+
+def _teacher_batches(teacher, blocks: np.ndarray, rows: range, k: int, batch_size: int) -> Batches:
+    import torch
+
+    for start in range(0, len(rows), batch_size):
+        stop = min(start + batch_size, len(rows))
+        chunk = np.asarray(blocks[rows.start + start : rows.start + stop], dtype=np.int64)
+        ids, values = teacher_topk(teacher, torch.from_numpy(chunk).to(teacher.device), k)
+        yield start, ids.cpu().numpy(), values.cpu().numpy()
 
 
 def build_topk_cache(
@@ -91,11 +250,10 @@ def build_topk_cache(
     rank 0 alone clears another build's shards and writes the manifest, once every shard is complete (the other
     ranks return None for it). Shards are files of their own, written atomically, so no rank waits for another
     while writing, and a resumed build keeps every complete shard whichever rank wrote it."""
-    import torch
-
     if identity.blocks != len(blocks) or identity.seq_len != blocks.shape[1]:
         raise ValueError(f"identity says {identity.blocks}x{identity.seq_len} blocks, got {blocks.shape}")
-    planned = asdict(identity) | {"format": CACHE_FORMAT}
+    form = FORMS[identity.form]
+    planned = asdict(identity) | {"format": CACHE_FORMAT} | form.manifest_fields(identity)
     build_file = folder / BUILD
     if (folder / MANIFEST).is_file() and _read_json(build_file) == planned:
         return json.loads((folder / MANIFEST).read_text()), identity.shards
@@ -110,25 +268,15 @@ def build_topk_cache(
     reused = 0
     for shard in range(rank, identity.shards, world_size):
         rows = identity.shard_rows(shard)
-        if _shard_complete(folder, shard, identity, len(rows)):
+        files = _shard_files(folder, shard, form)
+        if form.complete(files, identity, len(rows)):
             reused += 1
             continue
-        shape = (len(rows), identity.seq_len, identity.k)
-        ids_path, lp_path = _shard_paths(folder, shard)
-        # The blocks end inner first: log-probs are renamed into place before ids, and a shard counts as written
-        # only once its ids file exists. An error removes both temporary files.
-        with atomic_path(ids_path) as ids_tmp, atomic_path(lp_path) as lp_tmp:
-            ids_out = np.lib.format.open_memmap(ids_tmp, mode="w+", dtype=identity.ids_dtype, shape=shape)
-            lp_out = np.lib.format.open_memmap(lp_tmp, mode="w+", dtype=LOGPROBS_DTYPE, shape=shape)
-            for start in range(0, len(rows), batch_size):
-                stop = min(start + batch_size, len(rows))
-                chunk = np.asarray(blocks[rows.start + start : rows.start + stop], dtype=np.int64)
-                ids, values = teacher_topk(teacher, torch.from_numpy(chunk).to(teacher.device), identity.k)
-                ids_out[start:stop] = ids.cpu().numpy().astype(identity.ids_dtype)
-                lp_out[start:stop] = values.cpu().numpy().astype(LOGPROBS_DTYPE)
-            ids_out.flush()
-            lp_out.flush()
-            del ids_out, lp_out
+        # The blocks end in reverse order: the first part (ids) is renamed into place last, and a shard counts as
+        # written only once it exists. An error removes every temporary file.
+        with ExitStack() as stack:
+            temporary = {part: stack.enter_context(atomic_path(path)) for part, path in files.items()}
+            form.write(temporary, identity, len(rows), _teacher_batches(teacher, blocks, rows, identity.k, batch_size))
         if after_shard is not None:
             after_shard(shard)
     if rank != 0:
@@ -136,17 +284,16 @@ def build_topk_cache(
     if world_size > 1:
         wait_until(
             lambda: all(
-                _shard_complete(folder, s, identity, len(identity.shard_rows(s))) for s in range(identity.shards)
+                form.complete(_shard_files(folder, s, form), identity, len(identity.shard_rows(s)))
+                for s in range(identity.shards)
             ),
             "every rank's shards",
         )
     manifest = planned | {
-        "ids_dtype": identity.ids_dtype,
-        "logprobs_dtype": LOGPROBS_DTYPE,
         "temperature": 1.0,
         "tokens": identity.blocks * identity.seq_len,
         "shards": identity.shards,
-        "bytes_per_token": identity.k * (np.dtype(identity.ids_dtype).itemsize + np.dtype(LOGPROBS_DTYPE).itemsize),
+        "bytes_per_token": _stored_bytes(folder, identity.shards, form) / (identity.blocks * identity.seq_len),
     }
     write_json_atomic(folder / MANIFEST, manifest)
     return manifest, reused
@@ -159,20 +306,14 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _shard_paths(folder: Path, shard: int) -> tuple[Path, Path]:
-    return folder / f"shard-{shard:05d}.ids.npy", folder / f"shard-{shard:05d}.logprobs.npy"
+def _shard_files(folder: Path, shard: int, form: type[ExactShard] | type[CompressedShard]) -> dict[str, Path]:
+    return {part: folder / f"shard-{shard:05d}.{part}.npy" for part in form.parts}
 
 
-def _shard_complete(folder: Path, shard: int, identity: CacheIdentity, rows: int) -> bool:
-    expected = (rows, identity.seq_len, identity.k)
-    for path, dtype in zip(_shard_paths(folder, shard), (identity.ids_dtype, LOGPROBS_DTYPE), strict=True):
-        try:
-            array = np.load(path, mmap_mode="r")
-        except (OSError, ValueError):
-            return False
-        if array.shape != expected or array.dtype != np.dtype(dtype):
-            return False
-    return True
+def _stored_bytes(folder: Path, shards: int, form: type[ExactShard] | type[CompressedShard]) -> int:
+    """Bytes of the stored arrays (the `.npy` headers left out)."""
+    files = (path for shard in range(shards) for path in _shard_files(folder, shard, form).values())
+    return sum(np.load(path, mmap_mode="r").nbytes for path in files)
 
 
 class TopKCache:
@@ -181,23 +322,18 @@ class TopKCache:
     def __init__(self, folder: Path, manifest: dict[str, Any]):
         self.folder, self.manifest = folder, manifest
         self.shard_blocks = manifest["shard_blocks"]
-        self.ids, self.logprobs = [], []
-        for shard in range(manifest["shards"]):
-            ids_path, lp_path = _shard_paths(folder, shard)
-            self.ids.append(np.load(ids_path, mmap_mode="r"))
-            self.logprobs.append(np.load(lp_path, mmap_mode="r"))
+        self.form = FORMS[manifest["form"]]
+        self.shards = [self.form(_shard_files(folder, shard, self.form)) for shard in range(manifest["shards"])]
 
     @property
     def k(self) -> int:
         return self.manifest["k"]
 
     def rows(self, block_indices) -> tuple[np.ndarray, np.ndarray]:
-        """`[n, seq_len, K]` ids and log-probs of the given blocks, in their stored dtypes."""
+        """`[n, seq_len, K]` ids (uint16 or uint32) and float16 log-probs of the given blocks, ids sorted by
+        decreasing log-prob; the compressed form decodes just these blocks."""
         picked = [divmod(int(b), self.shard_blocks) for b in block_indices]
-        return (
-            np.stack([self.ids[s][r] for s, r in picked]),
-            np.stack([self.logprobs[s][r] for s, r in picked]),
-        )
+        return self.form.join([self.shards[s].block(r) for s, r in picked], self.manifest)
 
 
 def open_topk_cache(folder: Path, expected: dict[str, Any], min_k: int) -> TopKCache:
@@ -213,9 +349,12 @@ def open_topk_cache(folder: Path, expected: dict[str, Any], min_k: int) -> TopKC
             "never used: run the stage that builds it again, it resumes after the last whole shard"
         )
     manifest = json.loads(manifest_path.read_text())
+    manifest.setdefault("form", "exact")  # caches written before there were two forms
     reasons = []
     if manifest.get("format") != CACHE_FORMAT:
         reasons.append(f"format {manifest.get('format')!r} is not {CACHE_FORMAT!r}")
+    if manifest["form"] not in FORMS:
+        reasons.append(f"form {manifest['form']!r} is none of {', '.join(FORMS)}")
     names = {"tokenizer_hash": "tokenizer", "teacher_hash": "teacher", "corpus_digest": "corpus blocks"}
     for key, value in expected.items():
         if manifest.get(key) != value:
@@ -229,7 +368,7 @@ def open_topk_cache(folder: Path, expected: dict[str, Any], min_k: int) -> TopKC
         cache = TopKCache(folder, manifest)
     except (OSError, ValueError) as error:
         raise StageError(f"teacher cache {folder}: a shard is unreadable ({error})") from None
-    stored = sum(len(a) for a in cache.ids)
+    stored = sum(len(shard) for shard in cache.shards)
     if stored != manifest["blocks"]:
         raise StageError(f"teacher cache {folder}: shards hold {stored} blocks, the manifest says {manifest['blocks']}")
     return cache

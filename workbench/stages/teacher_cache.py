@@ -27,10 +27,23 @@ class TeacherCacheStageConfig(StageConfig, ModelSource, CorpusFields):
     shard_blocks: int = Field(default=64, ge=1)
     """Blocks per shard file; a killed build loses at most one shard of work."""
 
+    format: Literal["exact", "compressed"] = "compressed"
+    """How the cache stores a position's K tokens. `compressed`: ids sorted and Golomb-coded, log-probs rounded to
+    1/16 nat below the position's top one (`workbench.distill.topk_codec`), decoded block by block as `distill`
+    reads a batch; 79.8 bytes a position at K = 32 over 65,536 uniformly spread ids (fewer when the teacher's
+    candidates bunch), a KD loss 1.3e-4 (relative) from the exact form's (`bench/distill_cache_size.py`).
+    `exact`: uint16 ids (uint32 past 65,536 tokens) and float16 log-probs, 128 bytes a position at K = 32, read
+    without decoding (`bench/distill_throughput.py` compares the distill tokens/s of both)."""
+
     batch_size: int = Field(default=8, ge=1)
     """Blocks per teacher forward pass (does not change the cache)."""
 
     unhashed_fields = StageConfig.unhashed_fields | {"batch_size"}
+
+    def hash_excluded(self) -> set[str]:
+        """`format: exact` hashes as the stage did before it had the field (it wrote exact caches then), so those
+        caches stay valid; `compressed` is part of the hash."""
+        return super().hash_excluded() | ({"format"} if self.format == "exact" else set())
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -62,6 +75,7 @@ def run(ctx: StageContext) -> StageResult:
         blocks=len(corpus.blocks),
         vocab_size=teacher.config.vocab_size,
         shard_blocks=config.shard_blocks,
+        form=config.format,
     )
     folder = ctx.tmp_dir / "cache"
     manifest, reused = build_topk_cache(
@@ -75,8 +89,8 @@ def run(ctx: StageContext) -> StageResult:
         ctx.console.print(f"  resumed: {reused} of {manifest['shards']} shards were already written")
     size = sum(p.stat().st_size for p in folder.glob("shard-*.npy"))
     ctx.console.print(
-        f"  cached top-{config.k} of {manifest['tokens']:,} positions in {manifest['shards']} shards "
-        f"({size / manifest['tokens']:.1f} bytes per position)"
+        f"  cached top-{config.k} of {manifest['tokens']:,} positions in {manifest['shards']} shards, "
+        f"{config.format} ({size / manifest['tokens']:.1f} bytes per position)"
     )
     ctx.tracker.log_dict(manifest, "cache_manifest.json")
     metrics = {
