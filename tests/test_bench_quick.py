@@ -61,8 +61,10 @@ def test_overhead_quick(tmp_path, stage):
 @pytest.mark.slow
 def test_merge_quick(tmp_path):
     output = run_bench("merge", tmp_path, timeout=240)
-    for method in ("linear", "ties"):
-        figure(output, rf"{method} via workbench/mergekit: [\d.]+s, peak RSS \d+ MiB =")
+    for method in ("linear", "ties", "della", "della_linear"):
+        figure(output, rf" {method}: workbench [\d.]+s \(merge [\d.]+s\), peak RSS \d+ MiB =")
+        figure(output, rf" {method}: .* workbench / mergekit-yaml: time")
+    figure(output, r"worst workbench peak:")
     figure(output, r"eager reference \(transformers, both models loaded\): [\d.]+s, peak RSS \d+ MiB =")
 
 
