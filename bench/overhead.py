@@ -1,6 +1,8 @@
-"""Orchestration overhead: the SFT stage through `workbench run` against the same training as a plain
-trl script (bench/plain_sft.py), same model, data and settings, run one after the other in one process
-tree. Prints each wall time and the ratio workbench / plain. Goal: <= 1.05.
+"""Orchestration overhead: a training stage through `workbench run` against the same training as a plain trl
+script, same model, data and settings, alternating in one run. `--stage sft` (default): the SFT stage against
+bench/plain_sft.py, goal <= 1.05 at 40 steps (<= 1.02 at the quickstart's length, `--steps 200`); `--stage
+preference`: the preference stage with `preset: dpo` (trl's sigmoid loss, a reference forward every step) against
+bench/plain_dpo.py, goal <= 1.05. Prints each wall time and the ratio workbench / plain.
 
 The recipe is the quickstart's tokenizer and SFT stage on a randomly initialised base model (an `init` stage
 with the quickstart's architecture, pretrain/tiny-lfm2.yaml), so the bench depends on no other stage. The
@@ -11,7 +13,7 @@ both sides do the same training work.
 `--quick` checks that the bench still runs end to end in seconds (2 steps of batch 4 on 64 conversations, one
 repeat); its ratio is dominated by process start-up and is not judged against the goal.
 
-    .venv/bin/python bench/overhead.py [--steps 60] [--repeats 2] [--quick]
+    .venv/bin/python bench/overhead.py [--stage sft|preference] [--steps 40] [--repeats 3] [--quick]
 """
 
 from __future__ import annotations
@@ -43,23 +45,34 @@ def timed(command: list[str], cwd: Path) -> float:
     return elapsed
 
 
-def bench_recipe(quickstart: dict, settings: dict) -> tuple[dict, dict]:
-    """The quickstart's tokenizer and SFT stage, its base an `init` stage with the quickstart base's architecture."""
+PREFERENCE_DATA = "datasets/quickstart/preference.jsonl"
+PLAIN = {"sft": "bench/plain_sft.py", "preference": "bench/plain_dpo.py"}
+
+
+def bench_recipe(quickstart: dict, settings: dict, kind: str = "sft") -> tuple[dict, dict]:
+    """The quickstart's tokenizer and its `kind` stage (the SFT stage, or a `preset: dpo` preference stage on the
+    quickstart pairs), its base an `init` stage with the architecture of the quickstart SFT's base."""
     stages = {s["name"]: s for s in quickstart["stages"]}
     sft = dict(next(s for s in quickstart["stages"] if s["kind"] == "sft"))
     architecture = stages.get(sft.get("from"), {}).get("architecture", DEFAULT_ARCHITECTURE)
     base = {"name": "base", "kind": "init", "architecture": architecture}
-    for key in ("eval_data", "epochs", "from"):
-        sft.pop(key, None)
-    sft.update(settings | {"from": "base", "sample_count": 0, "save_steps": 10_000, "logging_steps": 10, "warmup": 0.0})
-    recipe = {k: v for k, v in quickstart.items() if k != "stages"} | {"stages": [base, sft]}
-    return recipe, sft
+    if kind == "sft":
+        stage = {key: value for key, value in sft.items() if key not in ("eval_data", "epochs", "from")}
+    else:
+        stage = {"name": "preference", "kind": "preference", "data": PREFERENCE_DATA, "preset": "dpo",
+                 "precompute_ref_log_probs": False}  # fmt: skip
+    stage.update(
+        settings | {"from": "base", "sample_count": 0, "save_steps": 10_000, "logging_steps": 10, "warmup": 0.0}
+    )
+    recipe = {k: v for k, v in quickstart.items() if k != "stages"} | {"stages": [base, stage]}
+    return recipe, stage
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--stage", choices=sorted(PLAIN), default="sft")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--records", type=int, help="train on the first N SFT records (default: all)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds: checks the bench runs")
@@ -72,20 +85,21 @@ def main() -> None:
     try:
         shutil.copytree(REPO / "datasets", work / "datasets")
         shutil.copytree(REPO / "pretrain", work / "pretrain")
-        recipe, sft = bench_recipe(yaml.safe_load((REPO / "recipes/quickstart.yaml").read_text()), settings)
-        if args.records:  # the tokenizer trains on the same file, so it shrinks with it
-            data = work / sft["data"]
-            data.write_text("".join(data.read_text().splitlines(keepends=True)[: args.records]))
+        quickstart = yaml.safe_load((REPO / "recipes/quickstart.yaml").read_text())
+        recipe, stage = bench_recipe(quickstart, settings, args.stage)
+        if args.records:  # the tokenizer trains on the SFT file, so it shrinks with it
+            for data in {work / stage["data"], work / bench_recipe(quickstart, settings)[1]["data"]}:
+                data.write_text("".join(data.read_text().splitlines(keepends=True)[: args.records]))
         (work / "bench.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
         workbench = [str(BIN / "workbench"), "run", "bench.yaml"]
         timed(workbench + ["--only", "base"], work)  # tokenizer and base model, not timed
         (base_dir,) = (work / "runs" / recipe["name"] / "base").glob("*/model")
-        plain = [sys.executable, str(REPO / "bench/plain_sft.py"), str(base_dir), sft["data"], str(work / "plain-out")]
+        plain = [sys.executable, str(REPO / PLAIN[args.stage]), str(base_dir), stage["data"], str(work / "plain-out")]
         plain.append(json.dumps(settings))
         times: dict[str, list[float]] = {"plain trl": [], "workbench": []}
-        for _ in range(args.repeats):
+        for _ in range(args.repeats):  # alternating, so drift in the machine's speed hits both sides
             times["plain trl"].append(timed(plain, work))
-            times["workbench"].append(timed(workbench + ["--force", sft["name"]], work))
+            times["workbench"].append(timed(workbench + ["--force", stage["name"]], work))
         for name, values in times.items():
             print(
                 f"{name:>10}: "
@@ -94,7 +108,7 @@ def main() -> None:
             )
         ratio = statistics.median(times["workbench"]) / statistics.median(times["plain trl"])
         verdict = "quick run, goal not judged" if args.quick else "goal <= 1.05"
-        print(f"overhead ratio (workbench / plain trl, {args.steps} SFT steps): {ratio:.3f}  {verdict}")
+        print(f"overhead ratio (workbench / plain trl, {args.steps} {args.stage} steps): {ratio:.3f}  {verdict}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

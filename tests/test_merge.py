@@ -297,6 +297,70 @@ def test_lean_pruning_is_installed_only_for_large_tensors_and_only_during_a_merg
     assert (x[kept].abs() >= x[~kept].abs().max()).all(), "the largest magnitudes are kept"
 
 
+def _threshold_draws(probs, *args, **kwargs):
+    """A Bernoulli draw without the randomness: keep where the keep probability is at least 0.5. Put in place of
+    `torch.bernoulli` for both sides, it leaves every other step of DELLA's pruning to be compared exactly."""
+    return (probs >= 0.5).to(probs.dtype)
+
+
+@pytest.mark.parametrize("rows_per_block", [1, 7, None])
+def test_lean_della_equals_mergekit_but_for_the_draws(rows_per_block, monkeypatch):
+    """Ranks, keep probabilities, masking and the rescaling over the whole tensor are mergekit's, whatever the
+    block of rows: with the draws made deterministic on both sides, the outputs are equal."""
+    from mergekit import sparsify
+
+    from workbench.merging.sparsify import LeanStats, lean_della_magprune
+
+    monkeypatch.setattr(torch, "bernoulli", _threshold_draws)
+    generator = torch.Generator().manual_seed(3)
+    for trial in range(24):
+        shape = [(37, 211), (1, 500), (500,), (64, 64)][trial % 4]
+        x = torch.randn(shape, generator=generator).to([torch.bfloat16, torch.float32][trial % 2])
+        density, epsilon = [(0.5, 0.1), (0.3, 0.2), (0.8, 0.15)][trial % 3]
+        norm = [None, sparsify.RescaleNorm.l1, sparsify.RescaleNorm.l2, sparsify.RescaleNorm.linf][trial % 4]
+        stats = LeanStats()
+        ours = lean_della_magprune(x, density, epsilon, norm, stats=stats, exact_max=0, rows_per_block=rows_per_block)
+        theirs = sparsify.della_magprune(x, density, epsilon, rescale_norm=norm)
+        assert stats.lean == 1 and ours.dtype == x.dtype and ours.shape == x.shape
+        assert torch.equal(ours != 0, theirs != 0), (trial, "the same elements kept")
+        # mergekit rounds the rescaling factor to bfloat16 on bfloat16 tensors; the lean path keeps it in float
+        torch.testing.assert_close(ours, theirs, rtol=2e-2 if x.dtype == torch.bfloat16 else 1e-5, atol=0)
+
+
+@pytest.mark.parametrize("method", ["della", "della_linear"])
+def test_della_prunes_lfm2_conv_weights_where_mergekit_fails(method, zoo, tmp_path):
+    """LFM2's depthwise conv weights are (channels, 1, kernel): mergekit's own DELLA ranks along the size-1
+    dimension and fails (0/0 in torch.bernoulli); through workbench they are ranked within each kernel."""
+    from mergekit import sparsify
+
+    conv = torch.randn(8, 1, 3)
+    with pytest.raises(RuntimeError, match="p_in"):
+        sparsify.della_magprune(conv, 0.5, 0.1)
+    out = tmp_path / method
+    config = mergekit_config(method, {"weight": 1.0, "density": 0.5, "epsilon": 0.1, "lambda": 1.0},
+                             [(inp(zoo, "m2"), {}), (inp(zoo, "m3"), {})], inp(zoo, "m1"), {"dtype": "float32"})  # fmt: skip
+    stats = run_mergekit(config, out, seed=0)
+    assert stats.lean > 0, "the conv weights went through the lean path"
+    merged, base = weights(out), weights(zoo["m1"])
+    convs = [name for name in merged if name.endswith("conv.conv.weight")]
+    assert convs and all(torch.isfinite(t).all() for t in merged.values())
+    assert all(not torch.equal(merged[name], base[name]) for name in convs), "the deltas were merged in"
+
+
+def test_lean_della_keeps_large_magnitudes_more_often_at_the_given_density():
+    """With real draws: the kept share is the density, and it rises with the rank of the magnitude as DELLA's
+    probabilities say (density - epsilon for the smallest of a row, density + epsilon for the largest)."""
+    from workbench.merging.sparsify import lean_della_magprune
+
+    torch.manual_seed(0)
+    x = torch.randn(256, 1024)
+    kept = lean_della_magprune(x, 0.4, 0.2, exact_max=0, rows_per_block=16) != 0
+    assert abs(kept.float().mean().item() - 0.4) < 0.01
+    order = x.abs().argsort(dim=1)
+    by_rank = kept.gather(1, order).float().mean(dim=0)
+    assert abs(by_rank[:100].mean().item() - 0.22) < 0.03 and abs(by_rank[-100:].mean().item() - 0.58) < 0.03
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["ties", "breadcrumbs_ties"])
 def test_lean_pruning_on_every_tensor_equals_mergekit_yaml(name, zoo, tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""Memory-lean replacements for mergekit's magnitude pruning (`ties`, `breadcrumbs`, `breadcrumbs_ties`).
+"""Memory-lean replacements for mergekit's magnitude pruning (`ties`, `breadcrumbs`, `breadcrumbs_ties`) and
+DELLA's magnitude-ranked sampling (`della`, `della_linear`).
 
 mergekit's `sparsify.magnitude` and `sparsify.magnitude_outliers` argsort the whole tensor: a float32 copy
 plus int64 indices, 12+ bytes of scratch per element (about 1.3 GB for a 65,536 x 1,024 embedding). Which
@@ -12,6 +13,14 @@ mergekit keeps whichever of them its unstable sort happens to put first (an orde
 tensor and on the sort implementation); the lean path keeps the lowest indices (the order of a stable sort).
 Tensors up to `EXACT_MAX_ELEMENTS` elements, and anything not a float16/bfloat16/float32 CPU tensor or
 holding NaN, go to mergekit's own function unchanged.
+
+DELLA ranks magnitudes within each row and keeps each element with a probability that grows with its rank; its
+scratch is two int64 argsorts and four float copies of the tensor (40+ bytes per element). The lean path does the
+same per block of rows (a row is never split, so every rank is mergekit's), and matches the rescaling norm over the
+whole tensor in a second pass. The keep probabilities are mergekit's exactly; the Bernoulli draws are made per
+block, so for the same seed they differ from mergekit's single draw (the same distribution, other samples).
+LFM2's depthwise convolution weights, (channels, 1, kernel), on which mergekit's own DELLA fails (it ranks along
+the size-1 dimension), are ranked within each channel's kernel, whatever their size.
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ def lean_magnitude_pruning() -> Iterator[LeanStats]:
     import mergekit.sparsify as module
 
     stats = LeanStats()
-    original = module.magnitude, module.magnitude_outliers
+    original = module.magnitude, module.magnitude_outliers, module.della_magprune
 
     def magnitude(tensor, density, rescale_norm=None):
         return lean_magnitude(tensor, density, rescale_norm, stats=stats, fallback=original[0])
@@ -56,11 +65,14 @@ def lean_magnitude_pruning() -> Iterator[LeanStats]:
     def magnitude_outliers(tensor, density, rescale_norm=None, gamma=0.01):
         return lean_magnitude_outliers(tensor, density, rescale_norm, gamma, stats=stats, fallback=original[1])
 
-    module.magnitude, module.magnitude_outliers = magnitude, magnitude_outliers
+    def della_magprune(tensor, density, epsilon, rescale_norm=None):
+        return lean_della_magprune(tensor, density, epsilon, rescale_norm, stats=stats, fallback=original[2])
+
+    module.magnitude, module.magnitude_outliers, module.della_magprune = magnitude, magnitude_outliers, della_magprune
     try:
         yield stats
     finally:
-        module.magnitude, module.magnitude_outliers = original
+        module.magnitude, module.magnitude_outliers, module.della_magprune = original
 
 
 def lean_magnitude(tensor, density, rescale_norm=None, *, stats=None, fallback=None, exact_max=None):
@@ -119,6 +131,79 @@ def lean_magnitude_outliers(
             split = start > low_below or stop < high_below + high_equal
     _count(stats, split=split)
     return sparsify.rescaled_masked_tensor(tensor, mask.reshape_as(tensor), rescale_norm)
+
+
+def lean_della_magprune(
+    tensor, density, epsilon, rescale_norm=None, *, stats=None, fallback=None, exact_max=None, rows_per_block=None
+):
+    """`mergekit.sparsify.della_magprune` a block of rows at a time (module docstring)."""
+    from mergekit import sparsify
+
+    fallback = fallback or sparsify.della_magprune
+    # LFM2's depthwise conv weights are (channels, 1, kernel): mergekit ranks along the size-1 dimension, divides
+    # 0 by 0 and fails in torch.bernoulli. Ranked within each channel's kernel instead, whatever their size.
+    depthwise = tensor.dim() > 2 and tensor.shape[1] == 1 and tensor.device.type == "cpu" and tensor.dtype in _BITS
+    small_or_other = tensor.dim() > 2 or not _lean_applies(tensor, exact_max)
+    if density >= 1 or density <= 0 or (small_or_other and not depthwise):
+        return _exact(fallback, stats, tensor, density, rescale_norm, epsilon=epsilon)
+    if density + epsilon >= 1 or density - epsilon <= 0:  # mergekit's own check, before any work
+        raise ValueError("Epsilon must be chosen such that density +/- epsilon is in (0, 1)")
+    work_dtype = torch.bfloat16 if tensor.dtype == torch.bfloat16 else torch.float32
+    if depthwise:
+        rows = tensor.reshape(tensor.shape[0], -1)
+    else:
+        rows = tensor.unsqueeze(0) if tensor.dim() < 2 else tensor
+    out = torch.empty(rows.shape, dtype=work_dtype)
+    step = rows_per_block or max(1, CHUNK // 4 // max(1, rows.shape[1]))
+    before, after = _NormSums(rescale_norm), _NormSums(rescale_norm)
+    for start in range(0, rows.shape[0], step):
+        block = rows[start : start + step].to(work_dtype)
+        # mergekit: ranks 1..n of |x| per row, normalised to [0, 1] (its min and max are 1 and n)
+        ranks = block.abs().argsort(dim=1).argsort(dim=1).to(work_dtype) + 1
+        low, high = ranks.min(dim=1, keepdim=True).values, ranks.max(dim=1, keepdim=True).values
+        probs = (density - epsilon) + ((ranks - low) / (high - low)).clamp(0, 1) * 2 * epsilon
+        del ranks
+        masked = block * torch.bernoulli(probs).to(work_dtype)
+        before.add(block)
+        after.add(masked)
+        out[start : start + step] = masked
+    scale = _rescale(before.value(), after.value())
+    if scale is not None:
+        out.mul_(scale)
+    _count(stats, split=False)
+    return out.to(tensor.dtype).reshape(tensor.shape)
+
+
+class _NormSums:
+    """A norm of a tensor seen a block at a time (l1: sum of |x|, l2: sqrt of the sum of squares, linf: max)."""
+
+    def __init__(self, norm):
+        self.norm, self.total = norm, 0.0
+
+    def add(self, block: torch.Tensor) -> None:
+        if self.norm is None:
+            return
+        kind = getattr(self.norm, "value", self.norm)
+        if kind == "l1":
+            self.total += float(block.abs().sum(dtype=torch.float64))
+        elif kind == "l2":
+            self.total += float(block.to(torch.float64).square().sum())
+        elif kind == "linf":
+            self.total = max(self.total, float(block.abs().max()))
+        else:
+            raise NotImplementedError(self.norm)
+
+    def value(self) -> float | None:
+        if self.norm is None:
+            return None
+        return self.total**0.5 if getattr(self.norm, "value", self.norm) == "l2" else self.total
+
+
+def _rescale(before: float | None, after: float | None, eps: float = 1e-7) -> float | None:
+    """mergekit's `rescaled_masked_tensor` factor (None: leave the masked tensor as it is)."""
+    if before is None or after is None or before < eps or after < eps:
+        return None
+    return before / after
 
 
 def _lean_applies(tensor: torch.Tensor, exact_max: int | None) -> bool:

@@ -64,7 +64,9 @@ def run(ctx: StageContext) -> StageResult:
     config: SFTStageConfig = ctx.config
     tokenizer = ctx.tokenizer()
     model = ctx.load_model()
-    policies = dict(invalid=config.invalid_records, overlength=config.overlength)
+    policies = dict(
+        invalid=config.invalid_records, overlength=config.overlength, assistant_only_loss=config.assistant_only_loss
+    )
     train = load_training_chats(ctx, config.data, tokenizer, config.max_length, metric_prefix="data/train", **policies)
     held_out = (
         load_training_chats(ctx, config.eval_data, tokenizer, config.max_length, metric_prefix="data/eval", **policies)
@@ -97,7 +99,9 @@ def _training_args(ctx: StageContext, args_class, evaluate: bool):
         max_length=config.max_length,
         packing=config.packing,
         packing_strategy=config.packing_strategy,
-        assistant_only_loss=config.assistant_only_loss,
+        # the examples are tokenized already and carry `assistant_masks` when the loss is on assistant turns, from
+        # which trl builds the labels; trl refuses the flag itself on a tokenized dataset
+        assistant_only_loss=False,
         dataset_num_proc=None,
     )
 
