@@ -31,10 +31,18 @@ def _kept(root: Path) -> list[Path]:
     return sorted(root.glob("runs/tiny/**/tracking-outbox/*.json"))
 
 
-def test_server_killed_mid_stage_loses_nothing(tmp_path):
+@pytest.fixture
+def server(tmp_path):
+    """A real tracking server the test may kill and start again; stopped at the end whatever happened."""
     server = MlflowServer(tmp_path / "server")
     server.root.mkdir()
-    uri = server.start()
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_server_killed_mid_stage_loses_nothing(tmp_path, server):
+    uri = server.uri
     recipe = write_tiny_project(
         tmp_path, {"max_steps": STEPS, "save_steps": 1000, "logging_steps": 1, "sample_count": 2}, tracking_uri=uri
     )
@@ -103,13 +111,11 @@ def test_server_killed_mid_stage_loses_nothing(tmp_path):
         server.stop()
 
 
-def test_workbench_sync_sends_a_kept_outbox(tmp_path):
+def test_workbench_sync_sends_a_kept_outbox(tmp_path, server):
     """Calls kept by a client whose server died reach the run through `workbench sync` once it is back."""
     from workbench.tracking_outbox import ResilientClient
 
-    server = MlflowServer(tmp_path / "server")
-    server.root.mkdir()
-    uri = server.start()
+    uri = server.uri
     recipe = write_tiny_project(tmp_path, tracking_uri=uri)
     store = tmp_path / "runs" / "tiny"
     client = ResilientClient(MlflowClient(uri), uri, store)
