@@ -1,10 +1,11 @@
 """Preference stage wall time with the reference log-prob cache cold vs warm, in one run.
 
-Builds the quickstart tokenizer and tiny base model, then runs the same `preference` stage (lfm2 preset, one
-epoch over the quickstart pairs, held-out pairs evaluated before and after) three times in one process:
-cold (empty cache: trl's reference precompute runs and fills it), warm (`--force`: the same stage again, its
-reference log-probs read from the cache) and, for scale, with `precompute_ref_log_probs: false` (a reference
-forward every step). Prints each stage time and the ratio cold / warm. Goal: >= 1.3.
+Builds the quickstart tokenizer and tiny base model, then, `--repeats` times in one process, runs the same
+`preference` stage (lfm2 preset, one epoch over the quickstart pairs, held-out pairs evaluated before and after)
+three ways: cold (an empty cache: trl's reference precompute runs and fills it), warm (the same stage again, its
+reference log-probs read from the cache) and with `precompute_ref_log_probs: false` (a reference forward every
+step). Prints each time, the ratios cold / warm and no-precompute / warm per repeat, and their median and spread.
+Goals: both >= 1.3x, steadily across repeats.
 
 `--quick` checks that the bench still runs end to end in seconds: 8 pairs + 4 held out, batch size 4 (two
 steps a run); the ratio is not judged against the goal.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -34,10 +36,11 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=256)
     parser.add_argument("--eval-pairs", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="few pairs, seconds: checks the bench runs")
     args = parser.parse_args()
     if args.quick:
-        args.pairs, args.eval_pairs, args.batch_size = 8, 4, 4
+        args.pairs, args.eval_pairs, args.batch_size, args.repeats = 8, 4, 4, 1
     os.environ.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", TQDM_DISABLE="1")
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     from rich.console import Console
@@ -80,15 +83,23 @@ def main() -> None:
         import datasets  # noqa: F401
         import workbench.preference.trainer  # noqa: F401
 
-        cold = stage_seconds("pref", force=False)
-        warm = stage_seconds("pref", force=True)
-        per_step = stage_seconds("pref_no_precompute", force=False)
         print(f"preference stage, lfm2 preset, {args.pairs} pairs + {args.eval_pairs} held out, tiny-lfm2 base, CPU")
-        print(f"  cold cache (precompute runs): {cold:.1f}s")
-        print(f"  warm cache (precompute read): {warm:.1f}s")
-        print(f"  no precompute (ref each step): {per_step:.1f}s")
+        ratios: dict[str, list[float]] = {"cold / warm": [], "no precompute / warm": []}
+        for repeat in range(args.repeats):
+            shutil.rmtree(work / "runs" / "bench" / "_ref_logps", ignore_errors=True)  # cold again
+            cold = stage_seconds("pref", force=True)
+            warm = stage_seconds("pref", force=True)
+            per_step = stage_seconds("pref_no_precompute", force=True)
+            print(
+                f"  repeat {repeat + 1}: cold cache (precompute runs): {cold:.1f}s | warm cache (precompute read): "
+                f"{warm:.1f}s | no precompute (ref each step): {per_step:.1f}s"
+            )
+            ratios["cold / warm"].append(cold / warm)
+            ratios["no precompute / warm"].append(per_step / warm)
         verdict = "quick run, goal not judged" if args.quick else "goal >= 1.3x"
-        print(f"cold / warm: {cold / warm:.2f}x  {verdict}")
+        for name, values in ratios.items():
+            spread = f" (spread {min(values):.2f}-{max(values):.2f} over {len(values)} repeats)"
+            print(f"{name}: {statistics.median(values):.2f}x{spread}  {verdict}")
     finally:
         os.chdir(cwd)
         shutil.rmtree(work, ignore_errors=True)

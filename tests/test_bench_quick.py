@@ -101,6 +101,7 @@ def test_preference_quick(tmp_path):
     figure(output, r"cold cache \(precompute runs\):")
     figure(output, r"warm cache \(precompute read\):")
     figure(output, r"cold / warm:")
+    figure(output, r"no precompute / warm:")
 
 
 @pytest.mark.slow
