@@ -150,10 +150,10 @@ class ResilientClient:
         if not server_answers(self.uri):
             return False
         try:
-            send_outboxes(self.client, outboxes(self.store_root))
+            send_outboxes(self.client, outboxes(self.store_root), self.on_queue)
         except TrackingUnavailable:
             return False
-        self.away_since = None
+        self.away_since, self.queued = None, 0  # all sent: nothing is kept any more
         return True
 
     def ensure_online(self) -> None:

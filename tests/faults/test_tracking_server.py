@@ -148,3 +148,30 @@ def test_workbench_sync_sends_a_kept_outbox(tmp_path, server):
         assert nothing.returncode == 0 and "nothing to send" in nothing.stdout
     finally:
         server.stop()
+
+
+def test_the_client_sends_what_it_kept_as_soon_as_the_server_answers_again(tmp_path, server, monkeypatch):
+    """Within one run: calls made while the server is away are kept; the first call after it answers its health
+    check again sends them first, in order, then itself, and nothing is counted as kept any more."""
+    import workbench.tracking_outbox as outbox
+    from workbench.tracking_outbox import ResilientClient
+
+    monkeypatch.setattr(outbox, "PROBE_SECONDS", 0.0)
+    heard: list[str] = []
+    client = ResilientClient(MlflowClient(server.uri), server.uri, tmp_path / "runs" / "r", heard.append)
+    client.stage = "sft"
+    run_id = client.create_run(client.create_experiment("live")).info.run_id
+    server.kill()
+    client.log_metric(run_id, "loss", 3.0, step=1)
+    client.log_metric(run_id, "loss", 2.0, step=2)
+    assert client.offline and client.queued == 2 and len(heard) == 1 and "not answering" in heard[0]
+    server.start()
+    client.log_metric(run_id, "loss", 1.0, step=3)
+    assert not client.offline and client.queued == 0
+    history = MlflowClient(server.uri).get_metric_history(run_id, "loss")
+    assert [(point.step, point.value) for point in sorted(history, key=lambda p: p.step)] == [
+        (1, 3.0),
+        (2, 2.0),
+        (3, 1.0),
+    ]
+    assert not list((tmp_path / "runs" / "r" / "sft" / "tracking-outbox").glob("*.json"))
