@@ -151,18 +151,21 @@ def test_chat_records_reach_the_sft_dataset_or_the_report(tmp_path, tokenizer_di
     assert chats.report.total == 17 and sorted(chats.report.bad_locations() | set(CHAT_USED)) == [
         line for line in range(1, 19) if line != 16
     ]
-    dataset = stage_dataset(ctx, chats.examples, "train")  # what `sft` hands SFTTrainer
+    dataset = stage_dataset(ctx, chats.examples, "train")  # what `sft` hands SFTTrainer: tokenized once
     assert len(dataset) == chats.report.total - len(chats.report.bad_locations()) == len(CHAT_USED)
-    rows = dict(zip(CHAT_USED, dataset, strict=True))
+    rows = dict(zip(CHAT_USED, chats.raw, strict=True))  # the conversations as converted and validated
+    tokens = dict(zip(CHAT_USED, dataset["input_ids"], strict=True))
     assert rows[9]["messages"] == rows[2]["messages"] and rows[10]["messages"] == rows[1]["messages"]
+    assert tokens[9] == tokens[2] and tokens[10] == tokens[1]
     tool_chat = rows[11]["messages"]
     assert [turn["role"] for turn in tool_chat] == ["user", "assistant", "tool", "tool", "assistant"]
     assert tool_chat[1]["content"] == (
         '<|tool_call_start|>[get_weather(city="Paris"), get_weather(city="Oslo")]<|tool_call_end|>'
     )
-    assert json.loads(rows[11]["tools"])[0]["function"]["name"] == "get_weather"
-    rendered = ctx.tokenizer().apply_chat_template(tool_chat, tools=json.loads(rows[11]["tools"]), tokenize=False)
+    assert rows[11]["tools"][0]["function"]["name"] == "get_weather"
+    rendered = ctx.tokenizer().apply_chat_template(tool_chat, tools=rows[11]["tools"], tokenize=False)
     assert '<|tool_response_start|>{"sky": "rain"}<|tool_response_end|>' in rendered
+    assert ctx.tokenizer().decode(tokens[11]) == rendered, "the trainer gets exactly that conversation"
 
     printed = ctx.console.export_text()
     assert f"chat.jsonl: 2 records {REPEATED_RECORD} (lines 9, 10) — kept" in printed
