@@ -32,11 +32,9 @@ def test_second_run_refused_and_ctrl_c_keeps_everything(tmp_path):
             assert time.time() < deadline and first.poll() is None, "no checkpoint was written"
             time.sleep(0.05)
         second = subprocess.run([*workbench_cli(), "run", str(recipe)], cwd=tmp_path, capture_output=True, text=True)
-        assert second.returncode == 1
-        assert (
-            second.stderr.strip()
-            == f"error: another workbench run is using {tmp_path}/runs/tiny; wait for it to finish"
-        )
+        assert second.returncode == 1, second.stdout + second.stderr
+        refused = f"error: another workbench run is using {tmp_path}/runs/tiny; wait for it to finish"
+        assert second.stderr.strip() == refused, second.stderr
         assert first.poll() is None, "the running one goes on"
         first.send_signal(signal.SIGINT)
         out, err = first.communicate(timeout=120)
@@ -51,7 +49,7 @@ def test_second_run_refused_and_ctrl_c_keeps_everything(tmp_path):
     client = MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     by_stage = {run.data.tags.get("workbench.stage", "parent"): run.info.status for run in runs}
-    assert by_stage == {"parent": "KILLED", "base": "FINISHED", "sft": "KILLED"}
+    assert by_stage == {"parent": "KILLED", "base": "FINISHED", "sft": "KILLED"}, (by_stage, err[-2000:])
 
     again = subprocess.run([*workbench_cli(), "run", str(recipe)], cwd=tmp_path, capture_output=True, text=True)
     assert again.returncode == 0, again.stdout + again.stderr
