@@ -24,7 +24,13 @@ def test_second_run_refused_and_ctrl_c_keeps_everything(tmp_path):
         tmp_path, {"max_steps": STEPS, "save_steps": 20, "logging_steps": 50, "sample_count": 0}, tracking_uri=store
     )
     first = subprocess.Popen(
-        [*workbench_cli(), "run", str(recipe)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*workbench_cli(), "run", str(recipe)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # as from a terminal: a shell's background job (a CI runner's, say) ignores SIGINT and passes that on
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.time() + 300
