@@ -28,6 +28,18 @@ os.environ.update(
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
+def wait_for_checkpoint(root: Path, process: subprocess.Popen, timeout: float = 300, poll: float = 0.2) -> None:
+    """Until the sft stage of recipe `tiny` under `root` has a complete checkpoint (its trainer_state.json)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if list(root.glob("runs/tiny/sft/*.tmp/checkpoints/checkpoint-*/trainer_state.json")):
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"run ended before a checkpoint was written:\n{process.stdout.read()}")
+        time.sleep(poll)
+    raise AssertionError("no checkpoint appeared")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

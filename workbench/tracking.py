@@ -25,22 +25,11 @@ MODEL_TRAINING = "custom_model_development"
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """An HTTP tracking server must answer its health check within seconds: otherwise mlflow's client retries for
     minutes and then ends in a traceback, after the recipe has started. Other stores (sqlite, files) are local."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    import urllib.error
-    import urllib.request
+    from workbench.tracking_outbox import health_problem
 
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
-            if response.status < 500:
-                return
-            reason = f"HTTP {response.status}"
-    except urllib.error.HTTPError as error:
-        if error.code < 500:
-            return  # it answered: a server without /health is still a server
-        reason = f"HTTP {error.code}"
-    except (urllib.error.URLError, OSError) as error:
-        reason = str(getattr(error, "reason", error))
+    reason = health_problem(uri, timeout)
+    if reason is None:
+        return
     from workbench.errors import WorkbenchError
 
     raise WorkbenchError(

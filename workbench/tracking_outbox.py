@@ -73,20 +73,25 @@ def is_unreachable(error: BaseException) -> bool:
     return False
 
 
-def server_answers(uri: str, timeout: float = 3.0) -> bool:
-    """The server's health check, quick (non-HTTP stores are local and always answer)."""
+def health_problem(uri: str, timeout: float = 3.0) -> str | None:
+    """Why the server's health check fails (refused, timed out, a 5xx), or None when it answers. Non-HTTP stores
+    are local and always answer; a server without /health that answers 4xx is still a server."""
     if not uri.startswith(("http://", "https://")):
-        return True
+        return None
     import urllib.error
     import urllib.request
 
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
-            return response.status < 500
+            return None if response.status < 500 else f"HTTP {response.status}"
     except urllib.error.HTTPError as error:
-        return error.code < 500
-    except (urllib.error.URLError, OSError):
-        return False
+        return None if error.code < 500 else f"HTTP {error.code}"
+    except (urllib.error.URLError, OSError) as error:
+        return str(getattr(error, "reason", error))
+
+
+def server_answers(uri: str, timeout: float = 3.0) -> bool:
+    return health_problem(uri, timeout) is None
 
 
 def quick_http_failures() -> None:

@@ -8,12 +8,11 @@ import contextlib
 import errno
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import workbench_cli, write_tiny_project
+from tests.conftest import wait_for_checkpoint, workbench_cli, write_tiny_project
 
 pytestmark = pytest.mark.slow
 
@@ -63,14 +62,8 @@ def test_a_full_disk_mid_training_is_one_line_and_the_next_run_resumes(tmp_path)
             text=True,
         )
         try:
-            deadline = time.time() + 300
-            while time.time() < deadline:  # a first checkpoint is complete: fill the disk before the next one
-                if list(runs.glob("tiny/sft/*.tmp/checkpoints/checkpoint-*/trainer_state.json")):
-                    break
-                assert process.poll() is None, process.communicate()
-                time.sleep(0.05)
-            else:
-                pytest.fail("no checkpoint was written")
+            # a first checkpoint is complete: fill the disk before the next one
+            wait_for_checkpoint(tmp_path, process, poll=0.05)
             filler = fill(runs)
             out, err = process.communicate(timeout=600)
         finally:

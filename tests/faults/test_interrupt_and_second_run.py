@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import workbench_cli, write_tiny_project
+from tests.conftest import wait_for_checkpoint, workbench_cli, write_tiny_project
 
 pytestmark = pytest.mark.slow
 
@@ -33,10 +32,7 @@ def test_second_run_refused_and_ctrl_c_keeps_everything(tmp_path):
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
-        deadline = time.time() + 300
-        while not list(tmp_path.glob("runs/tiny/sft/*.tmp/checkpoints/checkpoint-*/trainer_state.json")):
-            assert time.time() < deadline and first.poll() is None, "no checkpoint was written"
-            time.sleep(0.05)
+        wait_for_checkpoint(tmp_path, first, poll=0.05)
         second = subprocess.run([*workbench_cli(), "run", str(recipe)], cwd=tmp_path, capture_output=True, text=True)
         assert second.returncode == 1, second.stdout + second.stderr
         refused = f"error: another workbench run is using {tmp_path}/runs/tiny; wait for it to finish"

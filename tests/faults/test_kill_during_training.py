@@ -6,27 +6,15 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import workbench_cli
+from tests.conftest import wait_for_checkpoint, workbench_cli
 from workbench.runner import load_recipe
 from workbench.runner.plan import make_plan
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for_checkpoint(root, process, timeout=300):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if list(root.glob("runs/tiny/sft/*.tmp/checkpoints/checkpoint-*/trainer_state.json")):
-            return
-        if process.poll() is not None:
-            raise AssertionError(f"run ended before a checkpoint was written:\n{process.stdout.read()}")
-        time.sleep(0.2)
-    raise AssertionError("no checkpoint appeared")
 
 
 def test_killed_stage_resumes_and_is_never_marked_done_early(tiny_project):
