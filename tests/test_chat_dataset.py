@@ -1,6 +1,6 @@
-"""The sft stage tokenizes its data once: the examples it hands SFTTrainer are what trl's own tokenization makes of
-the raw conversations (same ids, same loss labels after trl's preparation), and the template is applied once per
-record (for the length check and the trainer both)."""
+"""The sft stage tokenizes its data once: the examples it hands SFTTrainer, whose preparation it skips, are what
+trl's own preparation makes of the raw conversations (same ids, same loss labels, same truncation), and the template
+is applied once per record (for the length check and the trainer both)."""
 
 from __future__ import annotations
 
@@ -38,28 +38,31 @@ def _context(root: Path) -> StageContext:
     )
 
 
-@pytest.mark.parametrize("assistant_only_loss", [True, False])
-def test_pre_tokenized_examples_are_what_trl_makes_of_the_raw_records(tiny, tmp_path, assistant_only_loss):
+@pytest.mark.parametrize(("assistant_only_loss", "max_length"), [(True, 4096), (False, 4096), (True, 90)])
+def test_pre_tokenized_examples_are_what_trl_makes_of_the_raw_records(tiny, tmp_path, assistant_only_loss, max_length):
     from trl import SFTConfig, SFTTrainer
 
     from datasets import Dataset
     from workbench.training.chat_dataset import load_training_chats
 
     root, tokenizer, model = tiny
-    ours = load_training_chats(_context(root), "chats.jsonl", tokenizer, 4096, "error", "drop", "data/train",
-                               assistant_only_loss)  # fmt: skip
+    ours = load_training_chats(_context(root), "chats.jsonl", tokenizer, max_length, "error", "truncate",
+                               "data/train", assistant_only_loss)  # fmt: skip
     raw = [
         {"messages": r["messages"], "tools": json.dumps(r["tools"]) if r.get("tools") else None}
         for r in map(json.loads, (root / "chats.jsonl").read_text().splitlines())
     ]
-    args = SFTConfig(output_dir=str(tmp_path), max_length=4096, assistant_only_loss=assistant_only_loss, report_to=[],
+    args = SFTConfig(output_dir=str(tmp_path), max_length=max_length, assistant_only_loss=assistant_only_loss, report_to=[],
                      bf16=False, use_cpu=True)  # fmt: skip
     theirs = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(raw), processing_class=tokenizer)
-    args.assistant_only_loss = False  # as the sft stage sets it: trl builds labels from the examples' masks
+    args.assistant_only_loss = False  # as the sft stage sets it: the examples are ready, trl's preparation skipped
+    args.dataset_kwargs = {"skip_prepare_dataset": True}
     mine = SFTTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(ours.examples), processing_class=tokenizer
     )
-    assert len(ours.examples) == RECORDS
+    truncated = sum(len(row) == max_length for row in theirs.train_dataset["input_ids"])
+    assert (truncated > 0) == (max_length < 4096), "the short max_length truncates some records, the long none"
+    assert len(ours.examples) == len(theirs.train_dataset) == (RECORDS if max_length == 4096 else len(ours.examples))
     for column in ("input_ids", "labels"):
         assert mine.train_dataset[column] == theirs.train_dataset[column]
     masked = sum(label == -100 for row in mine.train_dataset["labels"] for label in row)

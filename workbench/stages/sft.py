@@ -99,9 +99,11 @@ def _training_args(ctx: StageContext, args_class, evaluate: bool):
         max_length=config.max_length,
         packing=config.packing,
         packing_strategy=config.packing_strategy,
-        # the examples are tokenized already and carry `assistant_masks` when the loss is on assistant turns, from
-        # which trl builds the labels; trl refuses the flag itself on a tokenized dataset
+        # the examples are tokenized, labelled and truncated already (`load_training_chats`): trl's preparation
+        # would only copy them through three more dataset passes, so it runs only to pack; trl refuses the
+        # assistant-only flag itself on a tokenized dataset
         assistant_only_loss=False,
+        dataset_kwargs={"skip_prepare_dataset": not config.packing},
         dataset_num_proc=None,
     )
 

@@ -1,8 +1,9 @@
 """Load a chat dataset for training: validate, tokenize once, apply the over-length policy, report every exclusion.
 
-The one tokenization serves the length check and the trainer: the examples are trl's own tokenized form
-(`input_ids`, and `assistant_masks` for assistant-only loss, made by the same `apply_chat_template` call trl makes),
-so SFTTrainer skips its tokenization pass and only builds labels and truncates or packs."""
+The one tokenization serves the length check and the trainer: the examples are what trl's own preparation makes
+(`input_ids`, and `labels` with -100 outside the assistant turns when the loss is on them, from the same
+`apply_chat_template` call trl makes), already truncated under the `truncate` policy, so SFTTrainer can skip its
+preparation entirely (`skip_prepare_dataset`) unless it packs."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ from workbench.data.chat import OVERLENGTH, DataReport, InvalidPolicy, Overlengt
 from workbench.data.report import publish_report
 from workbench.errors import StageError
 
+IGNORED = -100
+"""The label of a token the loss skips (PyTorch's cross-entropy `ignore_index`, as trl writes it)."""
+NO_LOSS_LEFT = "no assistant token left after truncation to max_length"
+
 
 @dataclass
 class ChatData:
     examples: list[dict[str, Any]]
-    """Records tokenized as trl's SFTTrainer tokenizes them: `input_ids`, and `assistant_masks` when the loss is
-    on assistant turns only."""
+    """Records as trl's SFTTrainer prepares them: `input_ids` and `labels` (-100 where no loss is taken)."""
     raw: list[dict[str, Any]]
     report: DataReport
 
@@ -45,7 +49,7 @@ def load_training_chats(
     tokenized = {}
     for record in kept:
         tokenized[record.location] = encoded = _tokenize(tokenizer, record.data, assistant_only_loss)
-        if assistant_only_loss and 1 not in encoded["assistant_masks"]:
+        if not any(label != IGNORED for label in encoded["labels"]):
             raise StageError(
                 f"{relative}:{record.location}: the chat template marks no assistant token (it needs "
                 "`{% generation %}` blocks, as `lfm2` has): use such a template or set assistant_only_loss: false"
@@ -57,6 +61,15 @@ def load_training_chats(
         raise StageError("\n".join(report.lines()) + "\n(raise max_length, or set overlength: drop or truncate)")
     if overlength == "drop":
         kept = [r for r in kept if r.location not in long_locations]
+    elif overlength == "truncate":  # as trl truncates (keep_start); a record left with no loss token teaches nothing
+        emptied = set()
+        for location in sorted(long_locations):
+            encoded = tokenized[location]
+            encoded["input_ids"], encoded["labels"] = encoded["input_ids"][:max_length], encoded["labels"][:max_length]
+            if not any(label != IGNORED for label in encoded["labels"]):
+                report.add(NO_LOSS_LEFT, location)
+                emptied.add(location)
+        kept = [r for r in kept if r.location not in emptied]
     publish_report(ctx, report, len(kept), overlength, metric_prefix)
     if not kept:
         raise StageError(f"{relative}: no usable records left")
@@ -66,7 +79,8 @@ def load_training_chats(
 
 def _tokenize(tokenizer, record: dict[str, Any], assistant_only_loss: bool) -> dict[str, list[int]]:
     """What trl's SFTTrainer makes of a conversational record (`trl.data_utils._tokenize` with the tokenizer's own
-    template): the ids, and the assistant-token mask when the loss is on assistant turns."""
+    template, then its label building): the ids, and labels that are the ids with -100 outside assistant turns when
+    the loss is on them."""
     encoded = tokenizer.apply_chat_template(
         record["messages"],
         tools=record.get("tools") or None,
@@ -74,5 +88,7 @@ def _tokenize(tokenizer, record: dict[str, Any], assistant_only_loss: bool) -> d
         return_dict=True,
         return_assistant_tokens_mask=assistant_only_loss,
     )
-    keys = ("input_ids", "assistant_masks") if assistant_only_loss else ("input_ids",)
-    return {key: list(encoded[key]) for key in keys}
+    ids = list(encoded["input_ids"])
+    if not assistant_only_loss:
+        return {"input_ids": ids, "labels": list(ids)}
+    return {"input_ids": ids, "labels": [t if m else IGNORED for t, m in zip(ids, encoded["assistant_masks"], strict=True)]}
