@@ -91,4 +91,7 @@ def _tokenize(tokenizer, record: dict[str, Any], assistant_only_loss: bool) -> d
     ids = list(encoded["input_ids"])
     if not assistant_only_loss:
         return {"input_ids": ids, "labels": list(ids)}
-    return {"input_ids": ids, "labels": [t if m else IGNORED for t, m in zip(ids, encoded["assistant_masks"], strict=True)]}
+    return {
+        "input_ids": ids,
+        "labels": [t if m else IGNORED for t, m in zip(ids, encoded["assistant_masks"], strict=True)],
+    }
