@@ -20,7 +20,7 @@ class InitStageConfig(StageConfig):
     """Stage kind."""
 
     architecture: DataFile
-    """Path to an architecture YAML in `pretrain/` (Lfm2Config fields; vocab size comes from the tokenizer)."""
+    """Path to an architecture YAML in `pretrain/` (Lfm2Config or Lfm2MoeConfig fields; vocab from the tokenizer)."""
 
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     """Seed for the random weights. Default: the recipe's seed."""
