@@ -41,4 +41,4 @@ def test_openai_tool_calls_train_the_tokenizer_as_lfm2_text(tmp_path):
     path = tmp_path / "calls.jsonl"
     path.write_text(json.dumps(record) + "\n")
     texts = list(iter_texts(path))
-    assert texts[0] == "weather?" and 'get_weather(city="Paris")' in texts[1]
+    assert texts[:3] == ["user", "weather?", "assistant"] and 'get_weather(city="Paris")' in texts[3]

@@ -374,11 +374,73 @@ def flights_call(rng: random.Random) -> Example:
     return tool_record(rng, "search_flights", arguments, user.format(origin, destination, date), result, answer)
 
 
+def python_calls(calls: list[tuple[str, dict]]) -> str:
+    """Several calls in one LFM2 call list, e.g. `[get_time(city="Oslo"), get_time(city="Rome")]`."""
+    inner = ", ".join(python_call(name, arguments)[len("<|tool_call_start|>[") : -len("]<|tool_call_end|>")]
+                      for name, arguments in calls)  # fmt: skip
+    return f"<|tool_call_start|>[{inner}]<|tool_call_end|>"
+
+
+def parallel_call(rng: random.Random) -> Example:
+    """One question about two cities: two calls of the same tool in one call list (BFCL's parallel category)."""
+    first, second = rng.sample(CITIES, 2)
+    name, user = rng.choice(
+        [
+            ("get_weather", "What is the weather in {} and in {}?"),
+            ("get_weather", "How is the weather in {} and {} today?"),
+            ("get_time", "What time is it in {} and in {}?"),
+            ("get_time", "Tell me the local time in {} and in {}."),
+        ]
+    )
+    calls = [(name, {"city": city}) for city in (first, second)]
+    offered = [name, *rng.sample(sorted(set(TOOLS) - {name}), rng.randint(0, 1))]
+    rng.shuffle(offered)
+    record = {
+        "messages": chat(rng, user.format(first, second), assistant(python_calls(calls))),
+        "tools": [TOOLS[tool] for tool in offered],
+        "task": "tool_call",
+        "tool_calls": [{"name": n, "arguments": a} for n, a in calls],
+    }
+    return (name, first, second), record
+
+
+UNRELATED = [
+    ("How many days are in a week?", "There are seven days in a week."),
+    ("What color is the sky on a clear day?", "The sky is blue on a clear day."),
+    ("Name a fruit that is yellow.", "A banana is yellow."),
+    ("What do bees make?", "Bees make honey."),
+    ("Say hello in Spanish.", "Hola!"),
+    ("How many minutes are in an hour?", "There are sixty minutes in an hour."),
+    ("Write one sentence about a fox.", "The quick fox runs across the hill."),
+    ("What is two plus three?", "Two plus three is five."),
+    ("Give me a word that rhymes with cat.", "Hat rhymes with cat."),
+    ("Which animal says moo?", "A cow says moo."),
+    ("What is the opposite of hot?", "The opposite of hot is cold."),
+    ("Tell me a fun fact about owls.", "Owls can turn their heads very far around."),
+]
+
+
+def no_call(rng: random.Random) -> Example:
+    """Tools offered, none of them fits the request: a plain answer and no call (BFCL's irrelevance category)."""
+    user, answer = rng.choice(UNRELATED)
+    offered = rng.sample(sorted(TOOLS), rng.randint(1, 2))
+    record = {
+        "messages": chat(rng, user, assistant(answer)),
+        "tools": [TOOLS[tool] for tool in offered],
+        "task": "tool_call",
+        "tool_calls": [],
+    }
+    return ("no_call", user), record  # a held-out question is never trained on
+
+
 ABILITIES: list[list[Callable[[random.Random], Example]]] = [
     [capital_letters, lowercase_letters, end_phrase, title, quotation, bullet_list, no_comma],
     [person_json, product_json, event_json, book_json],
     [weather_call, time_call, currency_call, timer_call, email_call, flights_call],
 ]
+"""The makers `evals/generate.py` draws its in-domain items from (it imports this module)."""
+TRAINING_ABILITIES = [*ABILITIES[:2], [*ABILITIES[2], parallel_call, parallel_call, no_call, no_call]]
+"""What the SFT data is drawn from: the in-domain makers plus parallel calls and requests no offered tool fits."""
 
 
 def generate(seed: int, train_size: int, eval_size: int) -> tuple[list[Record], list[Record]]:
@@ -387,14 +449,27 @@ def generate(seed: int, train_size: int, eval_size: int) -> tuple[list[Record], 
     eval_keys: set[tuple] = set()
     eval_records, train_records = [], []
     while len(eval_records) < eval_size:
-        key, record = rng.choice(ABILITIES[len(eval_records) % len(ABILITIES)])(rng)
+        key, record = rng.choice(TRAINING_ABILITIES[len(eval_records) % len(ABILITIES)])(rng)
         eval_keys.add(key)
         eval_records.append(record)
     while len(train_records) < train_size:
-        key, record = rng.choice(ABILITIES[len(train_records) % len(ABILITIES)])(rng)
-        if key not in eval_keys:
+        key, record = rng.choice(TRAINING_ABILITIES[len(train_records) % len(ABILITIES)])(rng)
+        if key not in eval_keys and _user_turn(record) not in SUITE_PROMPTS:
             train_records.append(record)
     return train_records, eval_records
+
+
+def _user_turn(record: Record) -> str:
+    return next(message["content"] for message in record["messages"] if message["role"] == "user")
+
+
+def _suite_prompts() -> set[str]:
+    """The evaluation suites' prompts (`evals/*/data.jsonl`): no training record asks exactly what a suite asks."""
+    evals = Path(__file__).resolve().parents[2] / "evals"
+    return {json.loads(line)["prompt"] for path in sorted(evals.glob("*/data.jsonl")) for line in path.open()}
+
+
+SUITE_PROMPTS = _suite_prompts()
 
 
 def write_jsonl(path: Path, records: list[Record]) -> None:

@@ -163,7 +163,9 @@ def _load_hf_folder(path: Path) -> list[dict]:
 
 
 def iter_texts(path: Path):
-    """Text for tokenizer training: message contents of chat records, `text` fields, or plain lines."""
+    """Text for tokenizer training: message roles and contents of chat records (the role names are in every
+    rendered turn, so they become single tokens), tool lists as the template writes them, `text` fields, or
+    plain lines."""
     from workbench.data.tool_calls import has_tool_calls, lfm2_turn, tool_calls_problem
 
     if path.suffix.lower() == ".txt":
@@ -178,6 +180,8 @@ def iter_texts(path: Path):
             if isinstance(message, dict) and has_tool_calls(message) and tool_calls_problem(message) is None:
                 message = lfm2_turn(message)  # OpenAI-style calls train the tokenizer as the LFM2 text they become
             if isinstance(message, dict) and isinstance(message.get("content"), str):
+                if isinstance(message.get("role"), str):
+                    yield message["role"]
                 yield message["content"]
         if data.get("tools"):
             yield json.dumps(data["tools"])
