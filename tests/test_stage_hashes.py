@@ -8,7 +8,7 @@ teacher cache and every stage after it changed when the cache's default form bec
 output); with `format: exact` they keep the hashes below.
 
 The quickstart's data changed on 2026-11-30 (parallel and no-call tool records in `datasets/quickstart/sft.jsonl`,
-which also trains the tokenizer, and the distill temperature 1.5): an input change, so every pin below was
+which also trains the tokenizer): an input change, so every pin below was
 recomputed by the planner then. They guard the code from that point on: a change to hashing that is not a change
 to a stage's output must leave them as they are.
 """
@@ -28,10 +28,10 @@ BEFORE_THE_STAGE_API = {
     "recipes/quickstart.yaml": {
         "teacher": "73247632181fa3bf1e4fbe304dc40ace73a3998beae097b2b8fd2d24012f3fa9",
         "teacher_topk": "ea02d9bcc6156cd11e89d5c6f6888490e3738f6f0c600c81a763f1994984f016",
-        "base": "17ecb2b7164ae155569bbec22aaf6d68ab65dc650f6fe82976f8f01093fe3d95",
-        "sft": "7705a8ea4fa64cd3975816e0d24335052c56774cc7f89a0fb5dd5630787f851a",
-        "pairs": "3ed45617ea8b8d5c541a64a97109fc99758ef8bbb6664e0c24fc50dff496ad56",
-        "preference": "5c770b2d107da1e4661c52d45f495e2221be23046b298e30b487419164f5f8b8",
+        "base": "d02d25a5978ffbdf5387e54b63222d771762c17932890913abd2280f0bd51934",
+        "sft": "52b7390074f776c5b3d43da6ebc925c661c119d4a62bfa106d838af5ab7f4a20",
+        "pairs": "9637891669e04420196b75d5646287f00a989db84e72bed72c12b96a3c6ee3f8",
+        "preference": "2d360ffedc34706bb84f9158e3e03b84e720722202255733fdd543220209c46d",
     },
     "recipes/lfm2-350m-sft.yaml": {"sft": "d40121606bf7a7464d0ff651d998f0d2841055c05968e034214acdc2b36a7eb7"},
 }
@@ -39,10 +39,10 @@ BEFORE_THE_STAGE_API = {
 
 COMPRESSED_TEACHER_CACHE = {
     "teacher_topk": "fdb5146210505e4d9a5b426688ba964e34334c4d98ebd07d07b72234e6720e92",
-    "base": "924ea2b43202cf52639452a67e025292b76ec7d540979b195a555bf1d1b78c90",
-    "sft": "c6c8f472ddec81b425ef08131fc2f20698a0a808d313b588b419be46e30c69eb",
-    "pairs": "298ca7c9d2542554482a18e0da3c2b5c3acf3c1118739ec9492c69a4a235f586",
-    "preference": "3557690c95033fce5b5aa258244be99b551b0bff5231d9311430b9182edb71e8",
+    "base": "591afdc6958d96bda0ec0b8c1f8275a95fcde0c28d0ef531846cd9177ff31b8b",
+    "sft": "b7783792e9558aa3d9efd9e8c132080f8696bf9f6656764769bb472752c44861",
+    "pairs": "5ede8d9c68857e89daaf71b1d820fed8481863b43d4352ceba6db1bcc735718c",
+    "preference": "ae26d6271ebdb2b3d83e49c908e6b94040cd11c8b7b2ebce0b84f2f5e3aa4f6a",
 }
 """The quickstart's hashes that the `compressed` default changed."""
 
