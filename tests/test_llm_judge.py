@@ -84,6 +84,9 @@ def test_rubrics_are_picked_by_scoring_fields_and_can_be_replaced(tmp_path):
     (tmp_path / "tool_use.md").write_text("Rate $reply.")
     with pytest.raises(StageError, match=r"tool_use.md: placeholder 'reply' is not one of \$conversation"):
         load_rubrics(tmp_path)
+    (tmp_path / "tool_use.md").write_text("Costs $5.")
+    with pytest.raises(StageError, match=r"tool_use.md: Invalid placeholder .* \(write \$\$ for a dollar sign\)"):
+        load_rubrics(tmp_path)
 
 
 def test_config_errors_name_the_field():
@@ -325,7 +328,7 @@ def test_pairs_stage_with_an_llm_jury_keeps_online_and_offline_pairs_by_threshol
     for pair in written:
         assert pair["chosen_score"] >= 4 and pair["rejected_score"] <= 6
         assert pair["chosen_score"] - pair["rejected_score"] >= 0.5
-    assert sorted({pair["origin"] for pair in written}) <= ["offline", "semi_online"]
+    assert {pair["origin"] for pair in written} <= {"offline", "semi_online"}
     assert "pairs/offline/kept" in printed and "pairs/dropped_under_min_score" in printed
     client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     run = client.get_run(info["mlflow_run_id"])
@@ -348,5 +351,5 @@ def test_recipe_errors_for_the_judge_name_and_the_rubrics_folder(tmp_path, monke
     with pytest.raises(RecipeError) as error:
         load_recipe(_recipe(tmp_path, jury, judge="llmm"))
     message = str(error.value)
-    assert "unknown judge 'llmm' (did you mean 'llm'?)" in message or "unknown judge 'llmm'" in message
+    assert "unknown judge 'llmm'" in message
     assert "no-such-folder" in message

@@ -153,8 +153,10 @@ def load_rubrics(folder: Path | None) -> dict[str, Template]:
         template = Template(path.read_text(encoding="utf-8"))
         try:
             template.substitute(dict.fromkeys(RUBRIC_FIELDS, ""))
-        except (KeyError, ValueError) as error:
+        except KeyError as error:
             problems.append(f"{path}: placeholder {error} is not one of ${', $'.join(RUBRIC_FIELDS)}")
+        except ValueError as error:
+            problems.append(f"{path}: {error} (write $$ for a dollar sign)")
         rubrics[kind] = template
     if problems:
         raise StageError("\n".join(problems))
@@ -188,7 +190,8 @@ _OBJECT_START = re.compile(r"\{")
 
 
 def parse_score(answer: str) -> float | str:
-    """The score in a judge's answer, or the reason there is none (`not_json`, `no_score`, `out_of_range`).
+    """The score in a judge's answer, or the reason there is none: `not_json` (no JSON object in it), `no_score`
+    (no numeric `score`), `out_of_range`.
 
     The answer is read as JSON; failing that, the first JSON object inside it (judges often wrap it in prose or a
     code fence). The object's `score` must be a number (not a boolean or a string) within SCALE.

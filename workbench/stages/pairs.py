@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 
 from workbench.api import DataSet, ModelPath, ModelSource, Named, StageConfig, StageContext, StageKind, StageResult
 from workbench.preference.llm_judge import LlmJudgeSettings
-from workbench.preference.pairs import OUTCOMES, PAIRS_FILE
+from workbench.preference.pairs import OUTCOMES, PAIRS_FILE, Thresholds
 
 
 class PairsStageConfig(StageConfig, ModelSource):
@@ -104,9 +104,8 @@ class PairsStageConfig(StageConfig, ModelSource):
                     )
         return self
 
-    def thresholds(self):
-        from workbench.preference.pairs import Thresholds
-
+    def thresholds(self) -> Thresholds:
+        """When a scored pair is kept (for sampled and offline pairs alike)."""
         return Thresholds(self.min_gap, self.min_score, self.max_rejected_score)
 
 
