@@ -218,6 +218,9 @@ def test_the_key_comes_from_the_named_variable_and_a_wrong_one_is_refused(judge_
         StageError, match=rf"^judge endpoint {judge_server} refused the key in \${KEY_ENV} \(HTTP 401\)$"
     ):
         _jury(judge_server).check()
+    bare = LlmJudgeSettings(jury=[{"base_url": judge_server, "model": "judge-a"}])
+    with pytest.raises(StageError, match=r"refused a request without a key \(api_key_env\) \(HTTP 401\)$"):
+        LlmJury(bare, load_rubrics(None)).check()
     monkeypatch.setenv(KEY_ENV, SECRET)
     with pytest.raises(StageError, match=r"does not serve model 'judge-c' \(it serves: judge-a, judge-b\)$"):
         _jury(judge_server, ["judge-c"]).check()
@@ -266,6 +269,21 @@ def test_a_silent_endpoint_is_retried_with_backoff_then_counted_as_failed(silent
     assert 3 * 0.3 + 0.2 + 0.4 <= elapsed < 5  # three timeouts and the backoff (0.2 s, then doubled)
     assert jury.unjudgeable == {"request_failed": 1}
     assert jury.last_failure.startswith(f"{url}/chat/completions: ReadTimeout")
+
+
+def test_concurrency_bounds_the_requests_in_flight(silent_endpoint):
+    url, accepted = silent_endpoint
+
+    def timed(concurrency: int) -> float:
+        settings = LlmJudgeSettings(jury=[{"base_url": url, "model": "m"}], timeout_s=0.4, retries=0,
+                                    concurrency=concurrency)  # fmt: skip
+        started = time.monotonic()
+        assert LlmJury(settings, load_rubrics(None)).score(CANDIDATES[:3]) == [None] * 3
+        return time.monotonic() - started
+
+    one_at_a_time, all_at_once = timed(1), timed(3)
+    assert len(accepted) == 6
+    assert one_at_a_time >= 3 * 0.4 and all_at_once < 2 * 0.4  # three timeouts in a row, or side by side
 
 
 # ---- the stage -----------------------------------------------------------------------------------------------------

@@ -245,8 +245,6 @@ class LlmJury:
         self.settings, self.rubrics = settings, rubrics
         self.unjudgeable: Counter = Counter()
         """Juror answers that gave no score, by reason (REASONS)."""
-        self.answers = 0
-        """Juror answers requested so far."""
         self.last_failure: str | None = None
         """The last request failure, for the stage's report (never holds the API key)."""
 
@@ -269,9 +267,10 @@ class LlmJury:
                 problems.append(f"judge endpoint {juror.base_url} is not reachable: {type(error).__name__}: {error}")
                 continue
             if response.status_code in (401, 403):
-                problems.append(
-                    f"judge endpoint {juror.base_url} refused the key in ${juror.api_key_env} (HTTP {response.status_code})"
+                key = (
+                    f"the key in ${juror.api_key_env}" if juror.api_key_env else "a request without a key (api_key_env)"
                 )
+                problems.append(f"judge endpoint {juror.base_url} refused {key} (HTTP {response.status_code})")
             elif response.status_code == 200:
                 served = _served_models(response)
                 if served is not None and juror.model not in served:
@@ -295,7 +294,6 @@ class LlmJury:
         per_candidate: list[list[float | str]] = [[] for _ in candidates]
         for (index, _), answer in zip(jobs, answers, strict=True):
             per_candidate[index].append(answer)
-        self.answers += len(jobs)
         scores: list[float | None] = []
         for found in per_candidate:
             reasons = [answer for answer in found if isinstance(answer, str)]
