@@ -100,8 +100,9 @@ def test_config_errors_name_the_field():
         PairsStageConfig.model_validate(base)
     with pytest.raises(ValidationError, match=r"min_score 7 is outside the jury's scale 0-1 \(aggregate: majority\)"):
         PairsStageConfig.model_validate(base | {"llm_judge": jury, "min_score": 7})
-    with pytest.raises(ValidationError, match="api_key_env"):
-        JurorSettings(base_url="http://x/v1", model="m", api_key_env="sk-not-a-variable-name")
+    with pytest.raises(ValidationError, match="not the key itself") as error:
+        JurorSettings(base_url="http://x/v1", model="m", api_key_env="sk-pasted-key")
+    assert "sk-pasted-key" not in str(error.value.errors(include_input=False))
     assert PairsStageConfig.model_validate(base | {"llm_judge": jury, "min_score": 0.5}).thresholds().min_score == 0.5
 
 
@@ -192,13 +193,32 @@ def test_free_text_answers_of_a_random_model_are_unjudgeable_not_scored(judge_se
 
 
 @pytest.mark.slow
+def test_json_mode_answers_without_a_score_are_counted_as_such(judge_server, key):
+    jury = _jury(judge_server, response_format="json_object", max_tokens=32)
+    assert jury.score(CANDIDATES) == [None] * len(CANDIDATES)
+    assert jury.unjudgeable["no_score"] >= 1 and sum(jury.unjudgeable.values()) == len(CANDIDATES), jury.unjudgeable
+
+
+@pytest.mark.slow
+def test_seeded_sampling_judges_answer_the_same_question_the_same_way(judge_server, key):
+    def scores(seed: int) -> list[float | None]:
+        jury = _jury(judge_server, response_format="json_object_schema", temperature=2.0, seed=seed)
+        return jury.score(CANDIDATES)
+
+    first = scores(0)
+    assert first == scores(0) and None not in first
+    assert len(set(first)) > 1  # each question has its own seed, so sampled answers differ between candidates
+
+
+@pytest.mark.slow
 def test_a_jury_aggregates_its_jurors_real_scores(judge_server, key):
     def scores(models, aggregate="mean", pass_mark=7.0):
-        jury = _jury(judge_server, models, response_format="json_object_schema", max_tokens=32,
+        jury = _jury(judge_server, models, response_format="json_object_schema", temperature=2.0, seed=0,
                      aggregate=aggregate, pass_mark=pass_mark)  # fmt: skip
         return jury.score(CANDIDATES)
 
     a, b = scores(["judge-a"]), scores(["judge-b"])
+    assert a != b  # two different judges
     assert None not in a + b
     trio = ["judge-a", "judge-b", "judge-b"]
     assert scores(trio) == pytest.approx([(x + 2 * y) / 3 for x, y in zip(a, b, strict=True)])
@@ -289,9 +309,9 @@ def test_concurrency_bounds_the_requests_in_flight(silent_endpoint):
 # ---- the stage -----------------------------------------------------------------------------------------------------
 
 
-def _recipe(root: Path, judge: dict, **pairs) -> Path:
+def _recipe(root: Path, llm_judge: dict, **pairs) -> Path:
     stage = {"name": "pairs", "kind": "pairs", "from": "base", "data": "data/eval.jsonl", "max_prompts": 4,
-             "samples": 2, "max_new_tokens": 8, "batch_size": 4, "judge": "llm", "llm_judge": judge} | pairs  # fmt: skip
+             "samples": 2, "max_new_tokens": 8, "batch_size": 4, "judge": "llm", "llm_judge": llm_judge} | pairs  # fmt: skip
     recipe = {
         "name": "judged",
         "tokenizer": {"train": {"files": ["data/train.jsonl"], "vocab_size": 400}},
@@ -327,8 +347,8 @@ def test_pairs_stage_with_an_llm_jury_keeps_online_and_offline_pairs_by_threshol
     write_tiny_data(tmp_path)
     write_chat_subset(REPO / "datasets/quickstart/preference.jsonl", tmp_path / "data/offline.jsonl", 6)
     judge = {"jury": [{"base_url": judge_server, "model": name, "api_key_env": KEY_ENV} for name in ("judge-a", "judge-b")],
-             "aggregate": "mean", "response_format": "json_object_schema", "max_tokens": 32}  # fmt: skip
-    thresholds = {"min_score": 4.0, "max_rejected_score": 6.0, "min_gap": 0.5}
+             "aggregate": "mean", "response_format": "json_object_schema", "temperature": 2.0, "seed": 0}  # fmt: skip
+    thresholds = {"min_score": 7.0, "max_rejected_score": 3.0, "min_gap": 0.5}
     outcome = _run(_recipe(tmp_path, judge, offline_data="data/offline.jsonl", **thresholds))["pairs"]
     printed = capsys.readouterr().out
     info = json.loads((outcome.dir / "stage.json").read_text())
@@ -343,9 +363,11 @@ def test_pairs_stage_with_an_llm_jury_keeps_online_and_offline_pairs_by_threshol
     )
     assert metrics["pairs/written"] == len(written) == metrics["pairs/kept"] + metrics["pairs/offline/kept"]
     assert metrics["pairs/dropped_unjudgeable"] == metrics["pairs/offline/dropped_unjudgeable"] == 0
+    by_threshold = sum(metrics[f"pairs{part}/dropped_{why}"] for part in ("", "/offline")
+                       for why in ("under_min_score", "over_max_rejected_score"))  # fmt: skip
+    assert written and by_threshold > 0  # seeded sampling judges: some pairs pass, some miss a threshold
     for pair in written:
-        assert pair["chosen_score"] >= 4 and pair["rejected_score"] <= 6
-        assert pair["chosen_score"] - pair["rejected_score"] >= 0.5
+        assert pair["chosen_score"] >= 7 and pair["rejected_score"] <= 3
     assert {pair["origin"] for pair in written} <= {"offline", "semi_online"}
     assert "pairs/offline/kept" in printed and "pairs/dropped_under_min_score" in printed
     client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")

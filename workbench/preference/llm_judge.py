@@ -13,6 +13,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -25,7 +26,7 @@ from pathlib import Path
 from string import Template
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from workbench.api.config import StrictModel
 from workbench.api.markers import DataFolder
@@ -47,6 +48,8 @@ RUBRIC_KINDS = ("instruction_following", "json_schema", "tool_use", "default")
 
 RUBRIC_FIELDS = ("conversation", "tools", "response", "instructions", "schema", "gold_calls")
 """The `$name` placeholders a rubric may use."""
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 REASONS = ("request_failed", "not_json", "no_score", "out_of_range")
 """Why one juror's answer gave no score (the keys of `LlmJury.unjudgeable`)."""
@@ -83,9 +86,17 @@ class JurorSettings(StrictModel):
     model: str = Field(min_length=1)
     """The model name to send; it must be among the endpoint's `/models` when that list is served."""
 
-    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    api_key_env: str | None = None
     """The NAME of the environment variable holding the API key (sent as `Authorization: Bearer`); the key itself
     is never written in the recipe, the stage's params, its artifacts or its messages. None: no key is sent."""
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_variable_name(cls, value: str | None) -> str | None:
+        # The message does not repeat the value: it may be a key pasted where its variable's name belongs.
+        if value is not None and not ENV_NAME.fullmatch(value):
+            raise ValueError("must be the name of an environment variable (letters, digits, _), not the key itself")
+        return value
 
 
 class LlmJudgeSettings(StrictModel):
@@ -113,6 +124,11 @@ class LlmJudgeSettings(StrictModel):
 
     temperature: float = Field(default=0.0, ge=0)
     """Judge sampling temperature (0: greedy, the same answer each time where the server is deterministic)."""
+
+    seed: int | None = Field(default=None, ge=0)
+    """Sent with every request as `seed`, offset by a number derived from the juror's model and the request's
+    text: each question gets its own fixed seed, so a re-run asks the same questions with the same seeds even
+    at `temperature` > 0 (on servers that honour `seed`: llama.cpp, vLLM; OpenAI best-effort). None: no seed."""
 
     max_tokens: int = Field(default=64, ge=1)
     """Longest answer; an answer cut off here is usually not JSON, and counted so."""
@@ -229,6 +245,11 @@ def _response_format(kind: str) -> dict[str, Any] | None:
     return None
 
 
+def _request_seed(seed: int, model: str, messages: list[dict[str, str]]) -> int:
+    text = json.dumps([model, messages], ensure_ascii=False)
+    return (seed + int.from_bytes(hashlib.sha256(text.encode()).digest()[:4])) % 2**31
+
+
 def _headers(juror: JurorSettings) -> dict[str, str]:
     if juror.api_key_env is None:
         return {}
@@ -312,6 +333,8 @@ class LlmJury:
             "temperature": self.settings.temperature,
             "max_tokens": self.settings.max_tokens,
         }
+        if self.settings.seed is not None:
+            body["seed"] = _request_seed(self.settings.seed, juror.model, messages)
         if (response_format := _response_format(self.settings.response_format)) is not None:
             body["response_format"] = response_format
         url = f"{juror.base_url.rstrip('/')}/chat/completions"
