@@ -328,6 +328,7 @@ def _run(path: Path):
     return {outcome.name: outcome for outcome in run_recipe(load_recipe(path))}
 
 
+@pytest.mark.slow
 def test_a_stage_whose_judge_is_down_stops_before_generating(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     write_tiny_data(tmp_path)
