@@ -7,7 +7,7 @@ import json
 import pytest
 
 from workbench.preference.judges import Candidate, RewardModelJudge, VerifierJudge
-from workbench.preference.pairs import PairStats, judge_prompt, prompt_item, select_pair
+from workbench.preference.pairs import PairStats, Thresholds, judge_batch, prompt_item, select_pair
 from workbench.runner import load_recipe
 from workbench.runner.executor import run_recipe
 
@@ -42,6 +42,7 @@ def test_verifier_judge_scores_each_task_with_the_evaluation_checkers():
         _candidate(plain, "Hello"),
     ]
     assert judge.score(candidates) == [1.0, 0.0, 1.0, 0.5, 0.0, 1.0, 0.5, 0.0, None]
+    assert judge.unjudgeable == {"no_verifier": 1}
 
 
 def test_the_tool_call_verifier_parses_a_response_once(monkeypatch):
@@ -58,20 +59,57 @@ def test_the_tool_call_verifier_parses_a_response_once(monkeypatch):
     assert parsed == responses
 
 
-def test_selection_drops_ties_and_small_gaps():
-    assert select_pair([0.5, 1.0, 0.0, 1.0], min_gap=0.0) == (1, 2)
-    assert select_pair([1.0, 1.0], min_gap=0.0) == "tie"
-    assert select_pair([0.5, 0.75], min_gap=0.5) == "under_gap"
+def test_selection_drops_ties_small_gaps_and_pairs_outside_the_score_thresholds():
+    assert select_pair([0.5, 1.0, 0.0, 1.0], Thresholds()) == (1, 2)
+    assert select_pair([1.0, 1.0], Thresholds()) == "tie"
+    assert select_pair([0.5, 0.75], Thresholds(min_gap=0.5)) == "under_gap"
+    assert select_pair([2.0, 6.0], Thresholds(min_score=7)) == "under_min_score"
+    assert select_pair([4.0, 9.0], Thresholds(min_score=7, max_rejected_score=3)) == "over_max_rejected_score"
+    assert select_pair([3.0, 9.0], Thresholds(min_gap=2, min_score=7, max_rejected_score=3)) == (1, 0)
+    # the first reason that applies, in OUTCOMES order; `reversed` only when chosen is given, not picked
+    assert Thresholds(min_gap=5, min_score=7).verdict(6.0, 4.0) == "under_gap"
+    assert Thresholds().verdict(4.0, 6.0) == "reversed"
 
 
 def test_reference_reply_joins_the_pool_and_outcomes_are_counted():
     record = _chat("Give JSON.", '{"name": "Ada"}', json_schema=SCHEMA, task="json_schema")
     item, stats = prompt_item(7, record), PairStats()
-    pair = judge_prompt(item, ["nope", '{"x": 1}'], VerifierJudge(), True, 0.0, stats)
+    pair, tie = judge_batch([item, item], [["nope", '{"x": 1}'], ["nope", "nope"]], VerifierJudge(), True,
+                            Thresholds(), stats)  # fmt: skip
     assert pair["chosen"] == '{"name": "Ada"}' and pair["rejected"] == "nope" and pair["chosen_is_reference"]
     assert pair["messages"] == record["messages"][:1] and pair["source_line"] == 7 and pair["task"] == "json_schema"
-    assert judge_prompt(item, ["nope", "nope"], VerifierJudge(), False, 0.0, stats) is None
-    assert stats.outcomes == {"paired": 1, "tie": 1} and stats.chosen_is_reference == 1
+    assert pair["origin"] == "semi_online" and tie is not None  # the reference beats "nope" here too
+    assert judge_batch([item], [["nope", "nope"]], VerifierJudge(), False, Thresholds(), stats) == [None]
+    assert stats.outcomes == {"paired": 2, "tie": 1} and stats.chosen_is_reference == 2
+
+
+def test_offline_pairs_are_scored_by_the_judge_and_counted_per_reason():
+    from workbench.preference.data import normalize_pair
+    from workbench.preference.pairs import judge_offline
+
+    def offline(chosen: str, rejected: str, **fields) -> dict:
+        return {
+            "messages": [{"role": "user", "content": "Give JSON."}],
+            "chosen": chosen,
+            "rejected": rejected,
+        } | fields
+
+    records = [
+        offline('{"name": "Ada"}', "no json", json_schema=SCHEMA),  # 1 vs 0: kept
+        offline("no json", '{"name": "Ada"}', json_schema=SCHEMA),  # the judge prefers the rejected: reversed
+        offline('{"age": 1}', '{"age": 2}', json_schema=SCHEMA),  # 0.5 vs 0.5: tie
+        offline('{"age": 1}', "no json", json_schema=SCHEMA),  # 0.5 vs 0: under min_score 0.75
+        offline("Hello", "Bye"),  # no scoring field: unjudgeable
+    ]
+    pairs = [normalize_pair(line, record)[0] for line, record in enumerate(records, 1)]
+    stats, judge = PairStats(), VerifierJudge()
+    kept = judge_offline(pairs, records, judge, Thresholds(min_score=0.75), stats)
+    assert [pair is not None for pair in kept] == [True, False, False, False, False]
+    assert kept[0]["origin"] == "offline" and kept[0]["chosen_score"] == 1.0 and kept[0]["source_line"] == 1
+    assert kept[0]["chosen"] == [{"role": "assistant", "content": '{"name": "Ada"}'}]
+    assert kept[0]["json_schema"] == SCHEMA
+    assert stats.outcomes == {"paired": 1, "reversed": 1, "tie": 1, "under_min_score": 1, "unjudgeable": 1}
+    assert judge.unjudgeable == {"no_verifier": 2}  # both sides of the last pair
 
 
 @pytest.fixture(scope="module")

@@ -5,15 +5,35 @@
   validity (`json_schema`), tool-call correctness against gold calls (`tool_calls`, with `tools`).
 - `RewardModelJudge`: a sequence-classification model folder; its first logit on the rendered
   conversation (prompt + response) is the score.
+- `LlmJury` (`llm_judge.py`): LLM judges behind OpenAI-compatible endpoints, with a rubric per suite kind.
+
+Every judge counts why it gave None, by reason, in its `unjudgeable` counter.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from workbench.api.kinds import Namespace
 from workbench.evaluation.scorers import parse_tool_calls, score_json, score_tool_calls
+from workbench.evaluation.tasks import REPO_EVALS
+
+RUBRICS_DIR = REPO_EVALS / "judges"
+"""The LLM judge's built-in rubrics, one `<kind>.md` per suite kind (see `llm_judge.py`)."""
+
+JUDGE_NAMES = ("verifier", "reward_model", "llm")
+
+
+def _judge_definition(name: str, _root: Path) -> tuple[str, Path] | None:
+    """The built-in rubrics define what `llm` asks, so they enter the hash of every stage using it."""
+    return ("evals/judges", RUBRICS_DIR) if name == "llm" else None
+
+
+JUDGES = Namespace(name="judge", names=lambda _root: list(JUDGE_NAMES), definition=_judge_definition)
+"""The `judge` namespace a pairs stage names its judge in."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +47,9 @@ class Candidate:
 
 
 class Judge(Protocol):
+    unjudgeable: Counter
+    """Candidates (or, for a jury, juror answers) given no score, by reason."""
+
     def score(self, candidates: list[Candidate]) -> list[float | None]: ...
 
 
@@ -78,13 +101,18 @@ VERIFIERS = (instruction_score, json_score, tool_call_score)
 
 
 class VerifierJudge:
-    """The mean of every verifier that applies to the record; None when none does."""
+    """The mean of every verifier that applies to the record; None when none does (`no_verifier`)."""
+
+    def __init__(self) -> None:
+        self.unjudgeable: Counter = Counter()
 
     def score(self, candidates: list[Candidate]) -> list[float | None]:
         scores = []
         for candidate in candidates:
             found = [s for s in (verify(candidate) for verify in VERIFIERS) if s is not None]
             scores.append(sum(found) / len(found) if found else None)
+            if not found:
+                self.unjudgeable["no_verifier"] += 1
         return scores
 
 
@@ -104,6 +132,7 @@ class RewardModelJudge:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.tokenizer.padding_side = "right"
         self.batch_size, self.max_length = batch_size, max_length
+        self.unjudgeable: Counter = Counter()  # a logit is always a score
 
     def _text(self, candidate: Candidate) -> str:
         conversation = candidate.prompt + [{"role": "assistant", "content": candidate.response}]

@@ -15,6 +15,7 @@ from workbench.api.kinds import Catalog, StageKind
 from workbench.errors import WorkbenchError, first_line
 from workbench.evaluation.suites import SUITES
 from workbench.merging.spec import TEMPLATES
+from workbench.preference.judges import JUDGES
 from workbench.stages import distill, evaluate, export, init, merge, pairs, preference, pretrain, sft, teacher_cache
 
 BUILTIN_KINDS = (
@@ -32,8 +33,10 @@ BUILTIN_KINDS = (
 
 
 def builtin_catalog(plugins: bool = True) -> Catalog:
-    """The built-in kinds, namespaces (suites, merge templates) and URI schemes (argilla), and the plug-in kinds."""
-    catalog = Catalog(namespaces={"suite": SUITES, "merge_template": TEMPLATES}, schemes={"argilla": ARGILLA})
+    """The built-in kinds, namespaces (suites, merge templates, judges) and URI schemes (argilla), and the plug-in
+    kinds."""
+    namespaces = {"suite": SUITES, "merge_template": TEMPLATES, "judge": JUDGES}
+    catalog = Catalog(namespaces=namespaces, schemes={"argilla": ARGILLA})
     for kind in BUILTIN_KINDS:
         catalog.add(kind)
     if plugins:
