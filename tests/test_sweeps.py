@@ -206,3 +206,25 @@ def test_the_shipped_candidates_recipe_validates_and_its_merge_reads_every_candi
     )  # fmt: skip
     assert loaded.dependencies("merged") == ["base", *loaded.sweeps["sft"].candidates]
     assert yaml.safe_load((repo / "recipes/lfm2-candidates.yaml").read_text())["stages"][2]["models"]["top_k"] == 2
+
+
+def test_a_preference_stage_sweeps_beta_as_any_training_kind_does(project):
+    pref = stage("name: pref", "kind: preference", "from: base", "data: data/chat.jsonl", "beta: {sweep: [0.1, 0.5]}")
+    swept = hashes(project, HEADER + pref)
+    assert [name for name in swept if name != "base"] == ["pref@beta=0.1", "pref@beta=0.5"]
+    for value in ("0.1", "0.5"):
+        plain = hashes(project, HEADER + pref.replace("{sweep: [0.1, 0.5]}", value), f"beta{value}.yaml")
+        assert swept[f"pref@beta={value}"] == plain["pref"]
+
+
+def test_the_json_schema_lets_a_sweepable_field_take_a_sweep():
+    from workbench.recipe.json_schema import recipe_json_schema
+    from workbench.runner import default_catalog
+
+    schema = recipe_json_schema(default_catalog())
+    learning_rate = schema["$defs"]["SFTStageConfig"]["properties"]["learning_rate"]
+    assert learning_rate["description"] == "Peak learning rate."
+    assert {"$ref": "#/$defs/Sweep"} in learning_rate["anyOf"]
+    for field in ("name", "kind", "from", "logging_steps"):
+        assert "Sweep" not in str(schema["$defs"]["SFTStageConfig"]["properties"][field]), field
+    assert "Sweep" not in str(schema["$defs"]["EvaluateStageConfig"]["properties"]["limit"])
