@@ -276,3 +276,21 @@ def sft_project(tmp_path_factory):
         os.chdir(cwd)
     write.root = root
     return write
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A project with what the recipes of test_recipe_errors and test_sweeps name: chat data, a corpus, two
+    architectures and a merge template."""
+    import json
+
+    chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "chat.jsonl").write_text(json.dumps(chat) + "\n")
+    (tmp_path / "data" / "corpus.jsonl").write_text(json.dumps({"text": "a small corpus"}) + "\n")
+    (tmp_path / "arch.yaml").write_text("hidden_size: 64\nnum_hidden_layers: 2\n")
+    (tmp_path / "arch_wide.yaml").write_text("hidden_size: 128\nnum_hidden_layers: 2\n")
+    (tmp_path / "merges").mkdir()
+    (tmp_path / "merges" / "ties.yaml").write_text("merge_method: ties\nparameters:\n  weight: 1.0\n  density: 0.5\n")
+    (tmp_path / "runs").mkdir()
+    return tmp_path

@@ -6,7 +6,6 @@ Paths start at the stage's name (`sft.from`); a stage without a valid name keeps
 
 from __future__ import annotations
 
-import json
 import textwrap
 
 import pytest
@@ -26,21 +25,6 @@ stages:
     kind: init
     architecture: arch.yaml
 """
-
-
-@pytest.fixture
-def project(tmp_path):
-    """A project with what the recipes below name: chat data, a corpus, two architectures and a merge template."""
-    chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "chat.jsonl").write_text(json.dumps(chat) + "\n")
-    (tmp_path / "data" / "corpus.jsonl").write_text(json.dumps({"text": "a small corpus"}) + "\n")
-    (tmp_path / "arch.yaml").write_text("hidden_size: 64\nnum_hidden_layers: 2\n")
-    (tmp_path / "arch_wide.yaml").write_text("hidden_size: 128\nnum_hidden_layers: 2\n")
-    (tmp_path / "merges").mkdir()
-    (tmp_path / "merges" / "ties.yaml").write_text("merge_method: ties\nparameters:\n  weight: 1.0\n  density: 0.5\n")
-    (tmp_path / "runs").mkdir()
-    return tmp_path
 
 
 def errors_of(project, text: str) -> list[str]:

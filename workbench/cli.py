@@ -103,7 +103,30 @@ def _load(recipe: Path):
 def validate(recipe: RecipeArg) -> None:
     """Check a recipe and report every problem at once (exit 1 if any)."""
     loaded = _load(recipe)
-    console.print(f"OK: {recipe} ({len(loaded.stages)} stages: {' -> '.join(loaded.order)})")
+    order = loaded.written_order
+    console.print(f"OK: {recipe} ({len(order)} stages: {' -> '.join(order)})")
+    _print_sweeps(loaded)
+
+
+def _print_sweeps(loaded) -> None:
+    """One line per swept stage: its swept fields and its candidates' names (what `from:` may name)."""
+    for name, sweep in loaded.sweeps.items():
+        console.print(
+            f"{name}: {len(sweep.candidates)} candidates over {', '.join(sweep.fields)}: {', '.join(sweep.candidates)}",
+            markup=False,
+            highlight=False,
+        )
+
+
+def _inputs_text(loaded, inputs: list[str]) -> str:
+    """A stage's inputs, the candidates of a swept stage that it reads all of as `sft (3 candidates)`."""
+    shown = list(inputs)
+    for name, sweep in loaded.sweeps.items():
+        if len(sweep.candidates) > 1 and set(sweep.candidates) <= set(shown):
+            at = shown.index(sweep.candidates[0])
+            shown = [item for item in shown if item not in sweep.candidates]
+            shown.insert(at, f"{name} ({len(sweep.candidates)} candidates)")
+    return ", ".join(shown)
 
 
 @app.command()
@@ -120,10 +143,11 @@ def plan(recipe: RecipeArg) -> None:
     colors = {"cached": "green", "damaged": "red", "resume": "yellow", "run": "cyan"}
     labels = {"cached": "cached", "damaged": "will run again", "resume": "resume from checkpoint", "run": "will run"}
     for stage in the_plan.stages:
-        inputs = ", ".join(stage.inputs) or getattr(loaded.stages[stage.name], "model", None) or "-"
+        inputs = _inputs_text(loaded, list(stage.inputs)) or getattr(loaded.stages[stage.name], "model", None) or "-"
         label = f"[{colors[stage.status]}]{labels[stage.status]}[/]"
-        table.add_row(stage.name, stage.kind, inputs, stage.hash[:12], label)
+        table.add_row(escape(stage.name), stage.kind, escape(inputs), stage.hash[:12], label)
     console.print(table)
+    _print_sweeps(loaded)
     for stage in the_plan.stages:
         if stage.damage:
             console.print(f"[red]{stage.name}[/]: its output changed after it finished: {'; '.join(stage.damage)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
@@ -56,6 +57,17 @@ def flatten(value: Any, prefix: str = "") -> dict[str, str]:
             out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
         return out
     return {prefix: str(value)[:MAX_PARAM_LENGTH]}
+
+
+def key_safe(name: str) -> str:
+    """`name` as MLflow takes it in a metric, param or tag key: characters it refuses (a candidate's `@` and `=`)
+    become `_`."""
+    return re.sub(r"[^\w.\- :/]", "_", name)
+
+
+def model_name_safe(name: str) -> str:
+    """`name` as MLflow takes it for a logged model: characters it refuses (`/ : . % " '`) become `_`."""
+    return re.sub(r"[/:.%\"']", "_", name)
 
 
 def process_tags() -> dict[str, str]:
@@ -252,13 +264,14 @@ class Tracker:
             self.client.set_terminated(self.parent_id, status=status)
 
     @contextlib.contextmanager
-    def stage_run(self, stage: str, tags: dict[str, str]) -> Iterator[StageTracker]:
-        """A child run of the parent run (`child_run`); tracking calls the server misses meanwhile are kept in the
-        stage's folder. A server that went away during an earlier stage must be back before this one starts."""
+    def stage_run(self, stage: str, tags: dict[str, str], folder: str | None = None) -> Iterator[StageTracker]:
+        """A child run of the parent run (`child_run`) named `stage`; tracking calls the server misses meanwhile are
+        kept in the stage's folder (`folder`, default `stage`: a candidate's is its stage's). A server that went away
+        during an earlier stage must be back before this one starts."""
         if self.parent_id is None:
             raise RuntimeError("start_parent before stage_run")
         self.client.ensure_online()
-        self.client.stage = stage
+        self.client.stage = folder or stage
         try:
             with child_run(self.client, self.parent_id, stage, tags) as run:
                 yield run

@@ -42,6 +42,9 @@ class RecipeView(Protocol):
     def members(self, namespace: str, name: str) -> list[str] | None:
         """What a named thing provides (a suite's metric names); None when it cannot be known before running."""
 
+    def candidates(self, stage: str) -> list[str] | None:
+        """The candidates of a swept stage, by name in grid order; None when `stage` is not swept."""
+
 
 class StageConfig(StrictModel):
     """Fields every stage has. Each stage kind subclasses this with `kind: Literal[...]`."""

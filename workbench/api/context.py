@@ -27,6 +27,9 @@ class Project:
     recipe_name: str
     seed: int
     trust_remote_code: bool
+    candidates: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    """Each swept stage's candidates by name, in grid order (`workbench.api.sweeps`): what a merge's
+    `candidates_of` reads."""
 
     def resolve(self, relative: str | Path) -> Path:
         return (self.root / relative).resolve()

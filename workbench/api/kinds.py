@@ -36,6 +36,9 @@ class StageKind:
     """Whether a distributed run gives exactly the one-process output (work split across ranks and gathered, as
     evaluate, pairs and teacher_cache do), so the process count stays out of the stage's hash. Training kinds: no,
     their batch is per process."""
+    sweepable: bool = False
+    """Whether the kind's fields may be written `{sweep: [...]}`: the stage then becomes one candidate per grid point,
+    each hashed, cached, run and tracked as the stage written with those values (`workbench.api.sweeps`)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,10 @@ class Catalog:
                 f"stage kind '{kind.name}'{where}: its config's field must be `kind: Literal[\"{kind.name}\"]`"
             )
         self.kinds[kind.name] = kind
+
+    def sweepable_kinds(self) -> list[str]:
+        """The kinds whose fields may be swept."""
+        return sorted(name for name, kind in self.kinds.items() if kind.sweepable)
 
     def kinds_with_field(self, field_name: str) -> list[str]:
         """The kinds whose config accepts `field_name` (aliases as written in YAML)."""

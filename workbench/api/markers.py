@@ -36,6 +36,10 @@ class StageRef:
     """False when the reference only feeds a check (a gate's comparison) and does not change this stage's output:
     the referenced stage still runs first, but its hash stays out of this stage's hash."""
 
+    candidates: bool = False
+    """True when the value names a swept stage and the field reads every candidate of it (a merge's
+    `candidates_of`); any other reference names one stage or one candidate (`sft@learning_rate=0.001`)."""
+
 
 @dataclass(frozen=True)
 class DataPath:

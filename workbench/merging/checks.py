@@ -36,17 +36,18 @@ def template_fit_problems(config: Any, root: Path) -> list[tuple[tuple, str]]:
     return [(("parameters",) if "parameter" in p else ("template",), p) for p in problems]
 
 
-def selection_problems(select: Any, recipe: RecipeView) -> None:
-    """The selection metric is one its suite reports, and each constraint can be checked."""
+def selection_problems(select: Any, recipe: RecipeView, where: tuple = ("select",)) -> None:
+    """The selection metric (`select`, or a candidates' `by`, at `where`) is one its suite reports, and each
+    constraint can be checked."""
     from workbench.evaluation.gates import gate_problems, metric_problem
 
-    where = ("select",)
     if select.suite is not None and select.metric != "eval_loss":
         problem = metric_problem(select.metric, select.suite, recipe)
         if problem:
             recipe.problem((*where, "metric"), problem)
     suites = [select.suite] if select.suite else []
-    gate_problems(select.constraints, suites, select.compare, recipe, (*where, "constraints"), "select.suite")
+    suite_field = ".".join((*where, "suite"))
+    gate_problems(select.constraints, suites, select.compare, recipe, (*where, "constraints"), suite_field)
 
 
 def architecture_file(stage: str, recipe: RecipeView) -> str | None:

@@ -86,6 +86,43 @@ class SelectSpec(StrictModel):
         return self.mode or "min"
 
 
+class CandidateInputs(StrictModel):
+    """A merge's models from a swept stage: all its candidates, or the best `top_k` by the score `by` gives."""
+
+    candidates_of: Annotated[str, StageRef(candidates=True)]
+    """A swept stage (a field written `{sweep: [...]}`): its candidates are the models to merge."""
+
+    top_k: int | None = Field(default=None, ge=1)
+    """Merge only the best k candidates by `by` (default: every candidate)."""
+
+    by: SelectSpec | None = None
+    """How candidates are scored for `top_k`, as a merge's `select` scores its own: a suite metric with `mode`
+    (lm-eval on each candidate's model), or `eval_loss` on held-out `data`; a candidate that breaks one of the
+    `constraints` is not kept."""
+
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    """mergekit parameters for each kept candidate (e.g. `weight`); no sweeps here (sweep the merge's own
+    `parameters`)."""
+
+    @model_validator(mode="after")
+    def _ranked(self) -> CandidateInputs:
+        from workbench.api.sweeps import SWEEP_KEY
+
+        if (self.top_k is None) != (self.by is None):
+            raise ValueError("give `top_k` and `by` together (without them every candidate is merged)")
+        swept = [name for name, value in self.parameters.items() if isinstance(value, dict) and SWEEP_KEY in value]
+        if swept:
+            raise ValueError(
+                f"parameters.{swept[0]}: the candidates' parameters apply to each of them and take no sweep; "
+                "sweep the merge's own `parameters`"
+            )
+        return self
+
+    def inputs(self, names: list[str]) -> list[MergeInput]:
+        """The chosen candidates (by name) as merge inputs, each with the candidates' parameters."""
+        return [MergeInput(**{"from": name, "parameters": self.parameters}) for name in names]
+
+
 def input_problems(
     methods: list[str] | None,
     parameters: dict[str, Any],

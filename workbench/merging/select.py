@@ -65,14 +65,22 @@ def score_candidate(
     return Scored(index, metrics, violations)
 
 
-def pick_best(scored: list[Scored], metric: str, mode: Literal["min", "max"]) -> Scored:
-    """The best candidate that meets every constraint (the first one on ties); a one-line error if none does."""
+def ranked(
+    scored: list[Scored], metric: str, mode: Literal["min", "max"], what: str = "merge candidate"
+) -> list[Scored]:
+    """The candidates that meet every constraint, best first (the earlier one on ties); a one-line error naming
+    each one's reason if none does (`what` says what the candidates are)."""
     eligible = [s for s in scored if not s.violations and math.isfinite(s.metrics.get(metric, math.nan))]
     if not eligible:
         reasons = "; ".join(f"candidate {s.index}: {', '.join(s.violations) or f'{metric} not finite'}" for s in scored)
-        raise StageError(f"no merge candidate meets the selection constraints ({reasons})")
+        raise StageError(f"no {what} meets the selection constraints ({reasons})")
     sign = 1.0 if mode == "min" else -1.0
-    return min(eligible, key=lambda s: (sign * s.metrics[metric], s.index))
+    return sorted(eligible, key=lambda s: (sign * s.metrics[metric], s.index))
+
+
+def pick_best(scored: list[Scored], metric: str, mode: Literal["min", "max"]) -> Scored:
+    """The best candidate that meets every constraint (the first one on ties); a one-line error if none does."""
+    return ranked(scored, metric, mode)[0]
 
 
 def held_out_loss(model_dir: Path, data: Path, source: str, max_length: int) -> tuple[float, dict[str, float]]:

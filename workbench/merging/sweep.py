@@ -10,12 +10,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-SWEEP_KEY = "sweep"
-
-
-def is_sweep(value: Any) -> bool:
-    """True for a `{sweep: [...]}` marker."""
-    return isinstance(value, dict) and set(value) == {SWEEP_KEY}
+from workbench.api.sweeps import SWEEP_KEY, is_sweep
 
 
 def sweep_problems(parameters: dict[str, Any], where: str) -> list[str]:

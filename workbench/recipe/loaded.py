@@ -10,20 +10,26 @@ from workbench.api.context import Project
 from workbench.api.kinds import Catalog
 from workbench.api.markers import Consumed, StageRef, consumed
 from workbench.api.resources import Resources
+from workbench.api.sweeps import stage_of
+from workbench.recipe.grid import Sweep
 from workbench.recipe.schema import Recipe
 
 
 @dataclass
 class LoadedRecipe:
-    """A validated recipe with its stages parsed and ordered."""
+    """A validated recipe with its stages parsed and ordered; a swept stage is its candidates
+    (`sft@learning_rate=0.001`, ...), each a stage of its own here."""
 
     recipe: Recipe
     stages: dict[str, StageConfig]
+    """Every stage and candidate by name; a candidate's config is its stage's, written with its values."""
     order: list[str]
     path: Path
     root: Path
     """Project root: relative paths in the recipe (data, work_dir) resolve against it."""
     catalog: Catalog = field(repr=False, default_factory=Catalog)
+    sweeps: dict[str, Sweep] = field(default_factory=dict)
+    """The swept stages by the name the recipe writes, with their fields and candidates."""
 
     def resolve(self, relative: str) -> Path:
         return (self.root / relative).resolve()
@@ -34,8 +40,20 @@ class LoadedRecipe:
 
     def dependencies(self, name: str, hashed_only: bool = False) -> list[str]:
         """The stages `name` reads (all of them, or only those whose output changes its own)."""
-        refs = [c for c in self.consumed(name) if isinstance(c.marker, StageRef)]
-        return list(dict.fromkeys(c.value for c in refs if c.marker.hashed or not hashed_only))
+        found: list[str] = []
+        for item in self.consumed(name):
+            if isinstance(item.marker, StageRef) and (item.marker.hashed or not hashed_only):
+                found += self.sweeps[item.value].candidates if item.marker.candidates else [item.value]
+        return list(dict.fromkeys(found))
+
+    def expand(self, names: set[str]) -> set[str]:
+        """Stage names as the user gives them (`--force sft`): a swept stage stands for its candidates."""
+        return {c for name in names for c in (self.sweeps[name].candidates if name in self.sweeps else [name])}
+
+    @property
+    def written_order(self) -> list[str]:
+        """The run order by the names the recipe writes (a swept stage once, where its candidates run)."""
+        return list(dict.fromkeys(stage_of(name) for name in self.order))
 
     def descendants(self, names: set[str]) -> set[str]:
         """`names` and every stage whose output depends on them (a stage that only checks against one, through
@@ -68,4 +86,5 @@ class LoadedRecipe:
             recipe_name=self.recipe.name,
             seed=self.recipe.seed,
             trust_remote_code=self.recipe.trust_remote_code,
+            candidates={name: sweep.candidates for name, sweep in self.sweeps.items()},
         )

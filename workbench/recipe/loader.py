@@ -19,7 +19,9 @@ from workbench.api.config import StageConfig
 from workbench.api.kinds import Catalog
 from workbench.api.markers import DataPath, ModelPath, Named, StageRef, consumed
 from workbench.api.resources import Resources
+from workbench.api.sweeps import SWEEP_KEY, stage_of
 from workbench.errors import Problem, RecipeError, did_you_mean
+from workbench.recipe.grid import Point, Sweep, expand, field_problem, first_point, marker_problems, sweep_fields
 from workbench.recipe.loaded import LoadedRecipe
 from workbench.recipe.problem_paths import format_path, locate, named_path
 from workbench.recipe.schema import Recipe
@@ -66,17 +68,31 @@ def load_recipe(
     configs = {name: entry.config for name, entry in out.stages.items()}
     graph = {name: out.stages[name].refs for name in configs}
     order = stable_order(graph)
-    return LoadedRecipe(recipe=recipe, stages=configs, order=order, path=path, root=root, catalog=catalog)
+    return LoadedRecipe(
+        recipe=recipe, stages=configs, order=order, path=path, root=root, catalog=catalog, sweeps=out.sweeps
+    )
 
 
 @dataclass
 class _Stage:
+    """A stage, or one candidate of a swept stage (`name` is then the candidate's, `raw` its values)."""
+
     index: int
     name: str
     raw: dict
     config_class: type[StageConfig]
     config: StageConfig | None
     refs: list[str] = field(default_factory=list)
+    point: Point | None = None
+
+    @property
+    def written(self) -> str:
+        """The stage's name as the recipe writes it (a candidate's stage)."""
+        return self.raw.get("name", self.name)
+
+    def at(self, path: tuple) -> tuple:
+        """`path` below the stage as written in the file (a candidate's own values inside its swept fields)."""
+        return self.point.written_at(path) if self.point is not None else path
 
 
 class _Checker:
@@ -87,7 +103,12 @@ class _Checker:
         self.root, self.check_files = root, check_files
         self.problems: list[Problem] = []
         self.stages: dict[str, _Stage] = {}
+        """Every stage by name, a swept stage as its candidates."""
+        self.sweeps: dict[str, Sweep] = {}
+        self.written: dict[str, int] = {}
+        """Each stage name the recipe writes -> its index in `stages:`."""
         self._current: tuple = ()
+        self._point: Point | None = None
         self._names_cache: dict[str, list[str]] = {}
         self._unknown_kind: set[str] = set()
         """Names of stages whose kind is missing or unknown: reported once, not again by every reference."""
@@ -100,11 +121,15 @@ class _Checker:
 
     # -- RecipeView, for StageConfig.check_recipe ----------------------------------------------------------------
     def problem(self, path: tuple, message: str) -> None:
-        self.add(self._current + tuple(path), message)
+        below = self._point.written_at(tuple(path)) if self._point is not None else tuple(path)
+        self.add(self._current + below, message)
 
     def kind_of(self, stage: str) -> str | None:
-        entry = self.stages.get(stage)
+        entry = self.stages.get(self.sweeps[stage].candidates[0] if stage in self.sweeps else stage)
         return entry.raw.get("kind") if entry else None
+
+    def candidates(self, stage: str) -> list[str] | None:
+        return list(self.sweeps[stage].candidates) if stage in self.sweeps else None
 
     def stages_of_kind(self, kind: str) -> list[str]:
         return [name for name, entry in self.stages.items() if entry.raw.get("kind") == kind]
@@ -123,13 +148,23 @@ class _Checker:
         return space.members(name, self.root) if space.members else None
 
     # -- schema --------------------------------------------------------------------------------------------------
-    def validate(self, model: type, data: dict, prefix: tuple) -> Any:
+    def validate(self, model: type, data: dict, prefix: tuple, point: Point | None = None, reported: tuple = ()) -> Any:
+        """`data` (at `prefix` in the file) as `model`, or None with its problems reported; a candidate's (`point`)
+        at the lines of its own values. Problems below a path in `reported` are reported already."""
+
+        def written(path: tuple | None) -> tuple | None:
+            if point is None or path is None:
+                return path
+            return prefix + point.written_at(path[len(prefix) :])
+
         try:
             # by alias only: `from_` is the Python name of `from:`, not a second spelling recipes may use
             return model.model_validate(data, by_alias=True, by_name=False)
         except ValidationError as error:
             for problem in schema_problems(error, model, data, prefix, self.catalog):
-                self.add(problem.path, problem.message, line_path=problem.line_path)
+                if any(problem.path[len(prefix) : len(prefix) + len(done)] == done for done in reported):
+                    continue
+                self.add(written(problem.path), problem.message, line_path=written(problem.line_path))
             return None
 
     # -- recipe-level fields -------------------------------------------------------------------------------------
@@ -166,14 +201,15 @@ class _Checker:
         for index, entry in enumerate(raw):
             self._add_stage(index, entry)
         kinds = {name: stage.raw.get("kind") for name, stage in self.stages.items()}
+        kinds |= {name: self.kind_of(name) for name in self.sweeps}
         for stage in self.stages.values():
             self._check_consumed(stage, kinds)
         self._check_cycles()
         for stage in self.stages.values():
             if stage.config is not None:
-                self._current = ("stages", stage.index)
+                self._current, self._point = ("stages", stage.index), stage.point
                 stage.config.check_recipe(self)
-        self._current = ()
+        self._current, self._point = (), None
 
     def _add_stage(self, index: int, entry: Any) -> None:
         """Check a stage's name and kind, validate it as its kind, and keep it when it has a name."""
@@ -190,6 +226,8 @@ class _Checker:
             self.add(where, f"missing required field 'kind' (one of: {', '.join(sorted(kinds))})")
         elif not isinstance(kind_name, str):
             message = f"'kind' takes one stage kind: {', '.join(sorted(kinds))} (got {kind_name!r})"
+            if isinstance(kind_name, dict) and SWEEP_KEY in kind_name:
+                message = "'kind' cannot be swept: write one stage per kind"
             self.add(where + ("kind",), message, line_path=where + ("kind",))
             return
         elif not known_kind:
@@ -198,17 +236,54 @@ class _Checker:
                 where + ("kind",), f"unknown stage kind '{kind_name}'{hint}; known kinds: {', '.join(sorted(kinds))}"
             )
         name = entry.get("name")
-        if isinstance(name, str) and name in self.stages:
-            first = self.lines.line_of(("stages", self.stages[name].index, "name"))
+        if isinstance(name, str) and name in self.written:
+            first = self.lines.line_of(("stages", self.written[name], "name"))
             self.add(where + ("name",), f"duplicate stage name '{name}' (first defined at line {first})")
             return
         # a stage whose kind is missing or unknown is still checked for a duplicate name, but not validated
         if not known_kind:
             return
+        if isinstance(name, str):
+            self.written[name] = index
         config_class = kinds[kind_name].config
+        fields = sweep_fields(entry)
+        if not kinds[kind_name].sweepable:
+            fields = [f for f in fields if len(f) == 1]  # deeper ones are the kind's own (a merge's parameters)
+        if fields:
+            self._add_swept(index, name, entry, kind_name, fields)
+            return
         config = self.validate(config_class, entry, where)
         if isinstance(name, str):
             self.stages[name] = _Stage(index, name, entry, config_class, config)
+
+    def _add_swept(self, index: int, name: Any, entry: dict, kind_name: str, fields: list[tuple]) -> None:
+        """A stage with `{sweep: [...]}` fields: one candidate per grid point, each validated as the stage written
+        with its values. A sweep that cannot be expanded is reported, and the stage is checked with each sweep's
+        first value, so its other problems are reported too."""
+        kind, where = self.catalog.kinds[kind_name], ("stages", index)
+        probe = first_point(entry, fields)
+        problems = marker_problems(entry, fields)
+        if not kind.sweepable:
+            sweepable = ", ".join(self.catalog.sweepable_kinds())
+            problems += [(f, f"{kind_name} stages take no {{sweep: [...]}} here (kinds whose fields sweep: {sweepable})")
+                         for f in fields]  # fmt: skip
+        else:
+            problems += [(f, message) for f in fields if (message := field_problem(f, kind.config, probe))]
+        for path, message in problems:
+            self.add(where + path, message)
+        if problems or not isinstance(name, str):
+            reported = tuple(f for f in fields if any(path[: len(f)] == f for path, _ in problems))
+            config = self.validate(kind.config, probe, where, reported=reported)
+            if isinstance(name, str):
+                self.stages[name] = _Stage(index, name, probe, kind.config, config if not problems else None)
+            return
+        points = expand(name, entry, fields)
+        for point in points:
+            config = self.validate(kind.config, point.raw, where, point)
+            self.stages[point.name] = _Stage(index, point.name, point.raw, kind.config, config, point=point)
+        self.sweeps[name] = Sweep(
+            tuple(".".join(str(part) for part in f) for f in fields), tuple(point.name for point in points)
+        )
 
     def _check_consumed(self, stage: _Stage, kinds: dict[str, Any]) -> None:
         """Every stage reference, path, model and name the stage's markers point at, read from the raw YAML so a
@@ -217,8 +292,13 @@ class _Checker:
             value, marker = item.value, item.marker
             messages: list[str | None] = []
             if isinstance(marker, StageRef):
-                messages = [ref_problem(value, stage.name, kinds, self._unknown_kind, marker, self.catalog)]
-                if value != stage.name and value in self.stages:
+                problem = ref_problem(
+                    value, stage.written, kinds, self._unknown_kind, marker, self.catalog, self.sweeps
+                )
+                messages = [problem]
+                if problem is None and marker.candidates:
+                    stage.refs += self.sweeps[value].candidates
+                elif stage_of(value) != stage.written and value in self.stages:
                     stage.refs.append(value)
             elif isinstance(marker, DataPath):
                 messages = [data_path_problem(value, marker, self.catalog, self.root, self.check_files)]
@@ -228,7 +308,7 @@ class _Checker:
                 messages = name_problems(value, marker, self.catalog, self.root, self.names)
             for message in messages:
                 if message is not None:
-                    self.add(("stages", stage.index) + item.path, message)
+                    self.add(("stages", stage.index) + stage.at(item.path), message)
 
     def check_resources(self, default: Resources | None) -> None:
         """Resources a stage can use: more than one process only for kinds that run distributed, a strategy whose

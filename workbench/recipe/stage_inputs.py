@@ -10,7 +10,9 @@ from typing import Any
 
 from workbench.api.kinds import Catalog
 from workbench.api.markers import DataPath, Named, StageRef
+from workbench.api.sweeps import stage_of
 from workbench.errors import article, did_you_mean
+from workbench.recipe.grid import Sweep
 
 # What `datasets.save_to_disk` writes at the top of a Dataset or DatasetDict folder.
 SAVED_DATASET = ("dataset_info.json", "dataset_dict.json")
@@ -18,15 +20,38 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
 
 def ref_problem(
-    ref: str, stage: str, kinds: dict[str, Any], unknown_kind: set[str], marker: StageRef, catalog: Catalog
+    ref: str,
+    stage: str,
+    kinds: dict[str, Any],
+    unknown_kind: set[str],
+    marker: StageRef,
+    catalog: Catalog,
+    sweeps: dict[str, Sweep] | None = None,
 ) -> str | None:
-    """`ref`, read by `stage`, against the recipe's stages (`kinds`: each stage's kind as written, in recipe order).
-    Stages in `unknown_kind` are already reported, so a reference to one is not."""
-    if ref == stage:
+    """`ref`, read by `stage`, against the recipe's stages (`kinds`: each stage's, candidate's and swept stage's kind
+    as written, in recipe order; `sweeps`: the swept stages). Stages in `unknown_kind` are already reported, so a
+    reference to one is not. A swept stage is named whole only where a field reads all its candidates
+    (`candidates_of`); elsewhere a reference names one candidate."""
+    sweeps = sweeps or {}
+    if stage_of(ref) == stage:
         return f"stage '{stage}' cannot use its own output"
+    if marker.candidates and ref not in sweeps:
+        if ref in kinds:
+            return f"'{ref}' is not swept (no field written {{sweep: [...]}}): this field takes a swept stage"
+        return f"unknown swept stage '{ref}'{did_you_mean(ref, list(sweeps))} (swept: {', '.join(sweeps) or 'none'})"
+    if not marker.candidates and ref in sweeps:
+        candidates = sweeps[ref].candidates
+        return (
+            f"'{ref}' is swept into {len(candidates)} candidates ({', '.join(candidates)}): pick one "
+            f"(`{candidates[0]}`) or merge them (a merge stage with `models: {{candidates_of: {ref}}}`)"
+        )
     if ref not in kinds:
         if ref in unknown_kind:
             return None
+        if stage_of(ref) in sweeps:
+            candidates = sweeps[stage_of(ref)].candidates
+            hint = did_you_mean(ref, list(candidates))
+            return f"unknown candidate '{ref}'{hint}; the candidates of '{stage_of(ref)}': {', '.join(candidates)}"
         return f"unknown stage '{ref}'{did_you_mean(ref, [n for n in kinds if n != stage])}"
     kind = kinds[ref]
     model_kinds = sorted({*(n for n, k in catalog.kinds.items() if k.makes_model), *marker.also})

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from workbench.api.context import ReviewContext, StageContext, StageInput
+from workbench.api.sweeps import stage_of
 from workbench.errors import StageError, StageHalted, WorkbenchError, did_you_mean, first_line
 from workbench.fsio import write_json_atomic
 from workbench.hashing import folder_manifest
@@ -64,6 +65,7 @@ def run_recipe(
     console = console or Console(soft_wrap=True)
     cluster = cluster or Cluster()
     _check_names(loaded, force | only)
+    force, only = loaded.expand(set(force)), loaded.expand(set(only))  # a swept stage: all its candidates
     plan = make_plan(loaded)
     selected = [s for s in plan.stages if not only or s.name in only]
     forced = loaded.descendants(set(force)) if force else set()
@@ -199,9 +201,9 @@ def check_cluster(loaded: LoadedRecipe, stages: list[str], cluster: Cluster) -> 
 
 
 def _check_names(loaded: LoadedRecipe, names: set[str]) -> None:
-    unknown = sorted(names - set(loaded.stages))
+    unknown = sorted(names - set(loaded.stages) - set(loaded.sweeps))
     if unknown:
-        hint = did_you_mean(unknown[0], list(loaded.stages))
+        hint = did_you_mean(unknown[0], [*loaded.stages, *loaded.sweeps])
         raise WorkbenchError(f"{loaded.path}: no stage named {', '.join(repr(n) for n in unknown)}{hint}")
 
 
@@ -235,14 +237,19 @@ def _resolved(loaded: LoadedRecipe, plan: Plan) -> dict:
     recipe = loaded.recipe.model_dump(mode="json", exclude={"stages"})
     hashes = plan.by_name()
     recipe["stages"] = [
-        loaded.stages[name].model_dump(mode="json", by_alias=True) | {"hash": hashes[name].hash}
+        loaded.stages[name].model_dump(mode="json", by_alias=True)
+        | {"hash": hashes[name].hash}
+        | ({"candidate": name} if stage_of(name) != name else {})
         for name in loaded.order
     ]
     return recipe
 
 
 def _stage_tags(stage: PlannedStage, tags: dict[str, str]) -> dict[str, str]:
-    return tags | {"workbench.stage": stage.name, "workbench.kind": stage.kind, "workbench.stage_hash": stage.hash}
+    own = {"workbench.stage": stage.name, "workbench.kind": stage.kind, "workbench.stage_hash": stage.hash}
+    if stage_of(stage.name) != stage.name:
+        own["workbench.candidate_of"] = stage_of(stage.name)
+    return tags | own
 
 
 def _inputs(plan: Plan, stage: PlannedStage, done: dict[str, dict]) -> dict[str, StageInput]:
@@ -317,7 +324,7 @@ def _log_cached(
 
     info = stage.info  # as the plan read it
     cached_tags = {"workbench.cached": "true", "workbench.source_run_id": str(info.get("mlflow_run_id"))}
-    with tracker.stage_run(stage.name, _stage_tags(stage, tags) | cached_tags) as run:
+    with tracker.stage_run(stage.name, _stage_tags(stage, tags) | cached_tags, stage_of(stage.name)) as run:
         run.log_params(flatten(info.get("config", {}), "stage"))
         kind = loaded.catalog.kinds[stage.kind]
         measured = _record_inputs(tracker, run, loaded, stage, inputs)
@@ -362,7 +369,8 @@ def _execute(
     verb = "resuming" if resuming else "running"
     console.print(f"[cyan]▶[/] {stage.name} ({stage.kind}) {verb} [dim]{stage.hash[:12]}[/]")
     started = time.time()
-    with tracker.stage_run(stage.name, _stage_tags(stage, tags) | {"workbench.resumed": str(resuming).lower()}) as run:
+    resumed = {"workbench.resumed": str(resuming).lower()}
+    with tracker.stage_run(stage.name, _stage_tags(stage, tags) | resumed, stage_of(stage.name)) as run:
         run.log_params(flatten(config.model_dump(mode="json", by_alias=True), "stage"))
         measured = _record_inputs(tracker, run, loaded, stage, inputs)
         resources = loaded.resources(stage.name)

@@ -45,7 +45,7 @@ def join_recipe(loaded: LoadedRecipe, cluster: Cluster, console: Console, force:
     from workbench.runner.plan import make_plan
 
     plan = make_plan(loaded)
-    forced = loaded.descendants(set(force)) if force else set()
+    forced = loaded.descendants(loaded.expand(set(force))) if force else set()
     wanted = [
         s for s in plan.stages if loaded.resources(s.name).nodes > 1 and (s.status != "cached" or s.name in forced)
     ]

@@ -61,9 +61,11 @@ def _profile(path: Path) -> dict[str, Any]:
 
 def create_stage_model(client, experiment_id: str, run_id: str, stage: str, stage_hash: str, folder: Path) -> str:
     """A logged model for the model folder a stage is about to commit (PENDING until `finish_stage_model`)."""
+    from workbench.tracking import model_name_safe
+
     model = client.create_logged_model(
         experiment_id,
-        name=stage,
+        name=model_name_safe(stage),
         source_run_id=run_id,
         tags={"workbench.stage": stage, "workbench.stage_hash": stage_hash, "workbench.model_dir": str(folder)},
     )

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from workbench.api.sweeps import stage_of
 from workbench.fsio import publish_folder, remove_retired
 from workbench.hashing import manifest_problems
 
@@ -14,16 +15,17 @@ SHORT_HASH = 16
 
 
 class StageStore:
-    """`<work_dir>/<recipe>/<stage>/<hash>/` holds a finished stage; `<hash>.tmp/` one in progress."""
+    """`<work_dir>/<recipe>/<stage>/<hash>/` holds a finished stage; `<hash>.tmp/` one in progress. A swept stage's
+    candidates live in their stage's folder, each under its own hash."""
 
     def __init__(self, root: Path):
         self.root = root
 
     def final_dir(self, stage: str, stage_hash: str) -> Path:
-        return self.root / stage / stage_hash[:SHORT_HASH]
+        return self.root / stage_of(stage) / stage_hash[:SHORT_HASH]
 
     def tmp_dir(self, stage: str, stage_hash: str) -> Path:
-        return self.root / stage / f"{stage_hash[:SHORT_HASH]}.tmp"
+        return self.root / stage_of(stage) / f"{stage_hash[:SHORT_HASH]}.tmp"
 
     def is_done(self, stage: str, stage_hash: str) -> bool:
         return (self.final_dir(stage, stage_hash) / "stage.json").is_file()

@@ -127,9 +127,11 @@ class RunSummary:
         """Everything onto the parent run (metrics, stage hashes as params, tags, description, summary.json)."""
         from mlflow.entities import Metric, Param, RunTag
 
+        from workbench.tracking import key_safe
+
         now = int(time.time() * 1000)
         metrics = [Metric(key, value, now, 0) for key, value in self.parent_metrics().items()]
-        params = [Param(f"hash.{stage}", value) for stage, value in self.hashes.items()]
+        params = [Param(f"hash.{key_safe(stage)}", value) for stage, value in self.hashes.items()]
         tags = [RunTag(key, value) for key, value in self.tags().items()]
         for start in range(0, max(len(metrics), len(params), len(tags)), 100):
             client.log_batch(run_id, metrics=metrics[start : start + 100], params=params[start : start + 100],

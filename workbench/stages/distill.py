@@ -127,5 +127,6 @@ KIND = StageKind(
     config=DistillStageConfig,
     run=run,
     distributed=True,
+    sweepable=True,
     summary="decoupled Top-K distillation from a cached (or online) teacher",
 )

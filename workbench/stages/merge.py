@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from workbench.api import Named, RecipeView, StageConfig, StageContext, StageKind, StageName, StageResult
-from workbench.merging.config import MergeInput, SelectSpec
+from workbench.merging.config import CandidateInputs, MergeInput, SelectSpec
 
 
 class MergeStageConfig(StageConfig):
@@ -26,8 +26,10 @@ class MergeStageConfig(StageConfig):
     base: StageName | MergeInput | None = None
     """The base model (task-vector methods, slerp): an earlier stage's name, or `{model: path}`."""
 
-    models: list[StageName | MergeInput] = Field(min_length=1)
-    """The models to merge: earlier stages by name, or `{from: stage | model: path, parameters: {...}}`."""
+    models: list[StageName | MergeInput] | CandidateInputs
+    """The models to merge: earlier stages by name, or `{from: stage | model: path, parameters: {...}}`; or the
+    candidates of a swept stage, `{candidates_of: sft}` (all of them) or `{candidates_of: sft, top_k: 2, by: {...}}`
+    (the best two by a score)."""
 
     parameters: dict[str, Any] = Field(default_factory=dict)
     """mergekit parameters for the whole merge (e.g. `t`, `density`, `normalize`); lists are mergekit layer
@@ -54,7 +56,10 @@ class MergeStageConfig(StageConfig):
     """How to score candidates and pick the output; required when anything is swept."""
 
     def model_inputs(self) -> list[MergeInput]:
-        """`models:` with bare stage names as entries without parameters."""
+        """`models:` with bare stage names as entries without parameters; `candidates_of` as one entry standing for
+        every candidate (what checks need: their parameters, their stage)."""
+        if isinstance(self.models, CandidateInputs):
+            return self.models.inputs([self.models.candidates_of])
         return [MergeInput(**{"from": e}) if isinstance(e, str) else e for e in self.models]
 
     def base_input(self) -> MergeInput | None:
@@ -64,6 +69,8 @@ class MergeStageConfig(StageConfig):
     def _consistent(self) -> MergeStageConfig:
         from workbench.merging.config import input_problems
 
+        if isinstance(self.models, list) and not self.models:
+            raise ValueError("`models` needs at least one model")
         if self.method is None and self.template is None:
             raise ValueError("give `method` (a mergekit merge method) or `template` (a file in merges/)")
         methods = None if self.method is None else self.method if isinstance(self.method, list) else [self.method]
@@ -85,7 +92,20 @@ class MergeStageConfig(StageConfig):
         if self.select is not None:
             selection_problems(self.select, recipe)
         inputs = [*([self.base_input()] if self.base is not None else []), *self.model_inputs()]
-        for message in architecture_problems([entry.from_ for entry in inputs if entry.from_], recipe):
+        stages = [entry.from_ for entry in inputs if entry.from_]
+        if isinstance(self.models, CandidateInputs):
+            candidates = recipe.candidates(self.models.candidates_of) or []
+            stages = [
+                name for stage in stages for name in (candidates if stage == self.models.candidates_of else [stage])
+            ]
+            if self.models.by is not None:
+                selection_problems(self.models.by, recipe, ("models", "by"))
+            if candidates and self.models.top_k is not None and self.models.top_k > len(candidates):
+                recipe.problem(
+                    ("models", "top_k"),
+                    f"top_k {self.models.top_k}: '{self.models.candidates_of}' has {len(candidates)} candidates",
+                )
+        for message in architecture_problems(stages, recipe):
             recipe.problem(("models",), message)
 
     def candidate_count(self) -> int:
@@ -106,7 +126,14 @@ def run(ctx: StageContext) -> StageResult:
         template = load_template(config.template, ctx.project.root) if config.template else {}
         settings = {key: getattr(config, key) for key in SETTING_KEYS}
         spec = resolve_spec(template, config.method, config.parameters, settings)
-        return merge_candidates(ctx, spec, config.model_inputs(), config.base_input(), config.select)
+        if not isinstance(config.models, CandidateInputs):
+            return merge_candidates(ctx, spec, config.model_inputs(), config.base_input(), config.select)
+        from workbench.merging.pick import pick_candidates
+
+        picked = pick_candidates(ctx, config.models)
+        result = merge_candidates(ctx, spec, picked.inputs, config.base_input(), config.select)
+        result.details["inputs_of"] = picked.details
+        return result
     except StageError as error:
         raise StageError(f"stage '{config.name}': {error}") from None
 

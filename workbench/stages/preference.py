@@ -287,5 +287,6 @@ KIND = StageKind(
     config=PreferenceStageConfig,
     run=run,
     distributed=True,
+    sweepable=True,
     summary="preference optimization (dpo, ln_dpo, simpo, apo_zero, lfm2) on trl's DPOTrainer",
 )

@@ -49,5 +49,6 @@ KIND = StageKind(
     config=PretrainStageConfig,
     run=run,
     distributed=True,
+    sweepable=True,
     summary="next-token pretraining on a packed text corpus (from scratch or continued, optional curriculum)",
 )

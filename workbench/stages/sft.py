@@ -113,5 +113,6 @@ KIND = StageKind(
     config=SFTStageConfig,
     run=run,
     distributed=True,
+    sweepable=True,
     summary="supervised fine-tuning with trl (full or LoRA)",
 )

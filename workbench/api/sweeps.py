@@ -1,0 +1,39 @@
+"""Swept fields: a training stage's field written `{sweep: [a, b, ...]}` makes the stage a grid of candidates.
+
+A candidate is the stage as it would be written with one value of each swept field: the same config, so the same
+hash, cache entry and output as that stage. Its name is the stage's name followed by its choices,
+`sft@learning_rate=0.001` (several swept fields: `sft@learning_rate=0.001@epochs=2`); `@` is never part of a stage's
+own name, so a candidate's name always tells its stage. Candidates share their stage's folder in the store
+(`<recipe>/sft/<hash>/`), each under its own hash.
+
+A bare list cannot mean a sweep: lists are values of their own (a mergekit gradient, a list of suites).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+SWEEP_KEY = "sweep"
+CANDIDATE_MARK = "@"
+
+
+def is_sweep(value: Any) -> bool:
+    """True for a `{sweep: [...]}` marker."""
+    return isinstance(value, dict) and set(value) == {SWEEP_KEY}
+
+
+def stage_of(name: str) -> str:
+    """The stage a name belongs to: `sft@learning_rate=0.001` -> `sft`; a stage's own name is itself."""
+    return name.split(CANDIDATE_MARK, 1)[0]
+
+
+def value_text(value: Any) -> str:
+    """A swept value as a candidate's name shows it: a string as written, anything else as YAML/JSON spells it
+    (`0.001`, `true`, `null`)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def candidate_name(stage: str, choices: dict[str, Any]) -> str:
+    """`stage@field=value@...` for the swept fields (dotted paths below the stage) and this candidate's values."""
+    return stage + "".join(f"{CANDIDATE_MARK}{field}={value_text(value)}" for field, value in choices.items())
