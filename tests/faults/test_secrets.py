@@ -34,7 +34,7 @@ def test_no_credential_reaches_the_store_or_the_logs(tmp_path):
         "stages": [
             {"name": "base", "kind": "init", "architecture": "arch.yaml"},
             {"name": "sft", "kind": "sft", "from": "base", "data": "chat.jsonl", "max_steps": 2, "batch_size": 4,
-             "max_length": 128, "eval_data": "chat.jsonl", "sample_count": 1},
+             "max_length": 512, "eval_data": "chat.jsonl", "sample_count": 1},
         ],
     }  # fmt: skip
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
