@@ -113,7 +113,10 @@ def test_parity_check_catches_a_file_that_tokenizes_differently(sft_model, tmp_p
     from workbench.export.parity import check_parity
 
     out = tmp_path / "wrong.gguf"
-    done = _convert(sft_model, out, "f16", "--pre-tokenizer", "qwen2")
+    # falcon's pre-tokenizer groups punctuation runs differently from the byte-level BPE's own splitting, which
+    # every tokenizer trained on chat data with tool lists has merges for (`{"`, `":`); qwen2's differs only on
+    # digits, and a 400-token tokenizer may have learned no digit merges at all
+    done = _convert(sft_model, out, "f16", "--pre-tokenizer", "falcon")
     assert done.returncode == 0, done.stderr[-2000:]
     with pytest.raises(StageError, match="llama.cpp tokenizes .* differently from the model's tokenizer"):
         check_parity(sft_model, out)
