@@ -100,9 +100,9 @@ def test_config_errors_name_the_field():
         PairsStageConfig.model_validate(base)
     with pytest.raises(ValidationError, match=r"min_score 7 is outside the jury's scale 0-1 \(aggregate: majority\)"):
         PairsStageConfig.model_validate(base | {"llm_judge": jury, "min_score": 7})
-    with pytest.raises(ValidationError, match="not the key itself") as error:
-        JurorSettings(base_url="http://x/v1", model="m", api_key_env="sk-pasted-key")
-    assert "sk-pasted-key" not in str(error.value.errors(include_input=False))
+    for pasted in ("sk-pasted-key", "hf_pAsTeDkEy0123456789"):
+        with pytest.raises(ValidationError, match="not the key itself"):
+            JurorSettings(base_url="http://x/v1", model="m", api_key_env=pasted)
     assert PairsStageConfig.model_validate(base | {"llm_judge": jury, "min_score": 0.5}).thresholds().min_score == 0.5
 
 
@@ -241,9 +241,22 @@ def test_the_key_comes_from_the_named_variable_and_a_wrong_one_is_refused(judge_
     bare = LlmJudgeSettings(jury=[{"base_url": judge_server, "model": "judge-a"}])
     with pytest.raises(StageError, match=r"refused a request without a key \(api_key_env\) \(HTTP 401\)$"):
         LlmJury(bare, load_rubrics(None)).check()
+    monkeypatch.setenv(KEY_ENV, SECRET + "\r\n")  # as read from a CRLF .env file: sent without the line end
+    _jury(judge_server).check()
     monkeypatch.setenv(KEY_ENV, SECRET)
     with pytest.raises(StageError, match=r"does not serve model 'judge-c' \(it serves: judge-a, judge-b\)$"):
         _jury(judge_server, ["judge-c"]).check()
+
+
+def test_a_key_no_http_header_can_carry_is_one_line_that_does_not_repeat_it(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "sk-two wörds")
+    jury = [{"base_url": f"http://127.0.0.1:{free_port()}/v1", "model": "m", "api_key_env": KEY_ENV}]
+    with pytest.raises(StageError) as error:
+        LlmJury(LlmJudgeSettings(jury=jury), load_rubrics(None)).check()
+    assert str(error.value) == (
+        f"judge m: environment variable {KEY_ENV} (api_key_env) holds spaces or characters outside printable "
+        "ASCII, which an HTTP header cannot carry"
+    )
 
 
 def test_an_endpoint_that_is_down_is_one_line_naming_its_url():

@@ -448,6 +448,29 @@ CASES = {
         HEADER + stage("name: p", "kind: pairs", "from: base", "data: data/chat.jsonl", "judge: reward_model"),
         ["r.yaml:13: p.judge: 'reward_model' (a model folder) is needed with judge: reward_model, and only then"],
     ),
+    "pairs: an API key pasted where its variable's name belongs (the message never repeats it)": (
+        HEADER
+        + stage("name: p", "kind: pairs", "from: base", "data: data/chat.jsonl", "judge: llm")
+        + "    llm_judge: {jury: [{base_url: 'http://h/v1', model: m, api_key_env: hf_pAsTeDkEy0123456789}]}\n",
+        [
+            "r.yaml:14: p.llm_judge.jury[0].api_key_env: must be the name of an environment variable (upper-case letters, "
+            "digits, _), not the key itself"
+        ],
+    ),
+    "pairs: a judge URL that carries a credential": (
+        HEADER
+        + stage("name: p", "kind: pairs", "from: base", "data: data/chat.jsonl", "judge: llm")
+        + "    llm_judge: {jury: [{base_url: 'https://me:s3cret@h/v1?key=s3cret', model: m}]}\n",
+        [
+            "r.yaml:14: p.llm_judge.jury[0].base_url: must not hold a user, password or query string (keys go in api_key_env)"
+        ],
+    ),
+    "pairs: a judge URL with a port out of range": (
+        HEADER
+        + stage("name: p", "kind: pairs", "from: base", "data: data/chat.jsonl", "judge: llm")
+        + "    llm_judge: {jury: [{base_url: 'http://h:99999/v1', model: m}]}\n",
+        ["r.yaml:14: p.llm_judge.jury[0].base_url: has a port outside 0-65535"],
+    ),
     # -- preference ------------------------------------------------------------------------------------------------
     "preference: malformed argilla URI": (
         HEADER + stage("name: pref", "kind: preference", "from: base", "data: argilla://only-workspace"),

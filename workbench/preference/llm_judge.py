@@ -25,6 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 from string import Template
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
@@ -49,7 +50,10 @@ RUBRIC_KINDS = ("instruction_following", "json_schema", "tool_use", "default")
 RUBRIC_FIELDS = ("conversation", "tools", "response", "instructions", "schema", "gold_calls")
 """The `$name` placeholders a rubric may use."""
 
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Upper case, as environment variables are named: most API keys hold lower-case letters, so one pasted here is refused.
+ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+# What an HTTP header value can carry: printable ASCII without spaces (a key read from a CRLF file ends in "\r").
+KEY_CHARACTERS = re.compile(r"[\x21-\x7e]+")
 
 REASONS = ("request_failed", "not_json", "no_score", "out_of_range")
 """Why one juror's answer gave no score (the keys of `LlmJury.unjudgeable`)."""
@@ -95,7 +99,23 @@ class JurorSettings(StrictModel):
     def _a_variable_name(cls, value: str | None) -> str | None:
         # The message does not repeat the value: it may be a key pasted where its variable's name belongs.
         if value is not None and not ENV_NAME.fullmatch(value):
-            raise ValueError("must be the name of an environment variable (letters, digits, _), not the key itself")
+            raise ValueError(
+                "must be the name of an environment variable (upper-case letters, digits, _), not the key itself"
+            )
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _a_plain_endpoint(cls, value: str) -> str:
+        # The URL is logged and shown in messages, so it may not carry a credential; and a bad port is a recipe
+        # error here, not an exception from the HTTP client in the middle of the stage.
+        parts = urlsplit(value)
+        if parts.username is not None or parts.password is not None or parts.query:
+            raise ValueError("must not hold a user, password or query string (keys go in api_key_env)")
+        try:
+            _ = parts.port  # urlsplit checks the port's range only when asked for it
+        except ValueError:
+            raise ValueError("has a port outside 0-65535") from None
         return value
 
 
@@ -250,10 +270,21 @@ def _request_seed(seed: int, model: str, messages: list[dict[str, str]]) -> int:
     return (seed + int.from_bytes(hashlib.sha256(text.encode()).digest()[:4])) % 2**31
 
 
+def _api_key(juror: JurorSettings) -> str:
+    """The juror's key, without the surrounding whitespace a `.env` file may leave (empty: no key variable)."""
+    return os.environ.get(juror.api_key_env, "").strip() if juror.api_key_env else ""
+
+
 def _headers(juror: JurorSettings) -> dict[str, str]:
     if juror.api_key_env is None:
         return {}
-    return {"Authorization": f"Bearer {os.environ.get(juror.api_key_env, '')}"}
+    return {"Authorization": f"Bearer {_api_key(juror)}"}
+
+
+def _without_key(text: str, juror: JurorSettings) -> str:
+    """`text` (an HTTP client's error, a server's reply) with the juror's key masked, in case either echoes it."""
+    key = _api_key(juror)
+    return text.replace(key, "***") if key else text
 
 
 RETRIED_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -276,16 +307,23 @@ class LlmJury:
 
         problems = []
         for juror in self.settings.jury:
-            if juror.api_key_env is not None and not os.environ.get(juror.api_key_env):
+            if juror.api_key_env is not None and not _api_key(juror):
                 problems.append(
                     f"judge {juror.model}: environment variable {juror.api_key_env} (api_key_env) is not set"
+                )
+                continue
+            if juror.api_key_env is not None and not KEY_CHARACTERS.fullmatch(_api_key(juror)):
+                problems.append(
+                    f"judge {juror.model}: environment variable {juror.api_key_env} (api_key_env) holds spaces or "
+                    "characters outside printable ASCII, which an HTTP header cannot carry"
                 )
                 continue
             url = f"{juror.base_url.rstrip('/')}/models"
             try:
                 response = httpx.get(url, headers=_headers(juror), timeout=min(self.settings.timeout_s, 10.0))
             except httpx.HTTPError as error:
-                problems.append(f"judge endpoint {juror.base_url} is not reachable: {type(error).__name__}: {error}")
+                reason = _without_key(f"{type(error).__name__}: {error}", juror)
+                problems.append(f"judge endpoint {juror.base_url} is not reachable: {reason}")
                 continue
             if response.status_code in (401, 403):
                 key = (
@@ -344,13 +382,13 @@ class LlmJury:
             try:
                 response = client.post(url, json=body, headers=_headers(juror))
             except httpx.HTTPError as error:
-                self.last_failure = f"{url}: {type(error).__name__}: {error}"
+                self.last_failure = _without_key(f"{url}: {type(error).__name__}: {error}", juror)
                 continue
             if response.status_code in RETRIED_STATUS:
                 self.last_failure = f"{url}: HTTP {response.status_code}"
                 continue
             if response.status_code != 200:
-                self.last_failure = f"{url}: HTTP {response.status_code}: {response.text[:200]}"
+                self.last_failure = _without_key(f"{url}: HTTP {response.status_code}: {response.text[:200]}", juror)
                 return "request_failed"
             return _answer_score(response)
         return "request_failed"
