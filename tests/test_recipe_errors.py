@@ -564,6 +564,18 @@ CASES = {
         ),
         ["r.yaml:14: m.select.compare[0]: 'base' is an init stage; this field takes an evaluate stage"],
     ),
+    "merge: a swept value listed twice": (
+        HEADER
+        + stage(
+            "name: m",
+            "kind: merge",
+            "method: linear",
+            "models: [base, base]",
+            SWEEP.replace("[0.5, 1.0]", "[0.5, 0.5]"),
+            "select: {metric: json_schema/valid_rate, suite: json_schema, mode: max}",
+        ),
+        ["r.yaml:9: m: parameters.weight.sweep[1]: 0.5 is listed twice"],
+    ),
     "merge: base of the wrong type": (
         HEADER + stage("name: m", "kind: merge", "method: linear", "base: 5", "models: [base, base]"),
         ["r.yaml:12: m.base: Input should be a string or a mapping (got 5)"],

@@ -138,6 +138,13 @@ ERRORS = {
         HEADER + SWEPT_SFT.replace("[0.001, 0.003]", "[0.001, 0.001]"),
         ["r.yaml:13: sft.learning_rate.sweep[1]: 0.001 is listed twice"],
     ),
+    "two values that validate to one": (
+        HEADER + SWEPT_SFT.replace("[0.001, 0.003]", "[1, 1.0]"),
+        [
+            "r.yaml:13: sft.learning_rate.sweep[1]: sft@learning_rate=1.0 is the same stage as sft@learning_rate=1: "
+            "its values validate to the same config"
+        ],
+    ),
     "a kind whose fields do not sweep": (
         HEADER + stage("name: ev", "kind: evaluate", "from: base", "suites: [json_schema]", "limit: {sweep: [1, 2]}"),
         [

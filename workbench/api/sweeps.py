@@ -16,11 +16,40 @@ from typing import Any
 
 SWEEP_KEY = "sweep"
 CANDIDATE_MARK = "@"
+SCALARS = (str, int, float, bool, type(None))
 
 
 def is_sweep(value: Any) -> bool:
-    """True for a `{sweep: [...]}` marker."""
+    """True for a well-formed `{sweep: [...]}` marker (`marker_problems` reports the others)."""
     return isinstance(value, dict) and set(value) == {SWEEP_KEY}
+
+
+def looks_like_sweep(value: Any) -> bool:
+    """True for any mapping with a `sweep` key: meant as a sweep, well-formed or not."""
+    return isinstance(value, dict) and SWEEP_KEY in value
+
+
+def marker_problems(marker: dict, scalars_only: bool) -> list[tuple[tuple, str]]:
+    """(path below the marker, message) for each way `marker` is malformed: other keys beside `sweep`, an empty or
+    non-list `sweep`, a value listed twice (its two candidates would be one) and, with `scalars_only`, a value that
+    is not a scalar (a merge parameter may sweep mergekit gradients, which are lists)."""
+    values = marker[SWEEP_KEY]
+    if len(marker) != 1:
+        return [((), "a sweep is `{sweep: [values]}` with no other keys")]
+    if not isinstance(values, list) or not values:
+        return [((SWEEP_KEY,), "`sweep` needs a non-empty list of values")]
+    problems, texts = [], []
+    for index, value in enumerate(values):
+        if scalars_only and not isinstance(value, SCALARS):
+            problems.append(
+                ((SWEEP_KEY, index), "a swept value is a number, string, boolean or null; to sweep inside a mapping, "
+                 "sweep its field (`lora: {r: {sweep: [8, 16]}}`)")
+            )  # fmt: skip
+        elif value_text(value) in texts:
+            problems.append(((SWEEP_KEY, index), f"{value_text(value)} is listed twice"))
+        else:
+            texts.append(value_text(value))
+    return problems
 
 
 def stage_of(name: str) -> str:

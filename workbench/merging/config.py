@@ -106,11 +106,11 @@ class CandidateInputs(StrictModel):
 
     @model_validator(mode="after")
     def _ranked(self) -> CandidateInputs:
-        from workbench.api.sweeps import SWEEP_KEY
+        from workbench.api.sweeps import looks_like_sweep
 
         if (self.top_k is None) != (self.by is None):
             raise ValueError("give `top_k` and `by` together (without them every candidate is merged)")
-        swept = [name for name, value in self.parameters.items() if isinstance(value, dict) and SWEEP_KEY in value]
+        swept = [name for name, value in self.parameters.items() if looks_like_sweep(value)]
         if swept:
             raise ValueError(
                 f"parameters.{swept[0]}: the candidates' parameters apply to each of them and take no sweep; "

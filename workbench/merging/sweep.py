@@ -10,20 +10,17 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from workbench.api.sweeps import SWEEP_KEY, is_sweep
+from workbench.api.sweeps import SWEEP_KEY, is_sweep, looks_like_sweep, marker_problems
 
 
 def sweep_problems(parameters: dict[str, Any], where: str) -> list[str]:
-    """Malformed sweep markers in one parameter mapping (a `sweep` key beside others, an empty list)."""
-    problems = []
-    for name, value in parameters.items():
-        if isinstance(value, dict) and SWEEP_KEY in value:
-            values = value[SWEEP_KEY]
-            if len(value) != 1:
-                problems.append(f"{where}.{name}: a sweep is `{{sweep: [values]}}` with no other keys")
-            elif not isinstance(values, list) or not values:
-                problems.append(f"{where}.{name}: `sweep` needs a non-empty list of values")
-    return problems
+    """Malformed sweep markers in one parameter mapping (see `api.sweeps.marker_problems`; gradients may be swept)."""
+    return [
+        f"{where}.{name}{''.join(f'[{part}]' if isinstance(part, int) else f'.{part}' for part in below)}: {message}"
+        for name, value in parameters.items()
+        if looks_like_sweep(value)
+        for below, message in marker_problems(value, scalars_only=False)
+    ]
 
 
 def grid_size(methods: list[str], parameter_maps: list[dict[str, Any]]) -> int:

@@ -14,9 +14,8 @@ from typing import Any
 
 from workbench.api.config import StageConfig
 from workbench.api.markers import StageRef, consumed
-from workbench.api.sweeps import SWEEP_KEY, candidate_name, value_text
-
-SCALARS = (str, int, float, bool, type(None))
+from workbench.api.sweeps import SWEEP_KEY, candidate_name, looks_like_sweep
+from workbench.api.sweeps import marker_problems as sweep_marker_problems
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ def sweep_fields(entry: dict, below: tuple = ()) -> list[tuple]:
     """The path of every `{sweep: ...}` mapping in a stage's entry (inside mappings only: a list is a value)."""
     found = []
     for key, value in entry.items():
-        if isinstance(value, dict) and SWEEP_KEY in value:
+        if looks_like_sweep(value):
             found.append(below + (key,))
         elif isinstance(value, dict):
             found += sweep_fields(value, below + (key,))
@@ -59,30 +58,12 @@ def sweep_fields(entry: dict, below: tuple = ()) -> list[tuple]:
 
 
 def marker_problems(entry: dict, fields: list[tuple]) -> list[tuple[tuple, str]]:
-    """(path, message) for each malformed sweep: other keys beside `sweep`, an empty or non-list `sweep`, a value
-    that is not a scalar, a value listed twice (its two candidates would be one)."""
-    problems = []
-    for field in fields:
-        marker = _at(entry, field)
-        values = marker[SWEEP_KEY]
-        if len(marker) != 1:
-            problems.append((field, "a sweep is `{sweep: [values]}` with no other keys"))
-            continue
-        if not isinstance(values, list) or not values:
-            problems.append((field + (SWEEP_KEY,), "`sweep` needs a non-empty list of values"))
-            continue
-        texts = []
-        for index, value in enumerate(values):
-            if not isinstance(value, SCALARS):
-                problems.append(
-                    (field + (SWEEP_KEY, index), "a swept value is a number, string, boolean or null; to sweep inside "
-                     "a mapping, sweep its field (`lora: {r: {sweep: [8, 16]}}`)")
-                )  # fmt: skip
-            elif value_text(value) in texts:
-                problems.append((field + (SWEEP_KEY, index), f"{value_text(value)} is listed twice"))
-            else:
-                texts.append(value_text(value))
-    return problems
+    """(path, message) for each malformed sweep among the stage's `fields` (see `api.sweeps.marker_problems`)."""
+    return [
+        (field + below, message)
+        for field in fields
+        for below, message in sweep_marker_problems(_at(entry, field), True)
+    ]
 
 
 def field_problem(field: tuple, config_class: type[StageConfig], raw: dict) -> str | None:

@@ -278,11 +278,23 @@ class _Checker:
                 self.stages[name] = _Stage(index, name, probe, kind.config, config if not problems else None)
             return
         points = expand(name, entry, fields)
+        same_stage: dict[str, str] = {}  # a candidate's validated config (without its name) -> the first one's name
         for point in points:
             config = self.validate(kind.config, point.raw, where, point)
+            if config is not None:
+                # `[1, 1.0]` or `[true, 1]` differ as written and validate to one value: one stage, trained twice
+                key = config.model_dump_json(exclude={"name"})
+                if key in same_stage:
+                    self.add(
+                        where + point.written_at(fields[0]),
+                        f"{point.name} is the same stage as {same_stage[key]}: its values validate to the same config",
+                    )
+                    continue
+                same_stage[key] = point.name
             self.stages[point.name] = _Stage(index, point.name, point.raw, kind.config, config, point=point)
         self.sweeps[name] = Sweep(
-            tuple(".".join(str(part) for part in f) for f in fields), tuple(point.name for point in points)
+            tuple(".".join(str(part) for part in f) for f in fields),
+            tuple(point.name for point in points if point.name in self.stages),
         )
 
     def _check_consumed(self, stage: _Stage, kinds: dict[str, Any]) -> None:
