@@ -167,6 +167,10 @@ ERRORS = {
         ),
         ["r.yaml:17: soup.models.top_k: top_k 3: 'sft' has 2 candidates"],
     ),  # fmt: skip
+    "a tokenizer source that stands for several candidates": (
+        HEADER + SWEPT_SFT + MERGE_ALL + "    tokenizer_source: sft\n",
+        ["r.yaml:14: soup: tokenizer_source 'sft' stands for several candidates: use union or base"],
+    ),
     "top_k without by": (
         HEADER + SWEPT_SFT + MERGE_ALL.replace("{candidates_of: sft}", "{candidates_of: sft, top_k: 1}"),
         ["r.yaml:17: soup.models: give `top_k` and `by` together (without them every candidate is merged)"],

@@ -77,6 +77,10 @@ class MergeStageConfig(StageConfig):
         problems = input_problems(
             methods, self.parameters, self.model_inputs(), self.base_input(), self.tokenizer_source
         )
+        swept = self.models.candidates_of if isinstance(self.models, CandidateInputs) else None
+        if swept is not None and self.tokenizer_source == swept:
+            # which candidates are merged is known only once they are scored: none can be named up front
+            problems.append(f"tokenizer_source '{swept}' stands for several candidates: use union or base")
         if problems:
             raise ValueError("; ".join(problems))
         count = self.candidate_count()
