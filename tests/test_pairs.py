@@ -191,3 +191,25 @@ def test_shipped_pairs_agree_with_the_verifiers():
         assert chosen >= rejected, pair
         better += chosen > rejected
     assert better >= 0.8 * len(lines)
+
+
+def test_scoring_fields_a_judge_cannot_read_are_named_before_anything_is_sampled():
+    from workbench.preference.judges import scoring_field_problems
+
+    good = {
+        "instruction_id_list": ["punctuation:no_comma"],
+        "kwargs": [{}],
+        "json_schema": {"type": "object"},
+        "tool_calls": [{"name": "f", "arguments": {"x": 1}}],
+    }
+    assert scoring_field_problems(good) == [] and scoring_field_problems({}) == []
+    assert scoring_field_problems({"instruction_id_list": ["punctuation:no_comma"]}) == [
+        "kwargs needs one mapping per instruction id (1)"
+    ]
+    assert scoring_field_problems({"instruction_id_list": "punctuation:no_comma", "kwargs": [{}]}) == [
+        "instruction_id_list is not a list of instruction ids"
+    ]
+    assert scoring_field_problems({"json_schema": "object", "tool_calls": [{"arguments": {}}]}) == [
+        "json_schema is not a mapping",
+        "tool_calls is not a list of {name, arguments} mappings",
+    ]

@@ -57,6 +57,30 @@ def _last_user_text(prompt: list[dict[str, Any]]) -> str:
     return next((turn["content"] for turn in reversed(prompt) if turn.get("role") == "user"), "")
 
 
+def scoring_field_problems(record: dict[str, Any]) -> list[str]:
+    """What is wrong with a record's scoring fields, checked before anything is sampled: each judge reads them as
+    written (`instruction_id_list` with one `kwargs` mapping per id, a `json_schema` mapping, `tool_calls` as
+    `{name, arguments}` mappings)."""
+    problems = []
+    ids = record.get("instruction_id_list")
+    if ids is not None:
+        kwargs = record.get("kwargs")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            problems.append("instruction_id_list is not a list of instruction ids")
+        elif not isinstance(kwargs, list) or len(kwargs) != len(ids) or not all(isinstance(k, dict) for k in kwargs):
+            problems.append(f"kwargs needs one mapping per instruction id ({len(ids)})")
+    if "json_schema" in record and not isinstance(record["json_schema"], dict):
+        problems.append("json_schema is not a mapping")
+    calls = record.get("tool_calls")
+    if calls is not None and not (
+        isinstance(calls, list)
+        and all(isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("arguments", {}), dict)
+                for c in calls)
+    ):  # fmt: skip
+        problems.append("tool_calls is not a list of {name, arguments} mappings")
+    return problems
+
+
 def instruction_score(candidate: Candidate) -> float | None:
     """Fraction of the record's IFEval instructions the response follows (strict), or None without any."""
     ids = candidate.record.get("instruction_id_list")

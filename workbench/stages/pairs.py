@@ -177,6 +177,7 @@ def _prompt_items(ctx: StageContext):
     from workbench.data.chat import DataReport, chat_record_problems, lfm2_chat
     from workbench.data.records import read_records
     from workbench.errors import StageError
+    from workbench.preference.judges import scoring_field_problems
     from workbench.preference.pairs import prompt_item
 
     config: PairsStageConfig = ctx.config
@@ -188,6 +189,7 @@ def _prompt_items(ctx: StageContext):
     for record in read.records[: config.max_prompts]:
         # A prompt needs no assistant turn; any other problem makes it unusable.
         problems = [p for p in chat_record_problems(record.data) if p != "with no assistant turn"]
+        problems += scoring_field_problems(record.data)
         for problem in problems:
             report.add(problem, record.location)
         if not problems:
@@ -205,12 +207,14 @@ def _offline_pairs(ctx: StageContext):
     from workbench.data.chat import read_with_report
     from workbench.errors import StageError
     from workbench.preference.data import normalize_pair
+    from workbench.preference.judges import scoring_field_problems
 
     config: PairsStageConfig = ctx.config
     records, report = read_with_report(ctx.resolve(config.offline_data), config.offline_data)
     pairs, kept_records = [], []
     for record in records:
         pair, problems = normalize_pair(record.location, record.data)
+        problems = [*problems, *scoring_field_problems(record.data)]
         for problem in problems:
             report.add(problem, record.location)
         if pair is not None:
