@@ -62,6 +62,10 @@ def test_candidates_are_trained_once_cached_tracked_and_merged(tmp_path):
     picked = merged["details"]["inputs_of"]
     assert picked["candidates_of"] == "sft" and [row["candidate"] for row in picked["candidates"]] == list(candidates)
     assert len(picked["kept"]) == 2 and set(picked["kept"]) < set(candidates)
+    score = {row["candidate"]: row[picked["by"]] for row in picked["candidates"]}  # the recipe's `by` is mode: max
+    assert min(score[name] for name in picked["kept"]) >= max(
+        score[name] for name in candidates if name not in picked["kept"]
+    ), "the kept candidates are the best two by the recipe's `by` metric"
     assert [row["model"] for row in merged["details"]["inputs"]] == ["base", *picked["kept"]]
     assert set(merged["inputs"]) >= {"base", *candidates}, "every candidate's hash is in the merge's cache key"
 
