@@ -18,9 +18,9 @@ import json
 import os
 import re
 import statistics
-import time
+import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from enum import StrEnum
 from pathlib import Path
 from string import Template
@@ -299,6 +299,7 @@ class LlmJury:
         """Juror answers that gave no score, by reason (REASONS)."""
         self.last_failure: str | None = None
         """The last request failure, for the stage's report (never holds the API key)."""
+        self._stop = threading.Event()
 
     def check(self) -> None:
         """Stop with one line per problem (endpoint down, key variable unset, key refused, model not served)
@@ -345,11 +346,21 @@ class LlmJury:
 
         messages = [[{"role": "user", "content": render(self.rubrics[rubric_kind(c)], c)}] for c in candidates]
         jobs = [(index, juror) for index in range(len(candidates)) for juror in self.settings.jury]
-        with (
-            httpx.Client(timeout=self.settings.timeout_s) as client,
-            ThreadPoolExecutor(self.settings.concurrency) as pool,
-        ):
-            answers = list(pool.map(lambda job: self._ask(client, job[1], messages[job[0]]), jobs))
+        with httpx.Client(timeout=self.settings.timeout_s) as client:
+            pool = ThreadPoolExecutor(self.settings.concurrency)
+            try:
+                futures = [pool.submit(self._ask, client, juror, messages[index]) for index, juror in jobs]
+                pending = set(futures)
+                while pending:  # waits in short slices: a Ctrl-C is only seen when this thread runs Python code
+                    _, pending = wait(pending, timeout=0.2)
+                answers = [future.result() for future in futures]
+            except BaseException:
+                # Ctrl-C (or a failure): queued questions are dropped and running ones ask no retry, so the stage
+                # stops within one request's time instead of waiting out every retry and backoff
+                self._stop.set()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
         per_candidate: list[list[float | str]] = [[] for _ in candidates]
         for (index, _), answer in zip(jobs, answers, strict=True):
             per_candidate[index].append(answer)
@@ -377,8 +388,8 @@ class LlmJury:
             body["response_format"] = response_format
         url = f"{juror.base_url.rstrip('/')}/chat/completions"
         for attempt in range(self.settings.retries + 1):
-            if attempt:
-                time.sleep(self.settings.backoff_s * 2 ** (attempt - 1))
+            if attempt and self._stop.wait(self.settings.backoff_s * 2 ** (attempt - 1)):
+                return "request_failed"
             try:
                 response = client.post(url, json=body, headers=_headers(juror))
             except httpx.HTTPError as error:
