@@ -157,7 +157,8 @@ class LlmJudgeSettings(StrictModel):
     """Per-request timeout (connect and read), seconds."""
 
     retries: int = Field(default=3, ge=0)
-    """Further tries of a request that fails to connect, times out, or gets HTTP 408, 429 or 5xx."""
+    """Further tries of a request that fails in transport (connect, timeout, protocol) or gets HTTP 408, 429, 500,
+    502, 503 or 504 (`RETRIED_STATUS`); any other HTTP error fails the request at once."""
 
     backoff_s: float = Field(default=1.0, ge=0)
     """Wait before the first retry; doubled before each next one (exponential backoff)."""

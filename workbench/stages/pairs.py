@@ -167,7 +167,10 @@ def run(ctx: StageContext) -> StageResult:
     for key, value in metrics.items():
         ctx.console.print(f"  {key}: {value:g}")
     if getattr(judge, "last_failure", None):
-        ctx.console.print(f"  [yellow]judge: last failed request: {judge.last_failure}[/]")
+        from rich.markup import escape
+
+        # the server's reply may hold square brackets, which rich would read as markup
+        ctx.console.print(f"  [yellow]judge: last failed request: {escape(judge.last_failure)}[/]")
     if not pairs:
         ctx.console.print("  [yellow]no pairs: every prompt was dropped (see pairs/dropped_*)[/]")
     return StageResult(metrics=metrics, details=details)
