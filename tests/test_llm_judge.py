@@ -101,6 +101,8 @@ def test_config_errors_name_the_field():
         PairsStageConfig.model_validate(base)
     with pytest.raises(ValidationError, match=r"min_score 7 is outside the jury's scale 0-1 \(aggregate: majority\)"):
         PairsStageConfig.model_validate(base | {"llm_judge": jury, "min_score": 7})
+    with pytest.raises(ValidationError, match=r"min_gap 2 is wider than the jury's scale 0-1 \(aggregate: majority\)"):
+        PairsStageConfig.model_validate(base | {"llm_judge": jury, "min_gap": 2})
     for pasted in ("sk-pasted-key", "hf_pAsTeDkEy0123456789"):
         with pytest.raises(ValidationError, match="not the key itself"):
             JurorSettings(base_url="http://x/v1", model="m", api_key_env=pasted)

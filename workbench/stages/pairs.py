@@ -102,6 +102,12 @@ class PairsStageConfig(StageConfig, ModelSource):
                         f"{name} {value:g} is outside the jury's scale {low:g}-{high:g} "
                         f"(aggregate: {self.llm_judge.aggregate})"
                     )
+            if self.min_gap > high - low:
+                # no two scores on the scale are that far apart: every pair would be dropped as under_gap
+                raise ValueError(
+                    f"min_gap {self.min_gap:g} is wider than the jury's scale {low:g}-{high:g} "
+                    f"(aggregate: {self.llm_judge.aggregate})"
+                )
         return self
 
     def thresholds(self) -> Thresholds:
