@@ -160,11 +160,18 @@ def judge_server(tmp_path_factory):
         except OSError:
             if process.poll() is not None or time.time() > deadline:
                 process.kill()
+                process.wait()
+                log.close()
                 pytest.fail(f"llama_cpp.server did not start:\n{(folder / 'server.log').read_text()[-3000:]}")
             time.sleep(0.3)
     yield url
     process.terminate()
-    process.wait(timeout=30)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:  # never leave the server running past the session
+        process.kill()
+        process.wait()
+    log.close()
 
 
 def _jury(url: str, models=("judge-a",), **settings) -> LlmJury:

@@ -649,7 +649,7 @@ def test_selection_data_is_read_and_tokenized_once_for_all_candidates(zoo, tmp_p
     tokenizer (merged candidates share theirs), and each gets the loss a reading of its own gives it."""
     from workbench.data import chat
     from workbench.merging import select
-    from workbench.merging.select import HeldOutData, held_out_loss
+    from workbench.merging.select import HeldOutData
 
     data = tmp_path / "eval.jsonl"
     lines = (REPO / "datasets/quickstart/sft_eval.jsonl").read_text().splitlines()[:6]
@@ -660,7 +660,7 @@ def test_selection_data_is_read_and_tokenized_once_for_all_candidates(zoo, tmp_p
         run_mergekit(mergekit_config("linear", {}, models, None, {"dtype": "float32"}), tmp_path / str(weight), seed=0)
         folders.append(tmp_path / str(weight))
     folders.append(zoo["othertok"])  # another tokenizer: the records encoded anew
-    each_alone = [held_out_loss(folder, data, "eval.jsonl", 512) for folder in folders]
+    each_alone = [HeldOutData(data, "eval.jsonl", 512).loss(folder) for folder in folders]  # a reading per model
 
     reads, encoded = [], []
     load, labels = chat.load_chat_records, select._assistant_labels

@@ -83,12 +83,6 @@ def pick_best(scored: list[Scored], metric: str, mode: Literal["min", "max"]) ->
     return ranked(scored, metric, mode)[0]
 
 
-def held_out_loss(model_dir: Path, data: Path, source: str, max_length: int) -> tuple[float, dict[str, float]]:
-    """`HeldOutData(data, source, max_length).loss(model_dir)`, for one model; score several with one
-    `HeldOutData`, which reads and tokenizes the file once."""
-    return HeldOutData(data, source, max_length).loss(model_dir)
-
-
 @dataclass
 class _Prepared:
     """The selection records as one tokenizer encodes them: per scored record its input ids `[1, S]` and its
