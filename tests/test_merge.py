@@ -624,6 +624,23 @@ def test_selection_takes_the_best_candidate_that_passes_the_gates():
     )
 
 
+def test_top_k_keeps_the_best_eligible_candidates_and_names_each_when_none_is():
+    from workbench.merging.select import Scored, ranked
+
+    scores = [0.4, 0.9, 0.7, 0.9]
+    scored = [Scored(i, {"m": score}, ["gate broken"] if i == 1 else []) for i, score in enumerate(scores)]
+    assert [s.index for s in ranked(scored, "m", "max")[:2]] == [3, 2], "the best one breaks a gate; ties go earlier"
+    assert [s.index for s in ranked(scored, "m", "min")[:2]] == [0, 2]
+    broken = [Scored(i, {"m": 1.0}, ["gate broken"]) for i in range(2)]
+    names = ["sft@learning_rate=0.001", "sft@learning_rate=0.003"]
+    with pytest.raises(StageError) as caught:
+        ranked(broken, "m", "max", "candidate of 'sft'", names)
+    assert str(caught.value) == (
+        "no candidate of 'sft' meets the selection constraints "
+        "(sft@learning_rate=0.001: gate broken; sft@learning_rate=0.003: gate broken)"
+    )
+
+
 def test_relative_constraints_compare_with_another_stage():
     """A relative gate's bound is the other stage's value plus the margin; the best candidate that breaks it loses."""
     from workbench.merging.select import Scored, gate_violations, pick_best

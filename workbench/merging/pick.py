@@ -40,7 +40,7 @@ def pick_candidates(ctx: StageContext, spec: CandidateInputs) -> Picked:
         result = score_candidate(index, ctx.inputs[name].model_dir, by, held_out, compared)
         ctx.console.print(f"  candidate {name}: {by.metric} = {result.metrics.get(by.metric, float('nan')):.4f}")
         scored.append(result)
-    best = ranked(scored, by.metric, by.direction, f"candidate of '{spec.candidates_of}'")[: spec.top_k]
+    best = ranked(scored, by.metric, by.direction, f"candidate of '{spec.candidates_of}'", names)[: spec.top_k]
     kept = [names[s.index] for s in sorted(best, key=lambda s: s.index)]
     if len(kept) < spec.top_k:
         ctx.console.print(f"  [yellow]only {len(kept)} of top_k {spec.top_k} candidates meet the constraints[/]")

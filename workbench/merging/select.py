@@ -66,13 +66,21 @@ def score_candidate(
 
 
 def ranked(
-    scored: list[Scored], metric: str, mode: Literal["min", "max"], what: str = "merge candidate"
+    scored: list[Scored],
+    metric: str,
+    mode: Literal["min", "max"],
+    what: str = "merge candidate",
+    names: list[str] | None = None,
 ) -> list[Scored]:
     """The candidates that meet every constraint, best first (the earlier one on ties); a one-line error naming
-    each one's reason if none does (`what` says what the candidates are)."""
+    each one (by `names[index]`, else its index) and its reason if none does (`what` says what they are)."""
     eligible = [s for s in scored if not s.violations and math.isfinite(s.metrics.get(metric, math.nan))]
     if not eligible:
-        reasons = "; ".join(f"candidate {s.index}: {', '.join(s.violations) or f'{metric} not finite'}" for s in scored)
+        reasons = "; ".join(
+            f"{names[s.index] if names else f'candidate {s.index}'}: "
+            f"{', '.join(s.violations) or f'{metric} not finite'}"
+            for s in scored
+        )
         raise StageError(f"no {what} meets the selection constraints ({reasons})")
     sign = 1.0 if mode == "min" else -1.0
     return sorted(eligible, key=lambda s: (sign * s.metrics[metric], s.index))
