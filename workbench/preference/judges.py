@@ -81,6 +81,21 @@ def scoring_field_problems(record: dict[str, Any]) -> list[str]:
     return problems
 
 
+def scoring_kinds(candidate: Candidate) -> list[str]:
+    """The kinds of check the record's scoring fields call for, in this order: `instruction_following`,
+    `json_schema`, `tool_use`. Tool calls are checked only on the turn that should make them: a prompt that already
+    holds a tool result asks for the answer after it, which the gold calls do not describe."""
+    record = candidate.record
+    kinds = []
+    if record.get("instruction_id_list"):
+        kinds.append("instruction_following")
+    if record.get("json_schema") is not None:
+        kinds.append("json_schema")
+    if record.get("tool_calls") is not None and not any(turn.get("role") == "tool" for turn in candidate.prompt):
+        kinds.append("tool_use")
+    return kinds
+
+
 def instruction_score(candidate: Candidate) -> float | None:
     """Fraction of the record's IFEval instructions the response follows (strict), or None without any."""
     ids = candidate.record.get("instruction_id_list")
@@ -121,7 +136,8 @@ def tool_call_score(candidate: Candidate) -> float | None:
     return 0.5 if parsed.error is None and parsed.calls else 0.0
 
 
-VERIFIERS = (instruction_score, json_score, tool_call_score)
+VERIFIERS = {"instruction_following": instruction_score, "json_schema": json_score, "tool_use": tool_call_score}
+"""The verifier of each scoring kind (`scoring_kinds`)."""
 
 
 class VerifierJudge:
@@ -133,7 +149,7 @@ class VerifierJudge:
     def score(self, candidates: list[Candidate]) -> list[float | None]:
         scores = []
         for candidate in candidates:
-            found = [s for s in (verify(candidate) for verify in VERIFIERS) if s is not None]
+            found = [s for s in (VERIFIERS[kind](candidate) for kind in scoring_kinds(candidate)) if s is not None]
             scores.append(sum(found) / len(found) if found else None)
             if not found:
                 self.unjudgeable["no_verifier"] += 1

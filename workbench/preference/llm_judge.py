@@ -32,7 +32,7 @@ from pydantic import Field, field_validator
 from workbench.api.config import StrictModel
 from workbench.api.markers import DataFolder
 from workbench.errors import StageError
-from workbench.preference.judges import RUBRICS_DIR, Candidate
+from workbench.preference.judges import RUBRICS_DIR, Candidate, scoring_kinds
 
 SCALE = (0, 10)
 """The range of one juror's score; the rubrics ask for an integer in it."""
@@ -168,16 +168,8 @@ class LlmJudgeSettings(StrictModel):
 
 
 def rubric_kind(candidate: Candidate) -> str:
-    """The rubric for the record's scoring fields, in the verifiers' order; `default` when none applies. A prompt
-    that already holds a tool result asks for the answer after it, which the gold calls do not describe."""
-    record = candidate.record
-    if record.get("instruction_id_list"):
-        return "instruction_following"
-    if record.get("json_schema") is not None:
-        return "json_schema"
-    if record.get("tool_calls") is not None and not any(turn.get("role") == "tool" for turn in candidate.prompt):
-        return "tool_use"
-    return "default"
+    """The rubric for the record's scoring fields: the first kind the verifiers would check, else `default`."""
+    return next(iter(scoring_kinds(candidate)), "default")
 
 
 def load_rubrics(folder: Path | None) -> dict[str, Template]:
