@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import _thread
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -331,13 +332,22 @@ def test_concurrency_bounds_the_requests_in_flight(silent_endpoint):
 
 def test_ctrl_c_stops_scoring_without_waiting_out_the_retries(silent_endpoint):
     url, _ = silent_endpoint
-    settings = LlmJudgeSettings(jury=[{"base_url": url, "model": "m"}], timeout_s=0.3, retries=3, backoff_s=30)
+    # Ctrl-C as the CLI meets it: a library an earlier test imported may have put its own SIGINT handler in place
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _interrupted_scoring(url)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted_scoring(url: str) -> None:
+    settings = LlmJudgeSettings(jury=[{"base_url": url, "model": "m"}], timeout_s=0.3, retries=3, backoff_s=6)
     jury = LlmJury(settings, load_rubrics(None))
     threading.Timer(0.5, _thread.interrupt_main).start()  # Ctrl-C while the first request waits for its timeout
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         jury.score(CANDIDATES[:3])
-    # without the stop, leaving would wait for a retry after 30 s of backoff
+    # without the stop, leaving would wait for a retry after 6 s of backoff, and more after it
     assert time.monotonic() - started < 5
 
 
