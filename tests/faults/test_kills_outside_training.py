@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -47,6 +48,21 @@ def _wait_until_under_way(root: Path, stage: str, marker: str | None, process, t
     raise AssertionError(f"'{stage}' never got under way")
 
 
+def _wait_for_candidate_run(root: Path, timeout: float = 60) -> None:
+    """Until a candidate's nested run is in the tracking store: the run is recorded by the tracking outbox's
+    writer, which on a loaded machine can trail the candidate's folder by seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with sqlite3.connect(f"file:{root}/runs/mlflow.db?mode=ro", uri=True, timeout=1) as db:
+                if db.execute("SELECT 1 FROM runs WHERE name LIKE 'k_merge/candidate-%'").fetchone():
+                    return
+        except sqlite3.Error:
+            pass  # not created yet, or being written
+        time.sleep(0.1)
+    raise AssertionError("no merge candidate's run was recorded")
+
+
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_a_kill_outside_training_leaves_nothing_done_and_the_next_run_finishes(stage, sft_project):
     root = sft_project.root
@@ -61,6 +77,8 @@ def test_a_kill_outside_training_leaves_nothing_done_and_the_next_run_finishes(s
     process = subprocess.Popen([*workbench_cli(), "run", str(recipe)], cwd=root, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env)  # fmt: skip
     _wait_until_under_way(root, stage, marker, process)
+    if stage == "k_merge":
+        _wait_for_candidate_run(root)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not list((root / "runs" / "tiny" / stage).glob("*/stage.json")), "a killed stage is never marked done"
