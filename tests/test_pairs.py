@@ -43,6 +43,9 @@ def test_verifier_judge_scores_each_task_with_the_evaluation_checkers():
     ]
     assert judge.score(candidates) == [1.0, 0.0, 1.0, 0.5, 0.0, 1.0, 0.5, 0.0, None]
     assert judge.unjudgeable == {"no_verifier": 1}
+    # after the tool's result the reply is an answer, which the gold calls do not describe: no verifier applies
+    answered = Candidate(tool, [*candidates[5].prompt, {"role": "tool", "content": "12:00"}], TOOLS, "It is noon.")
+    assert judge.score([answered]) == [None] and judge.unjudgeable == {"no_verifier": 2}
 
 
 def test_the_tool_call_verifier_parses_a_response_once(monkeypatch):

@@ -45,6 +45,7 @@ CACHE = stage("name: tc", "kind: teacher_cache", "from: base", "corpus: data/cor
 EVAL_SFT = stage("name: eval_sft", "kind: evaluate", "from: sft", "suites: [tool_use]")
 WIDE = stage("name: wide", "kind: init", "architecture: arch_wide.yaml")
 SWEEP = "parameters: {weight: {sweep: [0.5, 1.0]}}"
+LINEAR_MERGE = ("name: m", "kind: merge", "method: linear", "models: [base, base]")
 
 CASES = {
     # -- the recipe file and its top-level fields ------------------------------------------------------------------
@@ -555,10 +556,7 @@ CASES = {
     "merge: select compares with a stage that is no evaluate stage": (
         HEADER
         + stage(
-            "name: m",
-            "kind: merge",
-            "method: linear",
-            "models: [base, base]",
+            *LINEAR_MERGE,
             SWEEP,
             "select: {metric: json_schema/valid_rate, suite: json_schema, mode: max, compare: [base]}",
         ),
@@ -567,10 +565,7 @@ CASES = {
     "merge: a swept value listed twice": (
         HEADER
         + stage(
-            "name: m",
-            "kind: merge",
-            "method: linear",
-            "models: [base, base]",
+            *LINEAR_MERGE,
             SWEEP.replace("[0.5, 1.0]", "[0.5, 0.5]"),
             "select: {metric: json_schema/valid_rate, suite: json_schema, mode: max}",
         ),

@@ -15,8 +15,10 @@ from workbench.api.sweeps import SWEEP_KEY, is_sweep, looks_like_sweep, marker_p
 
 def sweep_problems(parameters: dict[str, Any], where: str) -> list[str]:
     """Malformed sweep markers in one parameter mapping (see `api.sweeps.marker_problems`; gradients may be swept)."""
+    from workbench.recipe.problem_paths import format_path
+
     return [
-        f"{where}.{name}{''.join(f'[{part}]' if isinstance(part, int) else f'.{part}' for part in below)}: {message}"
+        f"{where}.{format_path((name, *below))}: {message}"
         for name, value in parameters.items()
         if looks_like_sweep(value)
         for below, message in marker_problems(value, scalars_only=False)

@@ -96,35 +96,24 @@ def scoring_kinds(candidate: Candidate) -> list[str]:
     return kinds
 
 
-def instruction_score(candidate: Candidate) -> float | None:
-    """Fraction of the record's IFEval instructions the response follows (strict), or None without any."""
-    ids = candidate.record.get("instruction_id_list")
-    if not ids:
-        return None
+def instruction_score(candidate: Candidate) -> float:
+    """Fraction of the record's IFEval instructions the response follows (strict)."""
+    ids = candidate.record["instruction_id_list"]
     from workbench.evaluation.ifeval import check_instructions
 
     result = check_instructions(_last_user_text(candidate.prompt), candidate.response, ids, candidate.record["kwargs"])
     return sum(result["inst_strict"]) / len(result["inst_strict"])
 
 
-def json_score(candidate: Candidate) -> float | None:
+def json_score(candidate: Candidate) -> float:
     """1 if the response holds JSON valid under the record's schema, 0.5 if it holds invalid JSON, else 0."""
-    schema = candidate.record.get("json_schema")
-    if schema is None:
-        return None
-    found = score_json(candidate.response, schema)
+    found = score_json(candidate.response, candidate.record["json_schema"])
     return 1.0 if found.valid else 0.5 if found.parsed else 0.0
 
 
-def tool_call_score(candidate: Candidate) -> float | None:
-    """1 if the calls match the gold calls, 0.5 if calls parse but are wrong, else 0.
-
-    Only for the turn that should make the call: a prompt that already holds a tool result asks for
-    the answer after it, which the gold calls do not describe.
-    """
-    gold = candidate.record.get("tool_calls")
-    if gold is None or any(turn.get("role") == "tool" for turn in candidate.prompt):
-        return None
+def tool_call_score(candidate: Candidate) -> float:
+    """1 if the calls match the gold calls, 0.5 if calls parse but are wrong, else 0."""
+    gold = candidate.record["tool_calls"]
     parsed = parse_tool_calls(candidate.response)
     if not gold:
         # The suite counts an unparsable block as "no call" (BFCL); as a preference, a reply that tries a call where
@@ -137,7 +126,7 @@ def tool_call_score(candidate: Candidate) -> float | None:
 
 
 VERIFIERS = {"instruction_following": instruction_score, "json_schema": json_score, "tool_use": tool_call_score}
-"""The verifier of each scoring kind (`scoring_kinds`)."""
+"""The verifier of each scoring kind; each is called only for a record `scoring_kinds` gives its kind."""
 
 
 class VerifierJudge:
@@ -149,7 +138,7 @@ class VerifierJudge:
     def score(self, candidates: list[Candidate]) -> list[float | None]:
         scores = []
         for candidate in candidates:
-            found = [s for s in (VERIFIERS[kind](candidate) for kind in scoring_kinds(candidate)) if s is not None]
+            found = [VERIFIERS[kind](candidate) for kind in scoring_kinds(candidate)]
             scores.append(sum(found) / len(found) if found else None)
             if not found:
                 self.unjudgeable["no_verifier"] += 1

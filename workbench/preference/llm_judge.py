@@ -301,12 +301,13 @@ class LlmJury:
 
         problems = []
         for juror in self.settings.jury:
-            if juror.api_key_env is not None and not _api_key(juror):
+            key = _api_key(juror)
+            if juror.api_key_env is not None and not key:
                 problems.append(
                     f"judge {juror.model}: environment variable {juror.api_key_env} (api_key_env) is not set"
                 )
                 continue
-            if juror.api_key_env is not None and not KEY_CHARACTERS.fullmatch(_api_key(juror)):
+            if juror.api_key_env is not None and not KEY_CHARACTERS.fullmatch(key):
                 problems.append(
                     f"judge {juror.model}: environment variable {juror.api_key_env} (api_key_env) holds spaces or "
                     "characters outside printable ASCII, which an HTTP header cannot carry"
