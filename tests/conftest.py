@@ -26,6 +26,10 @@ os.environ.update(
     DISABLE_MLFLOW_INTEGRATION="FALSE",
 )
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # test workers share the machine's cores: one math thread each (inherited by the processes tests start), or
+    # OpenMP pools spinning in several workers make training many times slower than one worker alone
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
 def wait_for_checkpoint(root: Path, process: subprocess.Popen, timeout: float = 300, poll: float = 0.2) -> None:

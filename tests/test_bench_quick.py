@@ -60,13 +60,14 @@ def test_overhead_quick(tmp_path, stage):
 
 @pytest.mark.slow
 def test_merge_quick(tmp_path):
-    output = run_bench("merge", tmp_path, timeout=240)
-    for method in ("linear", "ties", "della", "della_linear"):
+    # one method mergekit-yaml runs and one it fails on: both of the bench's report paths (each method costs two
+    # merge processes, and the four share their code)
+    output = run_bench("merge", tmp_path, 240, "--methods", "ties", "della")
+    for method in ("ties", "della"):
         figure(output, rf"\b{method}: workbench [\d.]+s \(merge [\d.]+s\), peak RSS \d+ MiB =")
-    for method in ("linear", "ties"):
-        figure(output, rf"\b{method}: .* workbench / mergekit-yaml: time")
-    for method in ("della", "della_linear"):  # mergekit's own DELLA fails on LFM2's depthwise conv weights
-        assert re.search(rf"\b{method}: .* mergekit-yaml failed: .*p_in", output), output[-3000:]
+    figure(output, r"\bties: .* workbench / mergekit-yaml: time")
+    # mergekit's own DELLA fails on LFM2's depthwise conv weights
+    assert re.search(r"\bdella: .* mergekit-yaml failed: .*p_in", output), output[-3000:]
     figure(output, r"worst workbench peak:")
     figure(output, r"eager reference \(transformers, both models loaded\): [\d.]+s, peak RSS \d+ MiB =")
 
