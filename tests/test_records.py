@@ -42,3 +42,31 @@ def test_openai_tool_calls_train_the_tokenizer_as_lfm2_text(tmp_path):
     path.write_text(json.dumps(record) + "\n")
     texts = list(iter_texts(path))
     assert texts[:3] == ["user", "weather?", "assistant"] and 'get_weather(city="Paris")' in texts[3]
+
+
+def test_unreadable_lines_in_tokenizer_training_files_are_reported_not_dropped_silently(tmp_path):
+    from tests.conftest import write_tiny_project
+    from workbench.runner import load_recipe
+    from workbench.runner.tokenizer import ensure_tokenizer
+
+    path = tmp_path / "chats.jsonl"
+    path.write_text(json.dumps(CHAT) + "\n{not json\n" + json.dumps(CHAT) + "\n")
+    heard = []
+    assert list(iter_texts(path, heard.append)) == ["user", "hi", "assistant", "yo"] * 2
+    assert len(heard) == 1 and [location for location, _ in heard[0].unreadable] == [2]
+    assert list(iter_texts(tmp_path / "chats.jsonl")) == ["user", "hi", "assistant", "yo"] * 2  # no listener: quiet
+
+    (tmp_path / "project").mkdir()
+    recipe = write_tiny_project(tmp_path / "project")
+    train = tmp_path / "project" / "data" / "train.jsonl"
+    lines = train.read_text().splitlines()
+    train.write_text("\n".join([lines[0], "{cut off", *lines[1:], "[1, 2]"]) + "\n")
+    warnings = []
+    folder = ensure_tokenizer(
+        load_recipe(recipe, root=recipe.parent), tmp_path / "store", "0" * 64, "{{ messages }}", warnings.append
+    )
+    assert (folder / "tokenizer_config.json").is_file()
+    assert warnings == [
+        f"tokenizer.train: data/train.jsonl: 2 unreadable line(s) left out of the tokenizer's training text "
+        f"(line 2, {len(lines) + 2}; first: {heard[0].unreadable[0][1]})"
+    ]

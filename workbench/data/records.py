@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -162,17 +162,20 @@ def _load_hf_folder(path: Path) -> list[dict]:
     return dataset.to_list()
 
 
-def iter_texts(path: Path):
+def iter_texts(path: Path, on_unreadable: Callable[[ReadResult], None] | None = None):
     """Text for tokenizer training: message roles and contents of chat records (the role names are in every
     rendered turn, so they become single tokens), tool lists as the template writes them, `text` fields, or
-    plain lines."""
+    plain lines. Unreadable lines are left out; `on_unreadable` hears of them (with the whole read) first."""
     from workbench.data.tool_calls import has_tool_calls, lfm2_turn, tool_calls_problem
 
     if path.suffix.lower() == ".txt":
         with path.open(encoding="utf-8-sig", errors="replace") as handle:
             yield from (line.rstrip("\r\n") for line in handle)
         return
-    for record in read_records(path).records:
+    read = read_records(path)
+    if read.unreadable and on_unreadable is not None:
+        on_unreadable(read)
+    for record in read.records:
         data = record.data
         if isinstance(data.get("text"), str):
             yield data["text"]

@@ -106,7 +106,10 @@ def run_recipe(
         if multi_node:
             announce(plan.store.root, cluster.session, "running")
         try:
-            tokenizer_dir = ensure_tokenizer(loaded, plan.store.root, plan.tokenizer_hash, plan.chat_template)
+            tokenizer_dir = ensure_tokenizer(
+                loaded, plan.store.root, plan.tokenizer_hash, plan.chat_template,
+                warn=lambda line: console.print(f"[yellow]{escape(line)}[/]", highlight=False),
+            )  # fmt: skip
             pinned = cache(lambda: _fingerprint(tokenizer_dir))  # hashed once per run, and only if a stage runs
             for stage in selected:
                 inputs = _inputs(plan, stage, {o.name: o.info for o in outcomes})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import chain
 from pathlib import Path
 
@@ -11,22 +12,42 @@ from workbench.recipe.loaded import LoadedRecipe
 from workbench.runner.store import SHORT_HASH
 
 
-def ensure_tokenizer(loaded: LoadedRecipe, store_root: Path, spec_hash: str, chat_template: str) -> Path:
-    """The folder of the pinned tokenizer; built once per spec hash, written atomically."""
+def ensure_tokenizer(
+    loaded: LoadedRecipe,
+    store_root: Path,
+    spec_hash: str,
+    chat_template: str,
+    warn: Callable[[str], None] = lambda line: None,
+) -> Path:
+    """The folder of the pinned tokenizer; built once per spec hash, written atomically. `warn` hears of training
+    files' unreadable lines, which are left out of the training text."""
     final = store_root / "_tokenizer" / spec_hash[:SHORT_HASH]
     if (final / "tokenizer_config.json").is_file():
         return final
-    tokenizer = _build(loaded, chat_template)
+    tokenizer = _build(loaded, chat_template, warn)
     return build_folder(final, lambda tmp: tokenizer.save_pretrained(tmp))
 
 
-def _build(loaded: LoadedRecipe, chat_template: str):
+def _build(loaded: LoadedRecipe, chat_template: str, warn: Callable[[str], None]):
     from workbench.data.records import iter_texts
     from workbench.modeling.tokenizer import train_bpe_tokenizer
 
     spec = loaded.recipe.tokenizer
     if spec.train is not None:
-        texts = chain.from_iterable(iter_texts(loaded.resolve(f)) for f in spec.train.files)
+
+        def left_out(name: str):
+            def report(read) -> None:
+                shown = ", ".join(str(location) for location, _ in read.unreadable[:5])
+                more = f" and {len(read.unreadable) - 5} more" if len(read.unreadable) > 5 else ""
+                warn(
+                    f"tokenizer.train: {name}: {len(read.unreadable)} unreadable {read.unit}(s) left out of the "
+                    f"tokenizer's training text ({read.unit} {shown}{more}; first: {read.unreadable[0][1]})"
+                )
+
+            return report
+
+        files = spec.train.files
+        texts = chain.from_iterable(iter_texts(loaded.resolve(f), left_out(f)) for f in files)
         return train_bpe_tokenizer(texts, spec.train.vocab_size, chat_template)
     from transformers import AutoTokenizer
 
