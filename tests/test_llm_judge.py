@@ -400,10 +400,11 @@ def test_pairs_stage_with_an_llm_jury_keeps_online_and_offline_pairs_by_threshol
     info = json.loads((outcome.dir / "stage.json").read_text())
     metrics = info["metrics"]
     written = [json.loads(line) for line in (outcome.dir / "pairs.jsonl").read_text().splitlines()]
-    online = ("unjudgeable", "tie", "under_gap", "under_min_score", "over_max_rejected_score")
+    offline = ("unjudgeable", "tie", "under_gap", "under_min_score", "over_max_rejected_score")
+    online = ("too_few_answers", *offline)
     assert metrics["pairs/kept"] + sum(metrics[f"pairs/dropped_{why}"] for why in online) == 4
     assert (
-        metrics["pairs/offline/kept"] + sum(metrics[f"pairs/offline/dropped_{why}"] for why in (*online, "reversed"))
+        metrics["pairs/offline/kept"] + sum(metrics[f"pairs/offline/dropped_{why}"] for why in (*offline, "reversed"))
         == metrics["pairs/offline/total"]
         == 6
     )

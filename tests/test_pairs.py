@@ -86,6 +86,28 @@ def test_reference_reply_joins_the_pool_and_outcomes_are_counted():
     assert stats.outcomes == {"paired": 2, "tie": 1} and stats.chosen_is_reference == 2
 
 
+def test_an_empty_sample_is_never_judged_nor_a_side_of_a_pair():
+    # a request no tool fits: the verifier passes an empty reply (it makes no call), so an empty sample would be
+    # the chosen side against a call, and a preference stage refuses an empty side
+    record = _chat("Tell me a joke.", "I can only tell the time.", tools=TOOLS, tool_calls=[])
+    call = '<|tool_call_start|>[get_time(city="Oslo")]<|tool_call_end|>'
+    assert VerifierJudge().score([_candidate(record, ""), _candidate(record, call)]) == [1.0, 0.0]
+    item, stats = prompt_item(3, record), PairStats()
+    alone, pair, blank = judge_batch(
+        [item, item, item], [["", call], ["", call, "No tool for jokes.", " \n"], ["", " "]], VerifierJudge(),
+        False, Thresholds(), stats,
+    )  # fmt: skip
+    assert alone is None and blank is None  # under two non-empty answers each: nothing to compare
+    assert pair["chosen"] == "No tool for jokes." and pair["rejected"] == call and not pair["chosen_is_reference"]
+    assert stats.outcomes == {"too_few_answers": 2, "paired": 1} and stats.empty_samples == 5
+    assert stats.sample_scores == [0.0, 1.0] and PairStats.from_json(stats.to_json()) == stats
+
+    stats = PairStats()
+    (pair,) = judge_batch([item], [["", call]], VerifierJudge(), True, Thresholds(), stats)
+    assert pair["chosen"] == "I can only tell the time." and pair["chosen_is_reference"] and pair["rejected"] == call
+    assert stats.chosen_is_reference == 1 and stats.sample_scores == [0.0] and stats.reference_scores == [1.0]
+
+
 def test_offline_pairs_are_scored_by_the_judge_and_counted_per_reason():
     from workbench.preference.data import normalize_pair
     from workbench.preference.pairs import judge_offline
@@ -165,13 +187,16 @@ def test_pairs_stage_feeds_a_preference_stage(sft_project, monkeypatch, reward_m
     metrics = info["metrics"]
     written = [json.loads(line) for line in (outcomes["pairs"].dir / "pairs.jsonl").read_text().splitlines()]
     print("\npairs stage:", {k: v for k, v in metrics.items()})
-    dropped = sum(metrics[f"pairs/dropped_{why}"] for why in ("tie", "under_gap", "unjudgeable"))
+    dropped = sum(metrics[f"pairs/dropped_{why}"] for why in ("too_few_answers", "tie", "under_gap", "unjudgeable"))
     assert metrics["pairs/prompts"] == 24 and metrics["pairs/written"] == len(written) > 0
     assert metrics["pairs/written"] + dropped == 24
     assert all(p["chosen_score"] > p["rejected_score"] and p["chosen"] != p["rejected"] for p in written)
+    assert all(p["chosen"].strip() and p["rejected"].strip() for p in written)
     assert metrics["generation/samples"] == 72
     rm_metrics = json.loads((outcomes["rm_pairs"].dir / "stage.json").read_text())["metrics"]
-    assert rm_metrics["pairs/written"] + rm_metrics["pairs/dropped_tie"] == 6
+    assert (
+        rm_metrics["pairs/written"] + rm_metrics["pairs/dropped_tie"] + rm_metrics["pairs/dropped_too_few_answers"] == 6
+    )
     assert rm_metrics["pairs/chosen_is_reference"] == 0
     trained = json.loads((outcomes["online_pref"].dir / "stage.json").read_text())
     assert trained["metrics"]["data/train/chosen_tokens_mean"] > 0 and trained["metrics"]["train/steps"] == 4

@@ -14,9 +14,13 @@ PAIRS_FILE = "pairs.jsonl"
 
 SCORING_FIELDS = ("task", "instruction_id_list", "kwargs", "json_schema", "tools", "tool_calls")
 
-OUTCOMES = ("paired", "unjudgeable", "reversed", "tie", "under_gap", "under_min_score", "over_max_rejected_score")
+OUTCOMES = (
+    "paired", "too_few_answers", "unjudgeable", "reversed", "tie", "under_gap", "under_min_score",
+    "over_max_rejected_score",
+)  # fmt: skip
 """Where each prompt (or offline pair) ends: paired (kept), or dropped for the first of these reasons that applies,
-in this order. `reversed` (the judge scores the rejected side higher) happens to offline pairs only."""
+in this order. `too_few_answers` (under two non-empty answers to compare: empty samples are never judged) happens
+to sampled prompts only, `reversed` (the judge scores the rejected side higher) to offline pairs only."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ class PairStats:
     outcomes: Counter = field(default_factory=Counter)
     chosen_is_reference: int = 0
     unfinished_samples: int = 0
+    empty_samples: int = 0
+    """Samples with no text (the model ended its turn at once): never judged, never a side of a pair."""
     sample_scores: list[float] = field(default_factory=list)
     reference_scores: list[float] = field(default_factory=list)
     unjudgeable: Counter = field(default_factory=Counter)
@@ -68,13 +74,15 @@ class PairStats:
 
     def to_json(self) -> dict[str, Any]:
         return {"outcomes": dict(self.outcomes), "chosen_is_reference": self.chosen_is_reference,
-                "unfinished_samples": self.unfinished_samples, "sample_scores": self.sample_scores,
+                "unfinished_samples": self.unfinished_samples, "empty_samples": self.empty_samples,
+                "sample_scores": self.sample_scores,
                 "reference_scores": self.reference_scores, "unjudgeable": dict(self.unjudgeable)}  # fmt: skip
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PairStats:
         return cls(Counter(data["outcomes"]), data["chosen_is_reference"], data["unfinished_samples"],
-                   list(data["sample_scores"]), list(data["reference_scores"]), Counter(data["unjudgeable"]))  # fmt: skip
+                   data["empty_samples"], list(data["sample_scores"]), list(data["reference_scores"]),
+                   Counter(data["unjudgeable"]))  # fmt: skip
 
     @classmethod
     def combined(cls, parts: list[PairStats]) -> PairStats:
@@ -84,6 +92,7 @@ class PairStats:
             total.outcomes.update(part.outcomes)
             total.chosen_is_reference += part.chosen_is_reference
             total.unfinished_samples += part.unfinished_samples
+            total.empty_samples += part.empty_samples
             total.sample_scores += part.sample_scores
             total.reference_scores += part.reference_scores
             total.unjudgeable.update(part.unjudgeable)
@@ -148,20 +157,28 @@ def judge_batch(
     stats: PairStats,
 ) -> list[dict[str, Any] | None]:
     """The pair for each prompt (a record for the pairs file), or None with the reason counted in `stats`. Every
-    candidate of the batch goes to the judge in one call (an LLM jury sends them concurrently)."""
+    candidate of the batch goes to the judge in one call (an LLM jury sends them concurrently). Empty samples are
+    left out: a preference stage refuses an empty side, and a verifier could score nothing as a pass."""
+    answered = [[text for text in texts if text.strip()] for texts in samples]
+    stats.empty_samples += sum(len(texts) for texts in samples) - sum(len(texts) for texts in answered)
     pools = [
-        list(texts) + ([item.reference] if include_reference and item.reference is not None else [])
-        for item, texts in zip(items, samples, strict=True)
+        texts + ([item.reference] if include_reference and item.reference is not None else [])
+        for item, texts in zip(items, answered, strict=True)
     ]
-    scores = judge.score(
-        [
-            Candidate(item.record, item.prompt, item.tools, text)
-            for item, pool in zip(items, pools, strict=True)
-            for text in pool
-        ]
-    )
+    too_few = [len(pool) < 2 for pool in pools]
+    pools = [[] if few else pool for pool, few in zip(pools, too_few, strict=True)]
+    candidates = [
+        Candidate(item.record, item.prompt, item.tools, text)
+        for item, pool in zip(items, pools, strict=True)
+        for text in pool
+    ]
+    scores = judge.score(candidates) if candidates else []
     pairs, start = [], 0
-    for item, texts, pool in zip(items, samples, pools, strict=True):
+    for item, texts, pool, few in zip(items, answered, pools, too_few, strict=True):
+        if few:
+            stats.outcomes["too_few_answers"] += 1
+            pairs.append(None)
+            continue
         pairs.append(_prompt_pair(item, len(texts), pool, scores[start : start + len(pool)], thresholds, stats))
         start += len(pool)
     return pairs

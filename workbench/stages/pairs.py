@@ -163,7 +163,9 @@ def run(ctx: StageContext) -> StageResult:
         offline_stats, kept = _judge_offline(ctx, offline, judge, thresholds)
         pairs += kept
         metrics["pairs/offline/total"] = float(len(offline[0]))
-        metrics |= _outcome_metrics(offline_stats, "pairs/offline", OUTCOMES[1:])
+        metrics |= _outcome_metrics(
+            offline_stats, "pairs/offline", [why for why in OUTCOMES[1:] if why != "too_few_answers"]
+        )
         details["offline_outcomes"] = dict(offline_stats.outcomes)
         unjudgeable = unjudgeable + offline_stats.unjudgeable
     metrics["pairs/written"] = float(len(pairs))
@@ -292,6 +294,7 @@ def _metrics(stats, prompts: int, samples: int) -> dict[str, float]:
         "judge/mean_reference_score": mean(stats.reference_scores),
         "generation/samples": float(prompts * samples),
         "generation/unfinished": float(stats.unfinished_samples),
+        "generation/empty": float(stats.empty_samples),
     }
 
 
