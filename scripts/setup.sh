@@ -20,6 +20,6 @@ fi
 "$ARGILLA_VENV/bin/python" -m pip install --quiet 'argilla-server==2.8.0' 'fakeredis==2.40.0'
 echo "argilla-server installed in $ARGILLA_VENV"
 
-# llama.cpp for GGUF export (the quickstart ends with one): built from source, about 3 minutes on 2 cores the
+# llama.cpp for GGUF export (the quickstart ends with one): built from source, about 3-5 minutes on 2 cores the
 # first time, cached by pip after that.
 VENV=.venv bash scripts/install-llamacpp.sh
