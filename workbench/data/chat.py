@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from workbench.data.records import Record, read_records
+from workbench.data.records import ReadResult, Record, read_records
 from workbench.data.tool_calls import has_tool_calls, lfm2_turn, tool_calls_problem
 
 ROLES = {"system", "user", "assistant", "tool"}
@@ -112,10 +112,15 @@ def metric_key(problem: str) -> str:
 def read_with_report(path: Path, source: str) -> tuple[list[Record], DataReport]:
     """Read a data file; the report starts with its total and every unreadable line."""
     result = read_records(path)
+    return result.records, unreadable_report(result, source)
+
+
+def unreadable_report(result: ReadResult, source: str) -> DataReport:
+    """A report of a read's total and every unreadable line (where every data report starts)."""
     report = DataReport(source=source, unit=result.unit, total=len(result.records) + len(result.unreadable))
     for location, reason in result.unreadable:
         report.add(f"unreadable: {reason}", location)
-    return result.records, report
+    return report
 
 
 def load_chat_records(path: Path, source: str) -> tuple[list[Record], DataReport]:

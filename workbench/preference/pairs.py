@@ -21,6 +21,10 @@ OUTCOMES = (
 """Where each prompt (or offline pair) ends: paired (kept), or dropped for the first of these reasons that applies,
 in this order. `too_few_answers` (under two non-empty answers to compare: empty samples are never judged) happens
 to sampled prompts only, `reversed` (the judge scores the rejected side higher) to offline pairs only."""
+SAMPLED_DROPS = tuple(why for why in OUTCOMES[1:] if why != "reversed")
+"""Why a sampled prompt can end without a pair (its best is never below its worst)."""
+OFFLINE_DROPS = tuple(why for why in OUTCOMES[1:] if why != "too_few_answers")
+"""Why an offline pair can be dropped (both its sides are there)."""
 
 
 @dataclass(frozen=True)
@@ -165,17 +169,16 @@ def judge_batch(
         texts + ([item.reference] if include_reference and item.reference is not None else [])
         for item, texts in zip(items, answered, strict=True)
     ]
-    too_few = [len(pool) < 2 for pool in pools]
-    pools = [[] if few else pool for pool, few in zip(pools, too_few, strict=True)]
     candidates = [
         Candidate(item.record, item.prompt, item.tools, text)
         for item, pool in zip(items, pools, strict=True)
+        if len(pool) >= 2
         for text in pool
     ]
     scores = judge.score(candidates) if candidates else []
     pairs, start = [], 0
-    for item, texts, pool, few in zip(items, answered, pools, too_few, strict=True):
-        if few:
+    for item, texts, pool in zip(items, answered, pools, strict=True):
+        if len(pool) < 2:
             stats.outcomes["too_few_answers"] += 1
             pairs.append(None)
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from itertools import chain
 from pathlib import Path
 
@@ -34,20 +35,9 @@ def _build(loaded: LoadedRecipe, chat_template: str, warn: Callable[[str], None]
 
     spec = loaded.recipe.tokenizer
     if spec.train is not None:
-
-        def left_out(name: str):
-            def report(read) -> None:
-                shown = ", ".join(str(location) for location, _ in read.unreadable[:5])
-                more = f" and {len(read.unreadable) - 5} more" if len(read.unreadable) > 5 else ""
-                warn(
-                    f"tokenizer.train: {name}: {len(read.unreadable)} unreadable {read.unit}(s) left out of the "
-                    f"tokenizer's training text ({read.unit} {shown}{more}; first: {read.unreadable[0][1]})"
-                )
-
-            return report
-
-        files = spec.train.files
-        texts = chain.from_iterable(iter_texts(loaded.resolve(f), left_out(f)) for f in files)
+        texts = chain.from_iterable(
+            iter_texts(loaded.resolve(name), partial(_warn_unreadable, warn, name)) for name in spec.train.files
+        )
         return train_bpe_tokenizer(texts, spec.train.vocab_size, chat_template)
     from transformers import AutoTokenizer
 
@@ -59,3 +49,11 @@ def _build(loaded: LoadedRecipe, chat_template: str, warn: Callable[[str], None]
         raise StageError(f"tokenizer '{spec.path}' could not be loaded: {first_line(error)}") from None
     tokenizer.chat_template = chat_template
     return tokenizer
+
+
+def _warn_unreadable(warn: Callable[[str], None], name: str, read) -> None:
+    """One warning per reason, in the data reports' own words, for the lines tokenizer training leaves out."""
+    from workbench.data.chat import unreadable_report
+
+    for line in unreadable_report(read, name).lines():
+        warn(f"tokenizer.train: {line}: left out of the tokenizer's training text")

@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 
 from workbench.api import DataSet, ModelPath, ModelSource, Named, StageConfig, StageContext, StageKind, StageResult
 from workbench.preference.llm_judge import LlmJudgeSettings
-from workbench.preference.pairs import OUTCOMES, PAIRS_FILE, Thresholds
+from workbench.preference.pairs import OFFLINE_DROPS, PAIRS_FILE, SAMPLED_DROPS, Thresholds
 
 
 class PairsStageConfig(StageConfig, ModelSource):
@@ -163,9 +163,7 @@ def run(ctx: StageContext) -> StageResult:
         offline_stats, kept = _judge_offline(ctx, offline, judge, thresholds)
         pairs += kept
         metrics["pairs/offline/total"] = float(len(offline[0]))
-        metrics |= _outcome_metrics(
-            offline_stats, "pairs/offline", [why for why in OUTCOMES[1:] if why != "too_few_answers"]
-        )
+        metrics |= _outcome_metrics(offline_stats, "pairs/offline", OFFLINE_DROPS)
         details["offline_outcomes"] = dict(offline_stats.outcomes)
         unjudgeable = unjudgeable + offline_stats.unjudgeable
     metrics["pairs/written"] = float(len(pairs))
@@ -285,10 +283,9 @@ def _metrics(stats, prompts: int, samples: int) -> dict[str, float]:
     def mean(values: list[float]) -> float:
         return sum(values) / len(values) if values else 0.0
 
-    reasons = [why for why in OUTCOMES[1:] if why != "reversed"]  # a prompt's best is never below its worst
     return {
         "pairs/prompts": float(prompts),
-        **_outcome_metrics(stats, "pairs", reasons),
+        **_outcome_metrics(stats, "pairs", SAMPLED_DROPS),
         "pairs/chosen_is_reference": float(stats.chosen_is_reference),
         "judge/mean_sample_score": mean(stats.sample_scores),
         "judge/mean_reference_score": mean(stats.reference_scores),
