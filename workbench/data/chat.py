@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from workbench.data.chat_formats import as_messages, content_problem, is_sharegpt
 from workbench.data.records import ReadResult, Record, read_records
 from workbench.data.tool_calls import has_tool_calls, lfm2_turn, tool_calls_problem
 
@@ -23,6 +24,7 @@ OverlengthPolicy = Literal["drop", "truncate", "error"]
 OVERLENGTH = "longer than max_length"
 """How over-length records are named in a report (the truncate policy keeps these)."""
 REPEATED_RECORD = "repeating an earlier record (same messages and tools)"
+SHAREGPT_RECORD = "in ShareGPT form (read as messages)"
 
 
 @dataclass
@@ -126,13 +128,17 @@ def unreadable_report(result: ReadResult, source: str) -> DataReport:
 def load_chat_records(path: Path, source: str) -> tuple[list[Record], DataReport]:
     """Read a chat dataset and check every record; returns all readable records and the report.
 
-    Records without problems come back with OpenAI `tool_calls` rewritten as LFM2 call blocks (`lfm2_chat`); those
-    with the same messages and tools as an earlier one are kept and noted.
+    Records are read as `messages` first (`as_messages`: ShareGPT conversations, OpenAI text parts; ShareGPT ones
+    are noted). Records without problems come back with OpenAI `tool_calls` rewritten as LFM2 call blocks
+    (`lfm2_chat`); those with the same messages and tools as an earlier one are kept and noted.
     """
     records, report = read_with_report(path, source)
     repeats = Repeats(report, REPEATED_RECORD)
     out = []
     for record in records:
+        if is_sharegpt(record.data):
+            report.note(SHAREGPT_RECORD, record.location)
+        record = Record(record.location, as_messages(record.data))
         problems = chat_record_problems(record.data)
         for problem in problems:
             report.add(problem, record.location)
@@ -177,7 +183,7 @@ def chat_record_problems(data: dict) -> list[str]:
         if content is None:
             problems.add("with a message missing its 'content' text")
         elif not isinstance(content, str):  # reported, not coerced: 42 may be a lost "42" or a broken export
-            problems.add(f"with a message whose 'content' is {json_kind(content)}, not text")
+            problems.add(f"with a message whose 'content' is {content_problem(content)}")
         elif not content.strip():
             problems.add("with an empty turn")
     if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):

@@ -163,9 +163,11 @@ def _load_hf_folder(path: Path) -> list[dict]:
 
 
 def iter_texts(path: Path, on_unreadable: Callable[[ReadResult], None] | None = None):
-    """Text for tokenizer training: message roles and contents of chat records (the role names are in every
-    rendered turn, so they become single tokens), tool lists as the template writes them, `text` fields, or
-    plain lines. Unreadable lines are left out; `on_unreadable` hears of them (with the whole read) first."""
+    """Text for tokenizer training: message roles and contents of chat records (ShareGPT and OpenAI text parts
+    read as messages first; the role names are in every rendered turn, so they become single tokens), tool lists
+    as the template writes them, `text` fields, or plain lines. Unreadable lines are left out; `on_unreadable`
+    hears of them (with the whole read) first."""
+    from workbench.data.chat_formats import as_messages
     from workbench.data.tool_calls import has_tool_calls, lfm2_turn, tool_calls_problem
 
     if path.suffix.lower() == ".txt":
@@ -176,7 +178,7 @@ def iter_texts(path: Path, on_unreadable: Callable[[ReadResult], None] | None = 
     if read.unreadable and on_unreadable is not None:
         on_unreadable(read)
     for record in read.records:
-        data = record.data
+        data = as_messages(record.data)
         if isinstance(data.get("text"), str):
             yield data["text"]
         for message in data.get("messages") or []:

@@ -4,7 +4,10 @@ Accepted record shapes (one per line of JSONL, or rows of JSON / Parquet / a dat
 
 - ours: `{"messages": [prompt turns], "chosen": "text", "rejected": "text", "tools": [...]}`;
 - trl explicit prompt: `{"prompt": [turns] or "text", "chosen": [assistant turns] or "text", "rejected": ...}`;
-- trl implicit prompt: `{"chosen": [full conversation], "rejected": [full conversation]}` (shared prefix = prompt).
+- trl implicit prompt: `{"chosen": [full conversation], "rejected": [full conversation]}` (shared prefix = prompt);
+- ShareGPT (LLaMA-Factory): `{"conversations": [{"from": "human", "value": ...}], "chosen": {"from": "gpt",
+  "value": ...}, "rejected": {...}}`; OpenAI content-part lists (`[{"type": "text", "text": ...}]`) in any turn
+  are read as their text (`workbench.data.chat_formats`).
 
 A string prompt becomes one user turn and a string response one assistant turn: every stage of a recipe
 renders through the one pinned chat template. Problems are counted with their line numbers; nothing is
@@ -28,6 +31,7 @@ from workbench.data.chat import (
     read_with_report,
     unknown_role,
 )
+from workbench.data.chat_formats import as_pair_messages, content_problem
 from workbench.data.tool_calls import has_tool_calls, lfm2_turn, tool_calls_problem
 from workbench.errors import StageError
 
@@ -90,7 +94,7 @@ def _turn_problems(turns: list, what: str) -> list[str]:
         if content is None and not has_tool_calls(turn):
             problems.add(f"with a {what} turn missing its 'content' text")
         elif content is not None and not isinstance(content, str):  # reported, not coerced (as for chat records)
-            problems.add(f"with a {what} turn whose 'content' is {json_kind(content)}, not text")
+            problems.add(f"with a {what} turn whose 'content' is {content_problem(content)}")
         elif unknown := unknown_role(turn.get("role")):
             problems.add(f"with a {what} turn of {unknown}")
         elif what == "prompt" and not (content or "").strip() and not has_tool_calls(turn):
@@ -110,6 +114,7 @@ def _split_implicit(chosen: list, rejected: list) -> tuple[list, list, list]:
 
 def normalize_pair(location: int, data: dict[str, Any]) -> tuple[Pair | None, list[str]]:
     """The pair in a record, or None and the problems that stop it (short phrases after 'N records ...')."""
+    data = as_pair_messages(data)
     missing = [side for side in ("chosen", "rejected") if data.get(side) in (None, "", [])]
     if missing:
         return None, [f"with a prompt but no '{side}' response" for side in missing]

@@ -184,6 +184,7 @@ def run(ctx: StageContext) -> StageResult:
 
 def _prompt_items(ctx: StageContext):
     from workbench.data.chat import DataReport, chat_record_problems, lfm2_chat
+    from workbench.data.chat_formats import as_messages
     from workbench.data.records import read_records
     from workbench.errors import StageError
     from workbench.preference.judges import scoring_field_problems
@@ -196,13 +197,14 @@ def _prompt_items(ctx: StageContext):
         report.add(f"unreadable: {reason}", location)
     items = []
     for record in read.records[: config.max_prompts]:
+        data = as_messages(record.data)
         # A prompt needs no assistant turn; any other problem makes it unusable.
-        problems = [p for p in chat_record_problems(record.data) if p != "with no assistant turn"]
-        problems += scoring_field_problems(record.data)
+        problems = [p for p in chat_record_problems(data) if p != "with no assistant turn"]
+        problems += scoring_field_problems(data)
         for problem in problems:
             report.add(problem, record.location)
         if not problems:
-            items.append(prompt_item(record.location, lfm2_chat(record.data)))
+            items.append(prompt_item(record.location, lfm2_chat(data)))
     if report.problems:
         raise StageError("\n".join(report.lines()) + "\n(fix the prompts file)")
     if not items:

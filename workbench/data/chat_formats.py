@@ -1,0 +1,139 @@
+"""Chat records in the other shapes exports use, read as `messages` before any check sees them.
+
+- ShareGPT (as LLaMA-Factory and axolotl read it): `{"conversations": [{"from": "human", "value": "..."}, ...]}`
+  with an optional top-level `system` text and `tools` (a list, or that list as a JSON string). Turns from
+  `human`/`gpt`/`system`/`observation` become user/assistant/system/tool turns; a `function_call` turn (its
+  value the call as JSON, `{"name": ..., "arguments": {...}}`, or a list of them) becomes an assistant turn
+  with OpenAI `tool_calls`, which the chat checks then write as an LFM2 call block like any other.
+- OpenAI content parts: `"content": [{"type": "text", "text": "..."}, ...]` becomes the parts' text joined
+  in order (as chat templates render parts: no separator).
+
+Anything else is left as it is, so the checks report it in the record's own terms: an unknown `from`
+keeps its name as the role (`unknown role ("bot", ...)`), a content part that is not text (an image) keeps
+the list (`'content' is a list of parts with image_url, not text`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "model": "assistant",
+    "system": "system",
+    "observation": "tool",
+    "tool": "tool",
+    "function_response": "tool",
+}
+FUNCTION_CALL = "function_call"
+
+
+def is_sharegpt(data: dict) -> bool:
+    """A ShareGPT record: `conversations` and no `messages`."""
+    return "messages" not in data and isinstance(data.get("conversations"), list)
+
+
+def as_messages(data: dict) -> dict:
+    """`data` with ShareGPT `conversations` as `messages` and text-part contents as text; other records unchanged.
+    Never raises: what cannot be converted stays as it was, for the checks to report."""
+    if is_sharegpt(data):
+        data = _from_sharegpt(data)
+    messages = data.get("messages")
+    if isinstance(messages, list) and any(_text_parts(m) is not None for m in messages if isinstance(m, dict)):
+        data = {**data, "messages": [_joined_parts(m) for m in messages]}
+    return data
+
+
+def as_pair_messages(data: dict) -> dict:
+    """A preference record's ShareGPT `conversations` as its `messages` and ShareGPT `chosen`/`rejected` turns
+    (`{"from": "gpt", "value": ...}`, as LLaMA-Factory writes pairs) as chat turns; text parts joined in every
+    turn. Other records unchanged."""
+    if is_sharegpt(data) and "prompt" not in data:
+        data = _from_sharegpt(data)
+    out = dict(data)
+    for key in ("prompt", "messages", "chosen", "rejected"):
+        value = out.get(key)
+        if isinstance(value, dict):
+            out[key] = _joined_parts(_sharegpt_turn(value))
+        elif isinstance(value, list):
+            out[key] = [_joined_parts(_sharegpt_turn(turn)) for turn in value]
+    return out
+
+
+def content_problem(content: Any) -> str:
+    """Why a non-text `content` is not text, as a phrase after 'whose 'content' is ...'."""
+    if isinstance(content, list) and content and all(isinstance(part, dict) for part in content):
+        kinds = sorted({str(part.get("type")) for part in content if part.get("type") != "text"})
+        return f"a list of parts with {', '.join(kinds)}, not text"
+    from workbench.data.chat import json_kind
+
+    return f"{json_kind(content)}, not text"
+
+
+def _from_sharegpt(data: dict) -> dict:
+    out = {key: value for key, value in data.items() if key not in ("conversations", "system")}
+    system = data.get("system")
+    messages = [{"role": "system", "content": system}] if isinstance(system, str) and system.strip() else []
+    messages += [_sharegpt_turn(turn) for turn in data["conversations"]]
+    out["messages"] = messages
+    tools = data.get("tools")
+    if isinstance(tools, str):
+        out["tools"] = _json_list(tools, tools) if tools.strip() else None
+        if out["tools"] is None:
+            del out["tools"]
+    return out
+
+
+def _sharegpt_turn(turn: Any) -> Any:
+    if not isinstance(turn, dict) or "from" not in turn:
+        return turn  # reported by the checks as it is
+    speaker, value = turn["from"], turn.get("value")
+    if speaker == FUNCTION_CALL:
+        return {"role": "assistant", "content": None, "tool_calls": _sharegpt_calls(value)}
+    role = SHAREGPT_ROLES.get(speaker, speaker) if isinstance(speaker, str) else speaker
+    return {"role": role, "content": value}
+
+
+def _sharegpt_calls(value: Any) -> Any:
+    """OpenAI `tool_calls` for a ShareGPT function_call value; the value itself when it is not a call, so the
+    tool-call check names what is wrong with it."""
+    calls = json.loads(value) if isinstance(value, str) and _parses(value) else value
+    calls = [calls] if isinstance(calls, dict) else calls
+    if not isinstance(calls, list) or not all(isinstance(call, dict) for call in calls):
+        return value
+    return [{"type": "function", "function": call} for call in calls]
+
+
+def _json_list(text: str, fallback: Any) -> Any:
+    parsed = json.loads(text) if _parses(text) else None
+    return parsed if isinstance(parsed, list) else fallback
+
+
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _text_parts(message: dict) -> list[str] | None:
+    """The texts of a content-part list whose every part is text; None for any other content."""
+    content = message.get("content")
+    if not isinstance(content, list) or not content:
+        return None
+    texts = []
+    for part in content:
+        if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
+            return None
+        texts.append(part["text"])
+    return texts
+
+
+def _joined_parts(message: Any) -> Any:
+    texts = _text_parts(message) if isinstance(message, dict) else None
+    return message if texts is None else {**message, "content": "".join(texts)}
