@@ -162,3 +162,48 @@ def test_recipe_errors_for_export_and_deploy(tiny_project):
     assert "'device' is an export stage, which makes no model" in text
     assert "give `suites` to score, `deploy` to measure an exported file, or both" in text
     assert all(line.startswith(f"{recipe}:") for line in text.splitlines()), text
+
+
+@pytest.mark.slow
+def test_lfm2_moe_exports_and_llama_cpp_computes_the_same_logits(tmp_path):
+    """An LFM2-MoE (LFM2-8B-A1B's shape, tiny) converts, loads in llama.cpp and computes the Hugging Face model's
+    logits; weights large enough that a file without its experts' weights would be far off."""
+    import numpy as np
+    import torch
+    from llama_cpp import Llama
+
+    from tests.conftest import REPO
+    from workbench.modeling.architecture import build_model
+    from workbench.modeling.chat_template import LFM2_CHAT_TEMPLATE
+    from workbench.modeling.tokenizer import train_bpe_tokenizer
+
+    lines = (REPO / "datasets/quickstart/sft.jsonl").read_text().splitlines()[:60]
+    tokenizer = train_bpe_tokenizer([m["content"] for line in lines for m in json.loads(line)["messages"]], 400,
+                                    LFM2_CHAT_TEMPLATE)  # fmt: skip
+    arch = {
+        "model_type": "lfm2_moe", "hidden_size": 64, "intermediate_size": 128, "moe_intermediate_size": 32,
+        "num_hidden_layers": 3, "layer_types": ["conv", "full_attention", "conv"], "num_attention_heads": 2,
+        "num_key_value_heads": 1, "num_dense_layers": 1, "num_experts": 4, "num_experts_per_tok": 2,
+        "max_position_embeddings": 512, "initializer_range": 0.3,
+    }  # fmt: skip
+    model = build_model(arch, tokenizer, 0).eval()
+    model.save_pretrained(tmp_path / "moe")
+    tokenizer.save_pretrained(tmp_path / "moe")
+    done = _convert(tmp_path / "moe", tmp_path / "moe.gguf", "f32")
+    assert done.returncode == 0, done.stderr[-2000:]
+    ids = tokenizer("The brave owl watches the lake at night.")["input_ids"]
+    llm = Llama(str(tmp_path / "moe.gguf"), logits_all=True, n_ctx=128, verbose=False)
+    try:
+        llm.eval(ids)
+        theirs = np.array(llm.scores[: len(ids)])
+    finally:
+        llm.close()
+    with torch.no_grad():
+        ours = model(torch.tensor([ids])).logits[0].numpy()
+        for name, parameter in model.named_parameters():
+            if "experts" in name:
+                parameter.zero_()
+        without_experts = model(torch.tensor([ids])).logits[0].numpy()
+    assert ours.std() > 1.0
+    assert np.abs(ours - theirs).max() < 0.01
+    assert np.abs(without_experts - theirs).max() > 1.0

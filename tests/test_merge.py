@@ -699,3 +699,54 @@ def test_suite_selection_scores_a_merged_model_with_the_evaluation_suite(zoo):
     metrics = suite_metrics(zoo["m1"], "json_schema", limit=2, batch_size=2)
     assert 0.0 <= metrics["json_schema/valid_rate"] <= 1.0
     assert gate_violations(["json_schema/valid_rate >= 0"], metrics) == []
+
+
+# --- LFM2-MoE ---------------------------------------------------------------------------------------------
+
+TINY_MOE = TINY_ARCH | {
+    "model_type": "lfm2_moe",
+    "num_hidden_layers": 3,
+    "layer_types": ["conv", "full_attention", "conv"],
+    "moe_intermediate_size": 16,
+    "num_dense_layers": 1,
+    "num_experts": 4,
+    "num_experts_per_tok": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def moe_zoo(zoo, tmp_path_factory) -> dict[str, Path]:
+    from transformers import AutoTokenizer
+
+    from workbench.modeling.architecture import build_model
+
+    root = tmp_path_factory.mktemp("moe")
+    tokenizer = AutoTokenizer.from_pretrained(zoo["m1"])
+    arch = {key: value for key, value in TINY_MOE.items() if key != "full_attn_idxs"}
+    return {f"e{seed}": _save(build_model(arch, tokenizer, seed), tokenizer, root / f"e{seed}") for seed in (1, 2)}
+
+
+def test_lfm2_moe_merge_keeps_and_merges_every_expert(moe_zoo, tmp_path):
+    models = [(inp(moe_zoo, "e1"), {"weight": 0.5}), (inp(moe_zoo, "e2"), {"weight": 0.5})]
+    run_mergekit(mergekit_config("linear", {}, models, None, {"dtype": "float32"}), tmp_path / "out")
+    merged, left, right = weights(tmp_path / "out"), weights(moe_zoo["e1"]), weights(moe_zoo["e2"])
+    assert sorted(merged) == sorted(left)
+    experts = [name for name in left if ".experts." in name]
+    assert len(experts) == 2 * 4 * 3  # two MoE layers, four experts, three projections
+    for name in left:
+        torch.testing.assert_close(merged[name], (left[name] + right[name]) / 2, rtol=0, atol=1e-6)
+
+
+def test_a_merge_that_leaves_out_tensors_is_an_error(moe_zoo, tmp_path, monkeypatch):
+    """Without the LFM2-MoE definition mergekit writes the model with no expert weight and says nothing."""
+    from contextlib import nullcontext
+
+    import workbench.merging.engine as engine
+
+    monkeypatch.setattr(engine, "known_architectures", lambda configs: nullcontext())
+    models = [(inp(moe_zoo, "e1"), {"weight": 0.5}), (inp(moe_zoo, "e2"), {"weight": 0.5})]
+    with pytest.raises(StageError) as caught:
+        run_mergekit(mergekit_config("linear", {}, models, None, {"dtype": "float32"}), tmp_path / "out")
+    message = str(caught.value)
+    assert "left out 24 of the tensors every input has (model.layers.1.feed_forward.experts.0.w1.weight" in message
+    assert "Lfm2MoeForCausalLM" in message and "\n" not in message

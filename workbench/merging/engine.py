@@ -10,6 +10,7 @@ breadcrumbs) runs through `workbench.merging.sparsify`, which finds the cut with
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from workbench.errors import StageError, first_line
+from workbench.merging.architectures import known_architectures, missing_tensors
 
 if TYPE_CHECKING:
     from workbench.merging.sparsify import LeanStats
@@ -113,14 +115,41 @@ def run_mergekit(config: dict[str, Any], out_dir: Path, seed: int | None = None)
         out_shard_size=OUT_SHARD_BYTES,
         trust_remote_code=False,
     )
+    inputs = [Path(ref.model.path) for ref in merge_config.referenced_models()]
     try:
-        with _inputs_closed_after_each_read(merge_config), lean_magnitude_pruning() as pruning:
+        with (
+            known_architectures([_config(path) for path in inputs]),
+            _inputs_closed_after_each_read(merge_config),
+            lean_magnitude_pruning() as pruning,
+        ):
             run_merge(merge_config, str(out_dir), options)  # mergekit_config.yml is written below
     except (RuntimeError, ValueError, KeyError, OSError) as error:
         raise StageError(f"mergekit {config['merge_method']} merge failed: {first_line(error)}") from None
+    _check_every_tensor_kept(config["merge_method"], inputs, out_dir)
     _complete_folder(merge_config, out_dir)
     (out_dir / "mergekit_config.yml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return pruning
+
+
+def _config(path: Path) -> dict[str, Any]:
+    config = path / "config.json"
+    return json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
+
+
+def _check_every_tensor_kept(method: str, inputs: list[Path], out_dir: Path) -> None:
+    """Stop when mergekit wrote a model without a tensor all its inputs have: it skips the tensors of an
+    architecture it reads wrongly instead of failing, and such a model loads with those weights random."""
+    from workbench.merging.compat import parameter_shapes
+
+    shapes = [parameter_shapes(str(path), path) for path in inputs]
+    missing = missing_tensors(shapes, parameter_shapes("merged", out_dir))
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        architecture = "/".join(_config(inputs[0]).get("architectures") or ["unknown"])
+        raise StageError(
+            f"mergekit {method} merge left out {len(missing)} of the tensors every input has ({shown}): it does "
+            f"not merge {architecture} correctly, so the merged model would be incomplete"
+        )
 
 
 @contextmanager

@@ -183,7 +183,7 @@ def run(ctx: StageContext) -> StageResult:
 
 
 def _prompt_items(ctx: StageContext):
-    from workbench.data.chat import DataReport, chat_record_problems, lfm2_chat
+    from workbench.data.chat import chat_record_problems, lfm2_chat, unreadable_report
     from workbench.data.chat_formats import as_messages
     from workbench.data.records import read_records
     from workbench.errors import StageError
@@ -192,9 +192,7 @@ def _prompt_items(ctx: StageContext):
 
     config: PairsStageConfig = ctx.config
     read = read_records(ctx.resolve(config.data))
-    report = DataReport(source=config.data, unit=read.unit, total=len(read.records) + len(read.unreadable))
-    for location, reason in read.unreadable:
-        report.add(f"unreadable: {reason}", location)
+    report = unreadable_report(read, config.data)
     items = []
     for record in read.records[: config.max_prompts]:
         data = as_messages(record.data)
