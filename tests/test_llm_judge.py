@@ -340,6 +340,48 @@ def test_ctrl_c_stops_scoring_without_waiting_out_the_retries(silent_endpoint):
         signal.signal(signal.SIGINT, previous)
 
 
+def test_one_connection_serves_every_batch_until_the_jury_is_closed():
+    """Batches reuse the jury's connection (no new connection, and no TLS handshake, per batch)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    connections = []
+
+    class Judge(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive
+
+        def setup(self):
+            super().setup()
+            connections.append(self.client_address)
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"choices": [{"message": {"content": '{"score": 7}'}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        jury = LlmJury(LlmJudgeSettings(jury=[{"base_url": url, "model": "m"}], concurrency=1), load_rubrics(None))
+        for _ in range(3):
+            assert jury.score(CANDIDATES[:2]) == [7.0, 7.0]
+        assert len(connections) == 1
+        jury.close()
+        assert jury.score(CANDIDATES[:1]) == [7.0]
+        assert len(connections) == 2
+        jury.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def _interrupted_scoring(url: str) -> None:
     settings = LlmJudgeSettings(jury=[{"base_url": url, "model": "m"}], timeout_s=0.3, retries=3, backoff_s=6)
     jury = LlmJury(settings, load_rubrics(None))

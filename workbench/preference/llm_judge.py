@@ -293,6 +293,7 @@ class LlmJury:
         self.last_failure: str | None = None
         """The last request failure, for the stage's report (never holds the API key)."""
         self._stop = threading.Event()
+        self._client = None  # one connection pool for the whole stage: no new connection (TLS handshake) per batch
 
     def check(self) -> None:
         """Stop with one line per problem (endpoint down, key variable unset, key refused, model not served)
@@ -340,21 +341,23 @@ class LlmJury:
 
         messages = [[{"role": "user", "content": render(self.rubrics[rubric_kind(c)], c)}] for c in candidates]
         jobs = [(index, juror) for index in range(len(candidates)) for juror in self.settings.jury]
-        with httpx.Client(timeout=self.settings.timeout_s) as client:
-            pool = ThreadPoolExecutor(self.settings.concurrency)
-            try:
-                futures = [pool.submit(self._ask, client, juror, messages[index]) for index, juror in jobs]
-                pending = set(futures)
-                while pending:  # waits in short slices: a Ctrl-C is only seen when this thread runs Python code
-                    _, pending = wait(pending, timeout=0.2)
-                answers = [future.result() for future in futures]
-            except BaseException:
-                # Ctrl-C (or a failure): queued questions are dropped and running ones ask no retry, so the stage
-                # stops within one request's time instead of waiting out every retry and backoff
-                self._stop.set()
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-            pool.shutdown()
+        if self._client is None:
+            self._client = httpx.Client(timeout=self.settings.timeout_s)
+        client = self._client
+        pool = ThreadPoolExecutor(self.settings.concurrency)
+        try:
+            futures = [pool.submit(self._ask, client, juror, messages[index]) for index, juror in jobs]
+            pending = set(futures)
+            while pending:  # waits in short slices: a Ctrl-C is only seen when this thread runs Python code
+                _, pending = wait(pending, timeout=0.2)
+            answers = [future.result() for future in futures]
+        except BaseException:
+            # Ctrl-C (or a failure): queued questions are dropped and running ones ask no retry, so the stage
+            # stops within one request's time instead of waiting out every retry and backoff
+            self._stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         per_candidate: list[list[float | str]] = [[] for _ in candidates]
         for (index, _), answer in zip(jobs, answers, strict=True):
             per_candidate[index].append(answer)
@@ -365,6 +368,12 @@ class LlmJury:
             valid = [answer for answer in found if not isinstance(answer, str)]
             scores.append(None if reasons else self.settings.aggregate.combine(valid, self.settings.pass_mark))
         return scores
+
+    def close(self) -> None:
+        """Close the connections kept open across batches (the stage calls this once it is done judging)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def _ask(self, client, juror: JurorSettings, messages: list[dict[str, str]]) -> float | str:
         """One juror's score of one candidate, or the reason it gave none."""

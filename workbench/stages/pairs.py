@@ -116,6 +116,18 @@ class PairsStageConfig(StageConfig, ModelSource):
 
 
 def run(ctx: StageContext) -> StageResult:
+    config: PairsStageConfig = ctx.config
+    items = _prompt_items(ctx)
+    offline = _offline_pairs(ctx) if config.offline_data else None
+    judge = _judge(ctx)  # an LLM jury checks its endpoints here, before anything is generated
+    try:
+        return _sample_and_judge(ctx, items, offline, judge)
+    finally:
+        if hasattr(judge, "close"):
+            judge.close()  # an LLM jury's connections, kept open across batches
+
+
+def _sample_and_judge(ctx: StageContext, items, offline, judge) -> StageResult:
     import os
 
     import torch
@@ -125,9 +137,6 @@ def run(ctx: StageContext) -> StageResult:
     from workbench.preference.pairs import PairStats, judge_batch, sample_responses
 
     config: PairsStageConfig = ctx.config
-    items = _prompt_items(ctx)
-    offline = _offline_pairs(ctx) if config.offline_data else None
-    judge = _judge(ctx)  # an LLM jury checks its endpoints here, before anything is generated
     thresholds = config.thresholds()
     tokenizer = ctx.tokenizer()
     model = ctx.load_model()
