@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from workbench.data.chat_formats import as_messages, content_problem, is_sharegpt
+from workbench.data.chat_formats import as_messages, is_sharegpt
 from workbench.data.records import ReadResult, Record, read_records
 from workbench.data.tool_calls import has_tool_calls, lfm2_turn, tool_calls_problem
 
@@ -95,6 +95,15 @@ def json_kind(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     return "an object" if isinstance(value, dict) else f"a {type(value).__name__}"
+
+
+def content_problem(content: Any) -> str:
+    """Why a non-text `content` is not text, as a phrase after 'whose 'content' is ...'."""
+    if isinstance(content, list) and content and all(isinstance(part, dict) for part in content):
+        kinds = sorted({str(part.get("type")) for part in content if part.get("type") != "text"})
+        if kinds:
+            return f"a list of parts with {', '.join(kinds)}, not text"
+    return f"{json_kind(content)}, not text"
 
 
 def unknown_role(role: Any) -> str | None:

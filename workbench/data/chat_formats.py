@@ -64,16 +64,6 @@ def as_pair_messages(data: dict) -> dict:
     return out
 
 
-def content_problem(content: Any) -> str:
-    """Why a non-text `content` is not text, as a phrase after 'whose 'content' is ...'."""
-    if isinstance(content, list) and content and all(isinstance(part, dict) for part in content):
-        kinds = sorted({str(part.get("type")) for part in content if part.get("type") != "text"})
-        return f"a list of parts with {', '.join(kinds)}, not text"
-    from workbench.data.chat import json_kind
-
-    return f"{json_kind(content)}, not text"
-
-
 def _from_sharegpt(data: dict) -> dict:
     out = {key: value for key, value in data.items() if key not in ("conversations", "system")}
     system = data.get("system")

@@ -27,11 +27,12 @@ from workbench.data.chat import (
     InvalidPolicy,
     OverlengthPolicy,
     Repeats,
+    content_problem,
     json_kind,
     read_with_report,
     unknown_role,
 )
-from workbench.data.chat_formats import as_pair_messages, content_problem
+from workbench.data.chat_formats import as_pair_messages
 from workbench.data.tool_calls import has_tool_calls, lfm2_turn, tool_calls_problem
 from workbench.errors import StageError
 
