@@ -750,3 +750,18 @@ def test_a_merge_that_leaves_out_tensors_is_an_error(moe_zoo, tmp_path, monkeypa
     message = str(caught.value)
     assert "left out 24 of the tensors every input has (model.layers.1.feed_forward.experts.0.w1.weight" in message
     assert "Lfm2MoeForCausalLM" in message and "\n" not in message
+
+
+def test_a_sliced_passthrough_may_keep_fewer_layers_than_its_inputs(zoo, tmp_path):
+    """The completeness check leaves layer stacks chosen by `slices` alone (a two-layer model cut to one; Llama,
+    since mergekit writes a sliced LFM2's config with the old `layer_types`, which transformers refuses)."""
+    config = {
+        "slices": [{"sources": [{"model": str(zoo["llama"]), "layer_range": [0, 1]}]}],
+        "merge_method": "passthrough",
+        "dtype": "float32",
+    }
+    run_mergekit(config, tmp_path / "out")
+    merged, source = weights(tmp_path / "out"), weights(zoo["llama"])
+    assert merged and not any(".layers.1." in name for name in merged)
+    for name, tensor in merged.items():
+        torch.testing.assert_close(tensor, source[name], rtol=0, atol=0)
