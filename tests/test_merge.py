@@ -765,3 +765,30 @@ def test_a_sliced_passthrough_may_keep_fewer_layers_than_its_inputs(zoo, tmp_pat
     assert merged and not any(".layers.1." in name for name in merged)
     for name, tensor in merged.items():
         torch.testing.assert_close(tensor, source[name], rtol=0, atol=0)
+
+
+def test_a_sliced_lfm2_stack_gets_the_layer_kinds_of_the_layers_it_takes(zoo, tmp_path):
+    """Depth up-scaling of LFM2 (layers 0-1, then layer 1 again): mergekit sets the layer count, workbench the
+    `layer_types`; without them transformers refuses the config."""
+    from transformers import AutoModelForCausalLM
+
+    source = str(zoo["m1"])
+    config = {
+        "slices": [
+            {"sources": [{"model": source, "layer_range": [0, 2]}]},
+            {"sources": [{"model": source, "layer_range": [1, 2]}]},
+        ],
+        "merge_method": "passthrough",
+        "dtype": "float32",
+    }
+    run_mergekit(config, tmp_path / "out")
+    written = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert written["num_hidden_layers"] == 3
+    assert written["layer_types"] == ["conv", "full_attention", "full_attention"]
+    model, info = AutoModelForCausalLM.from_pretrained(tmp_path / "out", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    merged, original = weights(tmp_path / "out"), weights(zoo["m1"])
+    for name, tensor in original.items():
+        if ".layers.1." in name:
+            torch.testing.assert_close(merged[name.replace(".layers.1.", ".layers.2.")], tensor, rtol=0, atol=0)
+    assert torch.isfinite(model(torch.tensor([[1, 5, 9]])).logits).all()

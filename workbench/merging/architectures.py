@@ -9,6 +9,10 @@ and mergekit skips them: the merged model was written without a single expert we
 `lfm2_moe_definition` lists the checkpoint's own names (the dense LFM2 layer plus router, expert bias and each
 expert's three projections), and `known_architectures` lends it to mergekit for the duration of a merge.
 `missing_tensors` is the general guard: whatever the architecture, a tensor every input has must be in the output.
+
+A config with `slices` (a layer stack: passthrough "frankenmerges", depth up-scaling) gets the layer count from
+mergekit but not LFM2's per-layer `layer_types`, which transformers then refuses ("num_hidden_layers (3) must be
+equal to the number of layer_types (4)"); `sliced_layer_types` writes the kinds of the layers the slices take.
 """
 
 from __future__ import annotations
@@ -65,3 +69,29 @@ def missing_tensors(inputs: list[dict[str, tuple[int, ...]]], output: dict[str, 
     """Names every input has and the output lacks, in order."""
     shared = set.intersection(*(set(shapes) for shapes in inputs)) if inputs else set()
     return sorted(shared - set(output))
+
+
+@contextmanager
+def sliced_layer_types() -> Iterator[None]:
+    """While the block runs, mergekit's output config for a config with `slices` lists, in `layer_types`, the kind
+    of each layer the slices take (from each source model's own `layer_types`), for models that have them."""
+    import mergekit.merge
+
+    original = mergekit.merge._model_out_config
+
+    def model_out_config(config, arch_info, trust_remote_code: bool = False):
+        out = original(config, arch_info, trust_remote_code)
+        if config.slices and getattr(out, "layer_types", None) is not None:
+            kinds = []
+            for piece in config.slices:
+                source = piece.sources[0]
+                start, end = source.layer_range
+                kinds += list(source.model.config(trust_remote_code=trust_remote_code).layer_types[start:end])
+            out.layer_types = kinds
+        return out
+
+    mergekit.merge._model_out_config = model_out_config
+    try:
+        yield
+    finally:
+        mergekit.merge._model_out_config = original

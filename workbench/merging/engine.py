@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from workbench.errors import StageError, first_line
-from workbench.merging.architectures import known_architectures, missing_tensors
+from workbench.merging.architectures import known_architectures, missing_tensors, sliced_layer_types
 
 if TYPE_CHECKING:
     from workbench.merging.sparsify import LeanStats
@@ -119,6 +119,7 @@ def run_mergekit(config: dict[str, Any], out_dir: Path, seed: int | None = None)
     try:
         with (
             known_architectures([_config(path) for path in inputs]),
+            sliced_layer_types(),
             _inputs_closed_after_each_read(merge_config),
             lean_magnitude_pruning() as pruning,
         ):
