@@ -792,3 +792,22 @@ def test_a_sliced_lfm2_stack_gets_the_layer_kinds_of_the_layers_it_takes(zoo, tm
         if ".layers.1." in name:
             torch.testing.assert_close(merged[name.replace(".layers.1.", ".layers.2.")], tensor, rtol=0, atol=0)
     assert torch.isfinite(model(torch.tensor([[1, 5, 9]])).logits).all()
+
+
+def test_a_sliced_lfm2_moe_stack_keeps_its_dense_layers_first(moe_zoo, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    source = str(moe_zoo["e1"])  # three layers: one dense, then two with experts
+
+    def sliced(*ranges) -> dict:
+        slices = [{"sources": [{"model": source, "layer_range": list(r)}]} for r in ranges]
+        return {"slices": slices, "merge_method": "passthrough", "dtype": "float32"}
+
+    run_mergekit(sliced((0, 1), (0, 3)), tmp_path / "out")
+    written = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert (written["num_hidden_layers"], written["num_dense_layers"]) == (4, 2)
+    assert written["layer_types"] == ["conv", "conv", "full_attention", "conv"]
+    _, info = AutoModelForCausalLM.from_pretrained(tmp_path / "out", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    with pytest.raises(StageError, match="dense layer after an expert layer.*taken: dense experts dense"):
+        run_mergekit(sliced((0, 2), (0, 1)), tmp_path / "bad")

@@ -12,7 +12,8 @@ expert's three projections), and `known_architectures` lends it to mergekit for 
 
 A config with `slices` (a layer stack: passthrough "frankenmerges", depth up-scaling) gets the layer count from
 mergekit but not LFM2's per-layer `layer_types`, which transformers then refuses ("num_hidden_layers (3) must be
-equal to the number of layer_types (4)"); `sliced_layer_types` writes the kinds of the layers the slices take.
+equal to the number of layer_types (4)"); `sliced_layer_types` writes the kinds of the layers the slices take (and,
+for LFM2-MoE, how many dense layers lead).
 """
 
 from __future__ import annotations
@@ -82,12 +83,22 @@ def sliced_layer_types() -> Iterator[None]:
     def model_out_config(config, arch_info, trust_remote_code: bool = False):
         out = original(config, arch_info, trust_remote_code)
         if config.slices and getattr(out, "layer_types", None) is not None:
-            kinds = []
+            kinds, dense = [], []
             for piece in config.slices:
                 source = piece.sources[0]
                 start, end = source.layer_range
-                kinds += list(source.model.config(trust_remote_code=trust_remote_code).layer_types[start:end])
+                source_config = source.model.config(trust_remote_code=trust_remote_code)
+                kinds += list(source_config.layer_types[start:end])
+                dense += [index < getattr(source_config, "num_dense_layers", 0) for index in range(start, end)]
             out.layer_types = kinds
+            if hasattr(out, "num_dense_layers"):
+                # LFM2-MoE: the dense feed-forward layers come first, then the expert layers
+                if dense != sorted(dense, reverse=True):
+                    raise ValueError(
+                        "slices put an LFM2-MoE dense layer after an expert layer; the dense layers (the first "
+                        f"num_dense_layers of a source) must come first (taken: {_dense_pattern(dense)})"
+                    )
+                out.num_dense_layers = sum(dense)
         return out
 
     mergekit.merge._model_out_config = model_out_config
@@ -95,3 +106,7 @@ def sliced_layer_types() -> Iterator[None]:
         yield
     finally:
         mergekit.merge._model_out_config = original
+
+
+def _dense_pattern(dense: list[bool]) -> str:
+    return " ".join("dense" if is_dense else "experts" for is_dense in dense)
