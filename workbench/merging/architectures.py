@@ -87,7 +87,7 @@ def sliced_layer_types() -> Iterator[None]:
             for piece in config.slices:
                 source = piece.sources[0]
                 start, end = source.layer_range
-                source_config = source.model.config(trust_remote_code=trust_remote_code)
+                source_config = source.model.config(trust_remote_code=False)  # run_mergekit never trusts it
                 kinds += list(source_config.layer_types[start:end])
                 dense += [index < getattr(source_config, "num_dense_layers", 0) for index in range(start, end)]
             out.layer_types = kinds
