@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -172,6 +173,24 @@ TINY_ARCH = {
     "max_position_embeddings": 512,
     "block_auto_adjust_ff_dim": False,
 }
+
+
+def write_jsonl(path: Path, records: list) -> Path:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    return path
+
+
+def data_context(root: Path):
+    """A bare StageContext over `root` for code that reads data through one (no run, no tracking)."""
+    from rich.console import Console
+
+    from workbench.api.context import Project, StageContext
+    from workbench.tracking import NullTracker
+
+    project = Project(root, root / "runs", root / "runs", "chats", 0, False)
+    return StageContext(
+        project, None, "0" * 64, root / "tmp", {}, root / "tokenizer", NullTracker(), Console(quiet=True)
+    )
 
 
 def write_chat_subset(source: Path, target: Path, count: int) -> None:

@@ -5,14 +5,10 @@ is applied once per record (for the length check and the trainer both)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from rich.console import Console
 
-from tests.conftest import REPO, TINY_ARCH
-from workbench.api.context import Project, StageContext
-from workbench.tracking import NullTracker
+from tests.conftest import REPO, TINY_ARCH, data_context
 
 RECORDS = 24
 
@@ -31,13 +27,6 @@ def tiny(tmp_path_factory):
     return root, tokenizer, build_model(TINY_ARCH, tokenizer, 0)
 
 
-def _context(root: Path) -> StageContext:
-    project = Project(root, root / "runs", root / "runs", "chats", 0, False)
-    return StageContext(
-        project, None, "0" * 64, root / "tmp", {}, root / "tokenizer", NullTracker(), Console(quiet=True)
-    )
-
-
 @pytest.mark.parametrize(("assistant_only_loss", "max_length"), [(True, 4096), (False, 4096), (True, 90)])
 def test_pre_tokenized_examples_are_what_trl_makes_of_the_raw_records(tiny, tmp_path, assistant_only_loss, max_length):
     from trl import SFTConfig, SFTTrainer
@@ -46,7 +35,7 @@ def test_pre_tokenized_examples_are_what_trl_makes_of_the_raw_records(tiny, tmp_
     from workbench.training.chat_dataset import load_training_chats
 
     root, tokenizer, model = tiny
-    ours = load_training_chats(_context(root), "chats.jsonl", tokenizer, max_length, "error", "truncate",
+    ours = load_training_chats(data_context(root), "chats.jsonl", tokenizer, max_length, "error", "truncate",
                                "data/train", assistant_only_loss)  # fmt: skip
     raw = [
         {"messages": r["messages"], "tools": json.dumps(r["tools"]) if r.get("tools") else None}
@@ -83,5 +72,5 @@ def test_the_template_is_applied_once_per_record(tiny, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(PreTrainedTokenizerBase, "apply_chat_template", counted)
-    load_training_chats(_context(root), "chats.jsonl", tokenizer, 4096, "error", "drop", "data/train")
+    load_training_chats(data_context(root), "chats.jsonl", tokenizer, 4096, "error", "drop", "data/train")
     assert len(calls) == RECORDS

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import json
 
-from rich.console import Console
-
-from workbench.api.context import Project, StageContext
+from tests.conftest import data_context, write_jsonl
 from workbench.data.chat import SHAREGPT_RECORD, load_chat_records
 from workbench.data.records import iter_texts
 from workbench.preference.data import normalize_pair
-from workbench.tracking import NullTracker
 
 TOOLS = [{"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
 CALL = {"name": "get_weather", "arguments": {"city": "Paris"}}
@@ -48,11 +45,6 @@ PARTS = {
     ],
     "tools": TOOLS,
 }
-
-
-def write_jsonl(path, records):
-    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
-    return path
 
 
 def test_sharegpt_and_text_parts_read_as_the_same_messages(tmp_path):
@@ -135,10 +127,7 @@ def test_sharegpt_trains_the_same_examples_as_messages(tmp_path):
     write_jsonl(tmp_path / "ours.jsonl", [OURS])
     write_jsonl(tmp_path / "sharegpt.jsonl", [SHAREGPT])
     tokenizer = train_bpe_tokenizer(iter_texts(tmp_path / "sharegpt.jsonl"), 300, LFM2_CHAT_TEMPLATE)
-    project = Project(tmp_path, tmp_path / "runs", tmp_path / "runs", "chats", 0, False)
-    ctx = StageContext(
-        project, None, "0" * 64, tmp_path / "tmp", {}, tmp_path / "tok", NullTracker(), Console(quiet=True)
-    )
+    ctx = data_context(tmp_path)
     loaded = [
         load_training_chats(ctx, name, tokenizer, 1024, "error", "error", "data/train", True)
         for name in ("ours.jsonl", "sharegpt.jsonl")

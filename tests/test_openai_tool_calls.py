@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from tests.conftest import write_jsonl
 from workbench.data.chat import load_chat_records
 from workbench.data.tool_calls import ToolCallsError, openai_tool_calls_to_lfm2
 from workbench.evaluation.scorers.tool_calls import parse_tool_calls
@@ -94,11 +95,6 @@ OPENAI_CHAT = {
     ],
     "tools": [WEATHER],
 }
-
-
-def write_jsonl(path, records):
-    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
-    return path
 
 
 def test_openai_chat_file_renders_through_the_chat_template(tmp_path):

@@ -42,9 +42,8 @@ def as_messages(data: dict) -> dict:
     Never raises: what cannot be converted stays as it was, for the checks to report."""
     if is_sharegpt(data):
         data = _from_sharegpt(data)
-    messages = data.get("messages")
-    if isinstance(messages, list) and any(_text_parts(m) is not None for m in messages if isinstance(m, dict)):
-        data = {**data, "messages": [_joined_parts(m) for m in messages]}
+    if isinstance(data.get("messages"), list):
+        data = {**data, "messages": [_joined_parts(message) for message in data["messages"]]}
     return data
 
 
@@ -71,10 +70,10 @@ def _from_sharegpt(data: dict) -> dict:
     messages += [_sharegpt_turn(turn) for turn in data["conversations"]]
     out["messages"] = messages
     tools = data.get("tools")
-    if isinstance(tools, str):
-        out["tools"] = _json_list(tools, tools) if tools.strip() else None
-        if out["tools"] is None:
-            del out["tools"]
+    if isinstance(tools, str) and not tools.strip():
+        del out["tools"]
+    elif isinstance(tools, str) and isinstance(parsed := _json(tools), list):
+        out["tools"] = parsed  # a string that is not a JSON list stays, for the checks to report
     return out
 
 
@@ -91,39 +90,28 @@ def _sharegpt_turn(turn: Any) -> Any:
 def _sharegpt_calls(value: Any) -> Any:
     """OpenAI `tool_calls` for a ShareGPT function_call value; the value itself when it is not a call, so the
     tool-call check names what is wrong with it."""
-    calls = json.loads(value) if isinstance(value, str) and _parses(value) else value
+    calls = _json(value) if isinstance(value, str) else value
     calls = [calls] if isinstance(calls, dict) else calls
     if not isinstance(calls, list) or not all(isinstance(call, dict) for call in calls):
         return value
     return [{"type": "function", "function": call} for call in calls]
 
 
-def _json_list(text: str, fallback: Any) -> Any:
-    parsed = json.loads(text) if _parses(text) else None
-    return parsed if isinstance(parsed, list) else fallback
-
-
-def _parses(text: str) -> bool:
+def _json(text: str) -> Any:
+    """The JSON value in `text`, or None when it is not JSON."""
     try:
-        json.loads(text)
+        return json.loads(text)
     except ValueError:
-        return False
-    return True
-
-
-def _text_parts(message: dict) -> list[str] | None:
-    """The texts of a content-part list whose every part is text; None for any other content."""
-    content = message.get("content")
-    if not isinstance(content, list) or not content:
         return None
-    texts = []
-    for part in content:
-        if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
-            return None
-        texts.append(part["text"])
-    return texts
 
 
 def _joined_parts(message: Any) -> Any:
-    texts = _text_parts(message) if isinstance(message, dict) else None
-    return message if texts is None else {**message, "content": "".join(texts)}
+    """A message whose content is a list of text parts, with their texts joined; any other message as it is."""
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list) or not content or not all(map(_is_text_part, content)):
+        return message
+    return {**message, "content": "".join(part["text"] for part in content)}
+
+
+def _is_text_part(part: Any) -> bool:
+    return isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)

@@ -116,9 +116,10 @@ def run_mergekit(config: dict[str, Any], out_dir: Path, seed: int | None = None)
         trust_remote_code=False,
     )
     inputs = [Path(ref.model.path) for ref in merge_config.referenced_models()]
+    configs = [_config(path) for path in inputs]
     try:
         with (
-            known_architectures([_config(path) for path in inputs]),
+            known_architectures(configs),
             sliced_layer_types(),
             _inputs_closed_after_each_read(merge_config),
             lean_magnitude_pruning() as pruning,
@@ -128,7 +129,8 @@ def run_mergekit(config: dict[str, Any], out_dir: Path, seed: int | None = None)
         raise StageError(f"mergekit {config['merge_method']} merge failed: {first_line(error)}") from None
     if "slices" not in config and "modules" not in config:
         # with slices the config picks and renumbers the layers itself, so the output may rightly lack some
-        _check_every_tensor_kept(config["merge_method"], inputs, out_dir)
+        architecture = "/".join(configs[0].get("architectures") or ["unknown"])
+        _check_every_tensor_kept(config["merge_method"], architecture, inputs, out_dir)
     _complete_folder(merge_config, out_dir)
     (out_dir / "mergekit_config.yml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return pruning
@@ -139,7 +141,7 @@ def _config(path: Path) -> dict[str, Any]:
     return json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
 
 
-def _check_every_tensor_kept(method: str, inputs: list[Path], out_dir: Path) -> None:
+def _check_every_tensor_kept(method: str, architecture: str, inputs: list[Path], out_dir: Path) -> None:
     """Stop when mergekit wrote a model without a tensor all its inputs have: it skips the tensors of an
     architecture it reads wrongly instead of failing, and such a model loads with those weights random."""
     from workbench.merging.compat import parameter_shapes
@@ -148,7 +150,6 @@ def _check_every_tensor_kept(method: str, inputs: list[Path], out_dir: Path) -> 
     missing = missing_tensors(shapes, parameter_shapes("merged", out_dir))
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        architecture = "/".join(_config(inputs[0]).get("architectures") or ["unknown"])
         raise StageError(
             f"mergekit {method} merge left out {len(missing)} of the tensors every input has ({shown}): it does "
             f"not merge {architecture} correctly, so the merged model would be incomplete"

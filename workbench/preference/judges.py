@@ -52,6 +52,10 @@ class Judge(Protocol):
 
     def score(self, candidates: list[Candidate]) -> list[float | None]: ...
 
+    def close(self) -> None:
+        """Let go of what the judge holds open across calls (an LLM jury's connections); the stage calls it once
+        it is done judging."""
+
 
 def _last_user_text(prompt: list[dict[str, Any]]) -> str:
     return next((turn["content"] for turn in reversed(prompt) if turn.get("role") == "user"), "")
@@ -129,7 +133,7 @@ VERIFIERS = {"instruction_following": instruction_score, "json_schema": json_sco
 """The verifier of each scoring kind; each is called only for a record `scoring_kinds` gives its kind."""
 
 
-class VerifierJudge:
+class VerifierJudge(Judge):
     """The mean of every verifier that applies to the record; None when none does (`no_verifier`)."""
 
     def __init__(self) -> None:
@@ -145,7 +149,7 @@ class VerifierJudge:
         return scores
 
 
-class RewardModelJudge:
+class RewardModelJudge(Judge):
     """Scores with a sequence-classification reward model (its first logit), batched."""
 
     def __init__(self, model, tokenizer_path: Path, batch_size: int = 16, max_length: int = 1024):

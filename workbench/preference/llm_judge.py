@@ -32,7 +32,7 @@ from pydantic import Field, field_validator
 from workbench.api.config import StrictModel
 from workbench.api.markers import DataFolder
 from workbench.errors import StageError
-from workbench.preference.judges import RUBRICS_DIR, Candidate, scoring_kinds
+from workbench.preference.judges import RUBRICS_DIR, Candidate, Judge, scoring_kinds
 
 SCALE = (0, 10)
 """The range of one juror's score; the rubrics ask for an integer in it."""
@@ -283,7 +283,7 @@ def _without_key(text: str, juror: JurorSettings) -> str:
 RETRIED_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
-class LlmJury:
+class LlmJury(Judge):
     """Scores candidates with every juror of `settings` (requests run `concurrency` at a time) and aggregates."""
 
     def __init__(self, settings: LlmJudgeSettings, rubrics: dict[str, Template]):

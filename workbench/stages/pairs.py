@@ -123,8 +123,7 @@ def run(ctx: StageContext) -> StageResult:
     try:
         return _sample_and_judge(ctx, items, offline, judge)
     finally:
-        if hasattr(judge, "close"):
-            judge.close()  # an LLM jury's connections, kept open across batches
+        judge.close()  # an LLM jury's connections, kept open across batches
 
 
 def _sample_and_judge(ctx: StageContext, items, offline, judge) -> StageResult:
