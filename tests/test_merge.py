@@ -18,7 +18,7 @@ from tests.conftest import REPO, TINY_ARCH
 from workbench.errors import RecipeError, StageError, WorkbenchError
 from workbench.merging.compat import CompatibilityError, check_compatible, read_facts, tokenizer_hash
 from workbench.merging.engine import ResolvedInput, mergekit_config, run_mergekit
-from workbench.merging.methods import merge_methods
+from workbench.merging.methods import applicable, merge_methods
 from workbench.merging.spec import load_template, resolve_spec
 from workbench.merging.standalone import merge_file
 from workbench.merging.sweep import expand_grid
@@ -200,6 +200,17 @@ def test_linear_merge_of_a_model_with_itself_returns_it(zoo, tmp_path):
     models = [(inp(zoo, "m1"), {"weight": 0.5}), (inp(zoo, "m1copy"), {"weight": 0.5})]
     run_mergekit(mergekit_config("linear", {}, models, None, {"dtype": "float32"}), tmp_path / "out")
     assert_same_weights(tmp_path / "out", zoo["m1"])
+
+
+def test_a_weight_no_model_sets_defaults_to_one_and_a_model_own_weight_wins(zoo, tmp_path):
+    # mergekit stops mid-merge on a linear merge with no weights; workbench gives each unset weight 1.0
+    shared, per_model, ignored = applicable("linear", {}, ({}, {"weight": 3.0}))
+    assert shared == {"weight": 1.0} and per_model == [{}, {"weight": 3.0}] and ignored == []
+    models = [(inp(zoo, "m1"), per_model[0]), (inp(zoo, "m2"), per_model[1])]
+    run_mergekit(mergekit_config("linear", shared, models, None, {"dtype": "float32"}), tmp_path / "out")
+    merged, left, right = weights(tmp_path / "out"), weights(zoo["m1"]), weights(zoo["m2"])
+    for name in left:
+        torch.testing.assert_close(merged[name], (left[name] + 3 * right[name]) / 4, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize(("t", "expected"), [(0.0, "m1"), (1.0, "m2")])
@@ -460,6 +471,16 @@ def test_unknown_parameter_in_a_mergekit_file_is_an_error(zoo, tmp_path, monkeyp
         merge_file(config, tmp_path / "out")
 
 
+def test_a_mergekit_file_without_a_required_parameter_is_one_line_before_merging(zoo, tmp_path, monkeypatch):
+    monkeypatch.chdir(zoo["m1"].parent)
+    config = tmp_path / "no_t.yaml"
+    config.write_text(yaml.safe_dump({"merge_method": "slerp", "base_model": "m1", "models": [{"model": "m1"},
+                                                                                            {"model": "m2"}]}))  # fmt: skip
+    with pytest.raises(WorkbenchError, match=r"no_t.yaml: slerp needs `t` under `parameters`$"):
+        merge_file(config, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 # --- sweeps and templates ----------------------------------------------------------------------------------
 
 
@@ -524,6 +545,9 @@ def _recipe_problems(tmp_path, merge: dict) -> str:
         ({"method": "tie", "base": "a", "models": ["b"]}, "unknown merge method 'tie' (did you mean 'ties'?)"),
         ({"method": "linear", "models": ["a", "b"], "parameters": {"wieght": 1}}, "linear takes no parameter 'wieght'"),
         ({"method": "slerp", "models": ["a", "b"], "parameters": {"t": 0.5}}, "slerp needs a `base` model"),
+        ({"method": "slerp", "base": "a", "models": ["a", "b"]}, "slerp needs `t` under `parameters`"),
+        ({"method": ["linear", "nearswap"], "base": "a", "models": ["a", "b"], "select": {"metric": "eval_loss",
+          "data": "d.jsonl"}}, "nearswap needs `t` under `parameters`"),
         ({"method": "linear", "models": ["a", {"from": "b", "parameters": {"weight": {"sweep": [0.2, 0.8]}}}]},
          "this merge sweeps 2 candidates: add `select` to choose among them"),
         ({"method": "linear", "models": ["a", "c"]}, "m.models[1]: unknown stage 'c'"),

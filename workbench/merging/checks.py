@@ -16,7 +16,7 @@ from workbench.errors import StageError
 def template_fit_problems(config: Any, root: Path) -> list[tuple[tuple, str]]:
     """The stage's parameters checked against its template's method (the stage's own `method` is checked by its
     schema); a broken template file is reported by the template namespace."""
-    from workbench.merging.methods import base_problems, method_problems
+    from workbench.merging.methods import base_problems, method_problems, missing_parameter_problems
     from workbench.merging.spec import load_template
 
     if config.template is None:
@@ -33,6 +33,10 @@ def template_fit_problems(config: Any, root: Path) -> list[tuple[tuple, str]]:
     shared = {**template.get("parameters", {}), **config.parameters}
     problems = method_problems(methods, shared, {f"model '{e.label}'": e.parameters for e in inputs})
     problems = problems or base_problems(methods, config.base is not None)
+    if not problems:
+        base = config.base_input()
+        own = {entry.label: entry.parameters for entry in inputs}
+        problems = missing_parameter_problems(methods, shared, own, base.label if base else None)
     return [(("parameters",) if "parameter" in p else ("template",), p) for p in problems]
 
 

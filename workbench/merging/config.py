@@ -133,7 +133,7 @@ def input_problems(
     """What is wrong with a merge stage's own fields, before the recipe is known: malformed sweeps, methods and
     parameters that do not fit (`methods` None: they come from a template, checked by `merging.checks`), a base the
     methods need or forbid, and a tokenizer_source that names no input."""
-    from workbench.merging.methods import base_problems, method_problems
+    from workbench.merging.methods import base_problems, method_problems, missing_parameter_problems
     from workbench.merging.sweep import sweep_problems
 
     problems = sweep_problems(parameters, "parameters")
@@ -143,6 +143,9 @@ def input_problems(
         fit = method_problems(methods, parameters, {f"model '{e.label}'": e.parameters for e in inputs})
         unknown = bool(fit) and fit[0].startswith("unknown merge method")
         problems += fit if unknown else fit + base_problems(methods, base is not None)
+        if not unknown:
+            own = {entry.label: entry.parameters for entry in inputs}
+            problems += missing_parameter_problems(methods, parameters, own, base.label if base else None)
     labels = {entry.label for entry in inputs} | ({base.label} if base is not None else set())
     if tokenizer_source not in (None, "union", "base", *labels):
         problems.append(f"tokenizer_source '{tokenizer_source}' is not union, base or one of the inputs")

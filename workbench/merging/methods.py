@@ -28,6 +28,8 @@ class MethodInfo:
     min_inputs: int
     max_inputs: int | None
     reference: str | None
+    required: tuple[tuple[str, str], ...] = ()
+    """Parameters mergekit cannot run without, with their scope: shared, input (every model) or non_base."""
 
 
 @cache
@@ -47,6 +49,7 @@ def merge_methods() -> dict[str, MethodInfo]:
             min_inputs=spec.contract.min_inputs,
             max_inputs=spec.contract.max_inputs,
             reference=spec.reference_url,
+            required=tuple((p.name, p.scope.value) for p in spec.parameters if p.required),
         )
     return found
 
@@ -92,6 +95,37 @@ def base_problems(methods: list[str], has_base: bool) -> list[str]:
     return problems
 
 
+REQUIRED_DEFAULTS: dict[str, Any] = {"weight": 1.0}
+"""Values workbench gives required parameters no input sets: `weight` 1.0 on every model, so `linear` with no
+weights is the plain average (mergekit normalizes by default) and task vectors add at full strength, as in
+merges/. mergekit itself stops mid-run without them."""
+
+
+def missing_parameter_problems(
+    methods: list[str], shared: Iterable[str], per_model: dict[str, Iterable[str]], base: str | None
+) -> list[str]:
+    """Parameters a method requires that are set neither under `parameters` nor on every model that needs them
+    (mergekit would stop mid-run: "Missing required parameter weight for ..."). `per_model` maps each input's
+    label to its own parameter names; `base` is the base model's label (non_base parameters skip it)."""
+    shared = set(shared)
+    problems = []
+    for method in methods:
+        for name, scope in merge_methods()[method].required:
+            if name in shared or name in REQUIRED_DEFAULTS:
+                continue
+            if scope == "shared":
+                problems.append(f"{method} needs `{name}` under `parameters`")
+                continue
+            lacking = [label for label, own in per_model.items() if name not in set(own)
+                       and not (scope == "non_base" and label == base)]  # fmt: skip
+            if lacking:
+                where = ", ".join(f"'{label}'" for label in lacking)
+                problems.append(
+                    f"{method} needs `{name}` on every input model or under `parameters`; missing on {where}"
+                )
+    return problems
+
+
 def applicable(
     method: str, parameters: dict[str, Any], model_parameters: tuple[dict[str, Any], ...]
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
@@ -99,6 +133,9 @@ def applicable(
     only some of the methods take reaches only those (mergekit would ignore it silently)."""
     info = merge_methods()[method]
     shared = {k: v for k, v in parameters.items() if k in info.shared | info.per_model}
+    for name, _ in info.required:
+        if name in REQUIRED_DEFAULTS and name not in shared:
+            shared[name] = REQUIRED_DEFAULTS[name]  # a model's own value still wins (mergekit's precedence)
     per_model = [{k: v for k, v in own.items() if k in info.per_model} for own in model_parameters]
     ignored = set(parameters) - set(shared)
     for own, kept in zip(model_parameters, per_model, strict=True):

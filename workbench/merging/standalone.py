@@ -21,7 +21,7 @@ def merge_file(config_file: Path, out_dir: Path, overwrite: bool = False, seed: 
     from workbench.merging.card import write_card
     from workbench.merging.compat import check_compatible, read_facts
     from workbench.merging.engine import ResolvedInput, resolve_model, run_mergekit
-    from workbench.merging.methods import method_problems
+    from workbench.merging.methods import method_problems, missing_parameter_problems
 
     if not config_file.is_file():
         raise WorkbenchError(f"{config_file}: file not found")
@@ -34,6 +34,10 @@ def merge_file(config_file: Path, out_dir: Path, overwrite: bool = False, seed: 
     if config.models:
         per_model = {f"model '{m.model}'": (m.parameters or {}) for m in config.models}
         problems = method_problems([config.merge_method], config.parameters or {}, per_model)
+        if not problems:
+            own = {str(m.model): (m.parameters or {}) for m in config.models}
+            base = str(config.base_model) if config.base_model else None
+            problems = missing_parameter_problems([config.merge_method], config.parameters or {}, own, base)
         if problems:
             raise WorkbenchError(f"{config_file}: {problems[0]}")
     labels = sorted({str(reference) for reference in config.referenced_models()})
