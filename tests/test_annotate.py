@@ -316,6 +316,7 @@ def test_cli_push_and_pull(argilla, tmp_path):
                             env=env, capture_output=True, text=True)  # fmt: skip
     assert pulled.returncode == 0, pulled.stderr
     assert "preferences.jsonl" in pulled.stdout
+    assert "Saving the dataset" not in pulled.stdout + pulled.stderr  # datasets' own bar is not the pull's output
     bad = subprocess.run([*cli, "pull", "--dataset", "cli"], env={**env, "ARGILLA_API_KEY": "wrong-key-12345"},
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 1 and "rejected the API key" in bad.stderr and "Traceback" not in bad.stderr

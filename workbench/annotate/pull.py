@@ -204,7 +204,13 @@ def _write_version(target: Path, payload: bytes, rows: list[dict], provenance: d
             }
         )
         columns = {name: [row[name] for row in hf_rows] for name in features}  # from_list loses columns when empty
-        datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(staging / "hf"))
+        quiet = datasets.are_progress_bars_disabled()
+        datasets.disable_progress_bars()  # a "Saving the dataset" bar per pull is noise beside the pull's own lines
+        try:
+            datasets.Dataset.from_dict(columns, features=features).save_to_disk(str(staging / "hf"))
+        finally:
+            if not quiet:
+                datasets.enable_progress_bars()
         write_json_atomic(staging / "provenance.json", provenance)
 
     build_new_folder(target, build)
