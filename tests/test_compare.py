@@ -128,6 +128,7 @@ def test_parent_summaries_figures_and_compare(two_runs, review_server):
                  cwd=root)  # fmt: skip
     assert shown.returncode == 0, shown.stderr[-3000:]
     assert "changed stages: sft, eval_sft" in shown.stdout and "learning_rate" in shown.stdout
+    assert "Downloading artifacts" not in shown.stdout + shown.stderr, "one mlflow bar per downloaded file"
     page = (root / "cmp.html").read_text()
     assert "learning_rate" in page and page.count("data:image/png;base64,") == 4
     report = _cli("report", "recipe.yaml", cwd=root)

@@ -8,7 +8,10 @@ metrics, each gate's result) and the evaluate stages' per-sample tables (`sample
 from __future__ import annotations
 
 import json
+import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,13 +103,31 @@ def find_run(client, reference: str, experiment: str | None = None):
 
 
 def compare(client, a, b) -> Comparison:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _no_download_bars():
         summaries = [_artifact_json(client, run, "summary.json", Path(tmp)) for run in (a, b)]
         resolved = [_resolved_stages(client, run, Path(tmp)) for run in (a, b)]
         figures = {label: _figures(client, run, Path(tmp)) for label, run in (("A", a), ("B", b))}
         flips = _flips(client, summaries, Path(tmp))
     return Comparison(a, b, _stage_changes(resolved, summaries), _metric_deltas(summaries), _gates(summaries),
                       flips, figures)  # fmt: skip
+
+
+@contextmanager
+def _no_download_bars() -> Iterator[None]:
+    """mlflow draws a progress bar per downloaded artifact: dozens of small JSON files would print dozens of
+    bars before the comparison; the variable is read at each download and restored after."""
+    previous = os.environ.get(_BARS)
+    os.environ[_BARS] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(_BARS, None)
+        else:
+            os.environ[_BARS] = previous
+
+
+_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 def _artifact_json(client, run, path: str, tmp: Path) -> dict:
