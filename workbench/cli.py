@@ -314,7 +314,7 @@ def report(recipe: RecipeArg) -> None:
 def _print_scores(loaded, evaluations: dict[str, dict[str, float]]) -> bool:
     from workbench.evaluation.report import scores_table
 
-    table = scores_table(loaded, evaluations)
+    table = scores_table(loaded, evaluations, width=console.width)
     if table is not None:
         console.print(table)
     return table is not None
