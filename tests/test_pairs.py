@@ -241,3 +241,14 @@ def test_scoring_fields_a_judge_cannot_read_are_named_before_anything_is_sampled
         "json_schema is not a mapping",
         "tool_calls is not a list of {name, arguments} mappings",
     ]
+
+
+def test_one_sample_without_the_reference_is_a_config_error():
+    from pydantic import ValidationError
+
+    from workbench.stages.pairs import PairsStageConfig
+
+    config = {"name": "p", "kind": "pairs", "from": "sft", "data": "d.jsonl", "samples": 1}
+    assert PairsStageConfig.model_validate(config).include_reference  # one sample against the reference pairs
+    with pytest.raises(ValidationError, match="samples 1 without include_reference gives one candidate per prompt"):
+        PairsStageConfig.model_validate(config | {"include_reference": False})

@@ -89,6 +89,9 @@ class PairsStageConfig(StageConfig, ModelSource):
 
     @model_validator(mode="after")
     def _one_source(self) -> PairsStageConfig:
+        if self.samples == 1 and not self.include_reference:
+            # a pair needs two candidates: every prompt would be dropped as too_few_answers
+            raise ValueError("samples 1 without include_reference gives one candidate per prompt: no pair can form")
         if (self.judge == "reward_model") != (self.reward_model is not None):
             raise ValueError("'reward_model' (a model folder) is needed with judge: reward_model, and only then")
         if (self.judge == "llm") != (self.llm_judge is not None):
