@@ -297,3 +297,28 @@ def test_distilled_student_beats_ce_alone_and_mismatched_cache_is_refused(tmp_pa
     with pytest.raises(StageError, match="refused: tokenizer differs .*corpus blocks differ"):
         run_recipe(load_recipe(tmp_path / "other.yaml"))
     assert not list(tmp_path.glob("runs/other/student/*.tmp/checkpoints/*"))
+
+
+def test_a_top_k_wider_than_the_vocabulary_is_one_line_before_the_teacher_runs(tmp_path, monkeypatch):
+    from workbench.errors import RecipeError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corpus.jsonl").write_text((REPO / "datasets/pretrain/corpus_eval.jsonl").read_text())
+    (tmp_path / "teacher.yaml").write_text(yaml.safe_dump(TINY_ARCH))
+    data = {"corpus": "corpus.jsonl", "seq_len": 32}
+
+    def recipe(vocab_size: int, k: int):
+        stages = [{"name": "teacher", "kind": "init", "architecture": "teacher.yaml"},
+                  {"name": "cache", "kind": "teacher_cache", "from": "teacher", "k": k, **data}]  # fmt: skip
+        path = tmp_path / f"r{vocab_size}.yaml"
+        tokenizer = {"train": {"files": ["corpus.jsonl"], "vocab_size": vocab_size}}
+        path.write_text(yaml.safe_dump({"name": "k", "tokenizer": tokenizer, "stages": stages}, sort_keys=False))
+        return path
+
+    # the recipe says how large its tokenizer is: validate refuses a k above it, at the line of `k`
+    with pytest.raises(RecipeError, match=r"r400.yaml:14: cache.k: k 5000 is more than the recipe's tokenizer has"):
+        load_recipe(recipe(400, 5000))
+    # a tokenizer trained on little text may stop short of its vocab_size: the stage says so before caching
+    with pytest.raises(StageError, match=r"k 5000 is more than the teacher's vocabulary \(\d+ tokens\)"):
+        run_recipe(load_recipe(recipe(200000, 5000)))
+    assert not list(tmp_path.glob("runs/k/cache/*/cache"))

@@ -45,6 +45,10 @@ class RecipeView(Protocol):
     def candidates(self, stage: str) -> list[str] | None:
         """The candidates of a swept stage, by name in grid order; None when `stage` is not swept."""
 
+    def trained_vocab_size(self) -> int | None:
+        """The vocab_size the recipe trains its tokenizer to; None for a tokenizer loaded from a path or hub id
+        (its size is known only once it is loaded)."""
+
 
 class StageConfig(StrictModel):
     """Fields every stage has. Each stage kind subclasses this with `kind: Literal[...]`."""

@@ -131,6 +131,15 @@ class _Checker:
     def candidates(self, stage: str) -> list[str] | None:
         return list(self.sweeps[stage].candidates) if stage in self.sweeps else None
 
+    def trained_vocab_size(self) -> int | None:
+        from workbench.recipe.schema import TokenizerTraining
+
+        train = (self.data.get("tokenizer") or {}).get("train") if isinstance(self.data, dict) else None
+        if not isinstance(train, dict):
+            return None
+        size = train.get("vocab_size", TokenizerTraining.model_fields["vocab_size"].default)
+        return size if isinstance(size, int) else None
+
     def stages_of_kind(self, kind: str) -> list[str]:
         return [name for name, entry in self.stages.items() if entry.raw.get("kind") == kind]
 

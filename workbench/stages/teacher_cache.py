@@ -10,8 +10,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from workbench.api import ModelSource, StageConfig, StageContext, StageKind, StageResult
+from workbench.api import ModelSource, RecipeView, StageConfig, StageContext, StageKind, StageResult
 from workbench.distill.fields import CorpusFields
+from workbench.errors import StageError
 
 
 class TeacherCacheStageConfig(StageConfig, ModelSource, CorpusFields):
@@ -40,6 +41,11 @@ class TeacherCacheStageConfig(StageConfig, ModelSource, CorpusFields):
 
     unhashed_fields = StageConfig.unhashed_fields | {"batch_size"}
 
+    def check_recipe(self, recipe: RecipeView) -> None:
+        vocab = recipe.trained_vocab_size()
+        if vocab is not None and self.k > vocab:
+            recipe.problem(("k",), f"k {self.k} is more than the recipe's tokenizer has (vocab_size: {vocab})")
+
     def hash_excluded(self) -> set[str]:
         """`format: exact` hashes as the stage did before it had the field (it wrote exact caches then), so those
         caches stay valid; `compressed` is part of the hash."""
@@ -62,6 +68,8 @@ def run(ctx: StageContext) -> StageResult:
     source = ctx.input_model()
     check_teacher_tokenizer(ctx, source)
     teacher = ctx.load_model(source)
+    if config.k > teacher.config.vocab_size:
+        raise StageError(f"k {config.k} is more than the teacher's vocabulary ({teacher.config.vocab_size} tokens)")
     if torch.cuda.is_available():
         teacher.to(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
     corpus = load_corpus(ctx, config, config.corpus, tokenizer, "data/corpus")
