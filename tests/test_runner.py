@@ -264,3 +264,31 @@ def test_a_gate_stops_the_run_and_its_scores_come_from_the_run(tiny_project, mon
         assert ("1 of 1 gates failed" in scores) == (code == 1), "the scores are printed before the gate table"
     assert len(plans) == 2, "one plan per run"
     assert sorted(reads) == ["base", "eval_sft", "sft"], "by the second run's plan"
+
+
+def test_path_prints_the_finished_folder_of_the_recipe_as_it_is_now(tiny_project):
+    """Older hash folders stay beside the current one: `workbench path` names the one this recipe's inputs give."""
+    from pathlib import Path
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    path = tiny_project({"max_steps": 2, "save_steps": 2})
+    before = CliRunner().invoke(app, ["path", str(path), "sft"])
+    assert before.exit_code == 1 and "stage 'sft' has no finished output" in before.output
+    assert CliRunner().invoke(app, ["run", str(path)]).exit_code == 0
+    first = Path(CliRunner().invoke(app, ["path", str(path), "sft"]).output.strip())
+    recipe = yaml.safe_load(path.read_text())
+    recipe["stages"][1]["learning_rate"] = 1e-4  # a second sft folder, newer than the first
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    assert CliRunner().invoke(app, ["run", str(path)]).exit_code == 0
+    second = Path(CliRunner().invoke(app, ["path", str(path), "sft"]).output.strip())
+    assert first != second and first.parent == second.parent
+    assert json.loads((second / "stage.json").read_text())["config"]["learning_rate"] == 1e-4
+    recipe["stages"][1]["learning_rate"] = json.loads((first / "stage.json").read_text())["config"]["learning_rate"]
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))  # back to the first inputs: the older folder again
+    assert Path(CliRunner().invoke(app, ["path", str(path), "sft"]).output.strip()) == first
+    unknown = CliRunner().invoke(app, ["path", str(path), "sfft"])
+    assert unknown.exit_code == 1 and "no stage 'sfft' (did you mean 'sft'?)" in unknown.output

@@ -156,6 +156,38 @@ def plan(recipe: RecipeArg) -> None:
 
 @app.command()
 @handled
+def path(
+    recipe: RecipeArg,
+    stage: Annotated[str, typer.Argument(help="A stage of the recipe (a swept stage's candidate by its name).")],
+) -> None:
+    """Print the output folder of a finished stage for the recipe as it is now (exit 1 if it has not finished).
+
+    Folders are named by content hash and older ones stay, so a glob can pick a stale one: use
+    `$(workbench path recipes/quickstart.yaml device)/gguf/model-q8_0.gguf` instead.
+    """
+    from workbench.api.sweeps import CANDIDATE_MARK
+    from workbench.errors import WorkbenchError, did_you_mean
+    from workbench.runner.plan import make_plan
+
+    the_plan = make_plan(_load(recipe))
+    planned = the_plan.by_name()
+    if stage not in planned:
+        swept = [name for name in planned if name.startswith(f"{stage}{CANDIDATE_MARK}")]
+        hint = (
+            f": it is swept, name one of its candidates ({', '.join(swept)})" if swept else did_you_mean(stage, planned)
+        )
+        raise WorkbenchError(f"{recipe}: no stage '{stage}'{hint}")
+    found = planned[stage]
+    if found.status != "cached":
+        why = {"damaged": "its files changed after it finished", "resume": "it was interrupted"}.get(
+            found.status, "it has not run with the recipe's current inputs"
+        )
+        raise WorkbenchError(f"stage '{stage}' has no finished output ({why}): run `workbench run {recipe}` first")
+    typer.echo(the_plan.store.final_dir(stage, found.hash))  # plain: a long path is never wrapped
+
+
+@app.command()
+@handled
 def verify(recipe: RecipeArg) -> None:
     """Check every finished stage's files against the sha256 recorded when it finished (exit 1 if any changed)."""
     from workbench.runner.plan import make_plan
