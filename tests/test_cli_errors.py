@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
+from tests.conftest import TINY_ARCH
 from workbench.cli import app
 
 
@@ -15,6 +17,13 @@ def workdir(tmp_path, monkeypatch):
     monkeypatch.setenv("ARGILLA_API_KEY", "not-a-key")  # so annotate gets as far as the server
     (tmp_path / "not-a-model").mkdir()
     (tmp_path / "not-a-model" / "notes.txt").write_text("no config.json here\n")
+    (tmp_path / "d.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    (tmp_path / "unregistered.yaml").write_text(
+        "name: r\ntokenizer: {train: {files: [d.jsonl]}}\nstages:\n"
+        "  - {name: base, kind: init, architecture: arch.yaml}\n"
+        "  - {name: e, kind: evaluate, from: base, suites: [json_schema]}\n"
+    )
+    (tmp_path / "arch.yaml").write_text(yaml.safe_dump(TINY_ARCH))
     return tmp_path
 
 
@@ -25,6 +34,8 @@ COMMANDS = {
     "run": (["run", "missing.yaml"], "missing.yaml: recipe file not found"),
     "report": (["report", "missing.yaml"], "missing.yaml: recipe file not found"),
     "promote": (["promote", "no-such-model", "--tracking-uri", "sqlite:///{tmp}/m.db"], "no-such-model"),
+    "promote recipe": (["promote", "unregistered.yaml"], "unregistered.yaml: the recipe has no evaluate stage with"),
+    "path": (["path", "unregistered.yaml", "sft"], "no stage 'sft'"),
     "eval": (["eval", "not-a-model", "--suite", "json_schema", "--limit", "1"], "not-a-model"),
     "merge": (["merge", "nothere.yaml", "out"], "nothere.yaml"),
     "annotate push": (

@@ -96,7 +96,8 @@ def test_failed_gate_stops_the_recipe_and_passing_gates_register_a_candidate(tin
     assert again.returncode == 0, again.stdout + again.stderr
     assert len(client.search_model_versions("name = 'tiny'")) == 1
 
-    promoted = _run("promote", "tiny", "--tracking-uri", mlflow_server, cwd=root)
+    # the recipe file names the registered model and its tracking store (here the server, not runs/mlflow.db)
+    promoted = _run("promote", str(recipe), cwd=root)
     assert promoted.returncode == 0, promoted.stderr
     assert client.get_model_version_by_alias("tiny", "champion").version == candidate.version
     missing = _run("promote", "no-such-model", "--tracking-uri", mlflow_server, cwd=root)

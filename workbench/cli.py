@@ -316,6 +316,20 @@ def compare(
         console.print(f"wrote {html}")
 
 
+def _registered_by(recipe: Path) -> tuple[str, str]:
+    """The model name a recipe's evaluate stages register, and the recipe's tracking store."""
+    from workbench.errors import WorkbenchError
+    from workbench.tracking import default_tracking_uri
+
+    loaded = _load(recipe)
+    names = sorted({getattr(config, "registered_model", None) or loaded.recipe.name
+                    for config in loaded.stages.values() if getattr(config, "register_model", False)})  # fmt: skip
+    if len(names) != 1:
+        found = f"registers {', '.join(names)}: name one" if names else "has no evaluate stage with `register: true`"
+        raise WorkbenchError(f"{recipe}: the recipe {found}")
+    return names[0], default_tracking_uri(loaded.recipe.tracking.uri, loaded.work_root)
+
+
 def _tracking_uri_of(*references: str) -> str:
     """The tracking store of the first reference that is a recipe file, else the default one."""
     from workbench.tracking import default_tracking_uri
@@ -401,7 +415,13 @@ def eval_model(
 @app.command()
 @handled
 def promote(
-    name: Annotated[str, typer.Argument(help="Registered model name (default registration: the recipe's name).")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="Registered model name (default registration: the recipe's name), or a recipe file: the model its "
+            "evaluate stage registers, in the recipe's own tracking store."
+        ),
+    ],
     version: Annotated[
         str | None, typer.Option(help="Version to promote. Default: the one aliased 'candidate'.")
     ] = None,
@@ -415,7 +435,11 @@ def promote(
     from workbench.evaluation.registry import promote as promote_version
     from workbench.tracking import check_reachable, default_tracking_uri
 
-    uri = default_tracking_uri(tracking_uri, Path("runs"))
+    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        name, recipe_uri = _registered_by(Path(name))
+        uri = tracking_uri or recipe_uri
+    else:
+        uri = default_tracking_uri(tracking_uri, Path("runs"))
     check_reachable(uri)
     client = MlflowClient(uri)
     new, previous = promote_version(client, name, version)
