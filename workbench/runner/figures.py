@@ -8,8 +8,8 @@ from pathlib import Path
 from workbench.fsio import atomic_path
 from workbench.runner.summary import RunSummary
 
-TRAINING_KINDS = ("pretrain", "distill", "sft", "preference")
 # The training loop's TrackingCallback logs these every `logging_steps` (train) and at each evaluation (held out).
+# A stage with a train-loss history is drawn whatever its kind, so a plug-in training kind is drawn too.
 TRAIN_LOSS, EVAL_LOSS = "loss", "eval_loss"
 
 
@@ -37,13 +37,14 @@ def log_figures(client, run_id: str, summary: RunSummary, folder: Path) -> list[
 
 def _loss_figure(client, summary: RunSummary):
     curves = {}
-    for stage, kind in summary.kinds.items():
-        if kind not in TRAINING_KINDS or stage not in summary.runs:
+    for stage in summary.kinds:
+        if stage not in summary.runs:
             continue
         for metric in (TRAIN_LOSS, EVAL_LOSS):
             history = sorted(client.get_metric_history(summary.runs[stage], metric), key=lambda m: m.step)
-            if history:
-                curves[(stage, metric)] = ([m.step for m in history], [m.value for m in history])
+            if not history:
+                break  # no train loss: not a training stage (a merge's selection loss is not a curve)
+            curves[(stage, metric)] = ([m.step for m in history], [m.value for m in history])
     if not curves:
         return None
     plt = _pyplot()
