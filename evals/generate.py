@@ -8,7 +8,7 @@ training, with other replies.
 The remaining items (the other 18 IFEval instruction types, nested JSON schemas, parallel and
 irrelevance tool calls) are drawn from fixed templates below.
 
-    python evals/generate.py [--seed 1]
+    python evals/generate.py [--seed 1] [--out-dir evals]
 """
 
 from __future__ import annotations
@@ -193,6 +193,7 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out-dir", type=Path, default=HERE, help="where the suite folders go (default: evals/)")
     args = parser.parse_args()
     qs = _quickstart()
     lines = (QUICKSTART / "sft.jsonl").read_text(encoding="utf-8").splitlines()
@@ -200,7 +201,8 @@ def main() -> None:
     rng = random.Random(args.seed)
     for suite, build in (("instruction_following", instruction_following), ("json_schema", json_schema),
                          ("tool_use", tool_use)):  # fmt: skip
-        write_jsonl(HERE / suite / "data.jsonl", build(qs, rng, seen))
+        (args.out_dir / suite).mkdir(parents=True, exist_ok=True)
+        write_jsonl(args.out_dir / suite / "data.jsonl", build(qs, rng, seen))
 
 
 if __name__ == "__main__":

@@ -79,10 +79,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-size", type=int, default=600)
     parser.add_argument("--eval-size", type=int, default=60)
+    parser.add_argument("--out-dir", type=Path, default=HERE, help="where the two files go (default: beside this)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    write(HERE / "preference.jsonl", build(HERE / "sft.jsonl", args.train_size, rng))
-    write(HERE / "preference_eval.jsonl", build(HERE / "sft_eval.jsonl", args.eval_size, rng))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    write(args.out_dir / "preference.jsonl", build(HERE / "sft.jsonl", args.train_size, rng))
+    write(args.out_dir / "preference_eval.jsonl", build(HERE / "sft_eval.jsonl", args.eval_size, rng))
 
 
 if __name__ == "__main__":
