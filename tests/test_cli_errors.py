@@ -56,3 +56,16 @@ def test_bad_input_is_one_error_line(workdir, command):
     assert mentioned in errors[0]
     assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_debug_adds_the_traceback_to_the_one_error_line(workdir):
+    plain = CliRunner().invoke(app, ["plan", "missing.yaml"])
+    traced = CliRunner().invoke(app, ["--debug", "plan", "missing.yaml"])
+    assert plain.exit_code == traced.exit_code == 1
+    assert "Traceback" not in plain.output and "Traceback (most recent call last)" in traced.output
+    assert "error: missing.yaml: recipe file not found" in traced.output
+
+
+def test_eval_data_must_be_suite_equals_file(workdir):
+    result = CliRunner().invoke(app, ["eval", "not-a-model", "--suite", "json_schema", "--data", "json_schema"])
+    assert result.exit_code == 1 and "error: --data takes SUITE=FILE" in result.output

@@ -176,6 +176,22 @@ def test_workbench_merge_equals_mergekit_yaml(name, zoo, tmp_path, monkeypatch):
     assert "| m2 | - | " in card, "the card lists each input with its content hash"
 
 
+def test_workbench_merge_keeps_a_non_empty_output_folder_unless_told_to_overwrite(zoo, tmp_path, monkeypatch):
+    monkeypatch.chdir(zoo["m1"].parent)
+    config = tmp_path / "soup.yaml"
+    config.write_text(yaml.safe_dump({"merge_method": "linear", "models": [{"model": "m1", "parameters": {"weight": 1}},
+                                                                          {"model": "m1copy", "parameters": {"weight": 1}}]}))  # fmt: skip
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("a file of the user's")
+    with pytest.raises(WorkbenchError, match=r"out exists and is not empty \(pass --overwrite to replace it\)"):
+        merge_file(config, out)
+    assert (out / "keep.txt").read_text() == "a file of the user's"
+    merge_file(config, out, overwrite=True)
+    assert not (out / "keep.txt").exists()
+    assert_same_weights(out, zoo["m1"])
+
+
 @pytest.mark.slow
 def test_workbench_merge_command_reports_incompatible_inputs(zoo, tmp_path):
     from tests.conftest import workbench_cli
