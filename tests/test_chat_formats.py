@@ -134,3 +134,52 @@ def test_sharegpt_trains_the_same_examples_as_messages(tmp_path):
     ]
     assert loaded[0].examples == loaded[1].examples
     assert any(label != -100 for label in loaded[1].examples[0]["labels"])
+
+
+# Records whose tools, calls and columns differ: Arrow (Parquet, a saved dataset) stores them with one struct type.
+MIXED = [
+    OURS,
+    {
+        "messages": [
+            {"role": "user", "content": "A 5 minute timer."},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"type": "function", "function": {"name": "set_timer", "arguments": {"minutes": 5}}}]},
+        ],
+        "tools": [{"name": "set_timer", "parameters": {"type": "object", "properties": {"minutes": {"type": "integer"}}}}],
+        "json_schema": {"type": "object", "properties": {"minutes": {"type": "integer"}}},
+    },
+    {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+]  # fmt: skip
+
+
+def test_parquet_and_dataset_folders_read_as_their_jsonl(tmp_path):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from datasets import Dataset
+    from workbench.data.records import read_records
+
+    jsonl = write_jsonl(tmp_path / "c.jsonl", MIXED)
+    frame = pd.DataFrame(MIXED)  # every row's keys (Arrow's own from_pylist keeps the first row's only)
+    frame.to_parquet(tmp_path / "c.parquet")
+    Dataset.from_pandas(frame).save_to_disk(str(tmp_path / "folder"))
+    # Arrow fills every key other rows have with null: the timer call would gain `city=None`, the weather tool
+    # `minutes: None`, the third record a null json_schema and tools
+    raw = pq.read_table(tmp_path / "c.parquet").to_pylist()
+    assert raw[1]["messages"][1]["tool_calls"][0]["function"]["arguments"] == {"city": None, "minutes": 5}
+    assert [sorted(r.data) for r in read_records(tmp_path / "c.parquet").records] == [sorted(r) for r in MIXED]
+    expected, _ = load_chat_records(jsonl, "c.jsonl")
+    for source in (tmp_path / "c.parquet", tmp_path / "folder"):
+        records, report = load_chat_records(source, source.name)
+        assert not report.problems and [r.data for r in records] == [r.data for r in expected], source
+    assert records[1].data["messages"][1]["content"] == "<|tool_call_start|>[set_timer(minutes=5)]<|tool_call_end|>"
+    assert records[1].data["tools"] == MIXED[1]["tools"]
+
+
+def test_tools_written_as_json_text_read_as_the_list_in_any_record(tmp_path):
+    as_text = {**OURS, "tools": json.dumps(TOOLS)}
+    records, report = load_chat_records(write_jsonl(tmp_path / "c.jsonl", [as_text]), "c.jsonl")
+    assert not report.problems and records[0].data["tools"] == TOOLS
+    pair, problems = normalize_pair(1, {"prompt": "Weather in Paris?", "chosen": "a", "rejected": "b",
+                                        "tools": json.dumps(TOOLS)})  # fmt: skip
+    assert not problems and pair.tools == TOOLS

@@ -7,6 +7,7 @@
   with OpenAI `tool_calls`, which the chat checks then write as an LFM2 call block like any other.
 - OpenAI content parts: `"content": [{"type": "text", "text": "..."}, ...]` becomes the parts' text joined
   in order (as chat templates render parts: no separator).
+- `tools` written as its JSON text, in any record, becomes the list it holds.
 
 Anything else is left as it is, so the checks report it in the record's own terms: an unknown `from`
 keeps its name as the role (`unknown role ("bot", ...)`), a content part that is not text (an image) keeps
@@ -42,6 +43,7 @@ def as_messages(data: dict) -> dict:
     Never raises: what cannot be converted stays as it was, for the checks to report."""
     if is_sharegpt(data):
         data = _from_sharegpt(data)
+    data = _parsed_tools(data)
     if isinstance(data.get("messages"), list):
         data = {**data, "messages": [_joined_parts(message) for message in data["messages"]]}
     return data
@@ -53,7 +55,7 @@ def as_pair_messages(data: dict) -> dict:
     turn. Other records unchanged."""
     if is_sharegpt(data) and "prompt" not in data:
         data = _from_sharegpt(data)
-    out = dict(data)
+    out = _parsed_tools(data)
     for key in ("prompt", "messages", "chosen", "rejected"):
         value = out.get(key)
         if isinstance(value, dict):
@@ -69,10 +71,19 @@ def _from_sharegpt(data: dict) -> dict:
     messages = [{"role": "system", "content": system}] if isinstance(system, str) and system.strip() else []
     messages += [_sharegpt_turn(turn) for turn in data["conversations"]]
     out["messages"] = messages
+    return out
+
+
+def _parsed_tools(data: dict) -> dict:
+    """`tools` written as its JSON text (as ShareGPT exports and Parquet datasets such as xLAM's store it) as the
+    list it holds; an empty string as no tools."""
     tools = data.get("tools")
-    if isinstance(tools, str) and not tools.strip():
+    if not isinstance(tools, str):
+        return data
+    out = dict(data)
+    if not tools.strip():
         del out["tools"]
-    elif isinstance(tools, str) and isinstance(parsed := _json(tools), list):
+    elif isinstance(parsed := _json(tools), list):
         out["tools"] = parsed  # a string that is not a JSON list stays, for the checks to report
     return out
 

@@ -55,7 +55,7 @@ def read_records(
     if not path.exists():
         raise StageError(f"{path}: file not found")
     if path.is_dir():
-        return _rows(_load_hf_folder(path))
+        return _rows(without_arrow_nulls(_load_hf_folder(path)))
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         return _read_jsonl(path, blank_lines == "report", max_line_bytes)
@@ -69,7 +69,7 @@ def read_records(
             raise StageError(f"{path}: a .json dataset must be a list of records")
         return _rows(value, check_unicode=_SURROGATE_ESCAPE.search(raw) is not None)
     if suffix == ".parquet":
-        return _rows(read_parquet_rows(path))
+        return _rows(without_arrow_nulls(read_parquet_rows(path)))
     raise StageError(f"{path}: unsupported data format '{suffix}' (use .jsonl, .json, .parquet or a dataset folder)")
 
 
@@ -134,6 +134,24 @@ def _is_unicode(value: Any) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def without_arrow_nulls(rows: list[Any]) -> list[Any]:
+    """Rows read from Arrow (Parquet, a saved dataset) without the keys Arrow filled with null.
+
+    Arrow gives every row of a column one struct type, the union of the keys all rows have: a tool's parameters
+    gain the other tools' properties as null and a tool call the other calls' arguments (`set_timer(city=None,
+    minutes=5)`), a record the columns only other records have. A key whose value is null is dropped at every
+    depth, which is what JSONL of the same records reads as (a null inside a list is kept)."""
+    return [_dropped_nulls(row) for row in rows]
+
+
+def _dropped_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _dropped_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_dropped_nulls(item) for item in value]
+    return value
 
 
 def _rows(rows: list[Any], check_unicode: bool = False) -> ReadResult:
