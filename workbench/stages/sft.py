@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from workbench.api import DataSet, ModelSource, StageConfig, StageContext, StageKind, StageResult
+from workbench.errors import StageError
 from workbench.training.lora import LoraSettings
 from workbench.training.settings import TrainerFields
 
@@ -30,11 +31,13 @@ class SFTStageConfig(StageConfig, ModelSource, TrainerFields):
     """Train only on assistant turns (needs `{% generation %}` in the chat template, as `lfm2` has)."""
 
     packing: bool = False
-    """Pack several conversations into each sequence. LFM2's conv layers see across packed boundaries
-    unless the attention/conv kernels are boundary-aware, so this is off by default."""
+    """Pack several conversations into each sequence (trl's packing), off by default."""
 
     packing_strategy: Literal["bfd", "bfd_split", "wrapped"] = "bfd"
-    """trl packing strategy: best-fit decreasing (padding-free), with splitting, or wrapped."""
+    """trl packing strategy: best-fit decreasing (padding-free), with splitting, or wrapped. The padding-free ones
+    keep conversations apart by position ids, which LFM2's conv layers follow only with the `causal_conv1d`
+    package (a CUDA kernel): without it the stage stops before reading data. `wrapped` cuts the token stream into
+    fixed blocks and runs anywhere, but conv and attention then see across conversation boundaries."""
 
     lora: LoraSettings | None = None
     """Train LoRA adapters instead of all weights."""
@@ -64,6 +67,10 @@ def run(ctx: StageContext) -> StageResult:
     config: SFTStageConfig = ctx.config
     tokenizer = ctx.tokenizer()
     model = ctx.load_model()
+    if config.packing and config.packing_strategy != "wrapped":
+        problem = packed_conv_problem(model.config)
+        if problem:
+            raise StageError(f"packing_strategy {config.packing_strategy}: {problem}")
     policies = dict(
         invalid=config.invalid_records, overlength=config.overlength, assistant_only_loss=config.assistant_only_loss
     )
@@ -89,6 +96,21 @@ def run(ctx: StageContext) -> StageResult:
     after = generate_samples(trained.model, tokenizer, prompts)
     log_samples(ctx, prompts, before, after)
     return StageResult(metrics=trained.metrics)
+
+
+def packed_conv_problem(model_config) -> str | None:
+    """Why padding-free packed sequences cannot train this model here: transformers keeps them apart in LFM2's
+    conv layers only through causal_conv1d's kernel, and refuses otherwise once the first batch arrives."""
+    import importlib.util
+
+    if "conv" not in (getattr(model_config, "layer_types", None) or []):
+        return None
+    if importlib.util.find_spec("causal_conv1d") is not None:
+        return None
+    return (
+        "LFM2's conv layers keep padding-free packed conversations apart only with the causal_conv1d package, "
+        "which is not installed here: install it (CUDA), or use packing_strategy: wrapped, or packing: false"
+    )
 
 
 def _training_args(ctx: StageContext, args_class, evaluate: bool):
