@@ -524,6 +524,27 @@ def test_template_values_are_overridden_by_the_stage():
         load_template("nope", REPO)
 
 
+def test_shipped_templates_are_found_from_any_project_and_a_project_template_comes_first(tmp_path):
+    from workbench.runner import load_recipe
+    from workbench.runner.plan import make_plan
+
+    (tmp_path / "arch.yaml").write_text(yaml.safe_dump(TINY_ARCH))
+    (tmp_path / "d.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    recipe = {"name": "r", "tokenizer": {"train": {"files": ["d.jsonl"]}}, "stages": [
+        {"name": "a", "kind": "init", "architecture": "arch.yaml"},
+        {"name": "b", "kind": "init", "architecture": "arch.yaml", "seed": 3},
+        {"name": "m", "kind": "merge", "template": "ties", "base": "a", "models": ["b"]}]}  # fmt: skip
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    shipped = make_plan(load_recipe(tmp_path / "recipe.yaml", root=tmp_path)).by_name()["m"]  # no merges/ here
+    assert load_template("ties", tmp_path) == load_template("ties", REPO)
+    (tmp_path / "merges").mkdir()
+    (tmp_path / "merges" / "ties.yaml").write_text("merge_method: ties\nparameters: {weight: 0.5, density: 0.3}\n")
+    assert load_template("ties", tmp_path)["parameters"] == {"weight": 0.5, "density": 0.3}
+    own = make_plan(load_recipe(tmp_path / "recipe.yaml", root=tmp_path)).by_name()["m"]
+    # the template's content is part of the stage's hash: the project's own file makes another stage
+    assert shipped.hash != own.hash
+
+
 @pytest.mark.parametrize("template", sorted(p.stem for p in (REPO / "merges").glob("*.yaml")))
 def test_shipped_templates_name_real_methods_and_parameters(template):
     from workbench.merging.methods import method_problems

@@ -29,17 +29,32 @@ class MergeSpec:
     """dtype, out_dtype, tokenizer_source, chat_template (None: mergekit's default)."""
 
 
+# The templates workbench ships (as evaluation suites ship in evals/): found from any project folder; a project's
+# own merges/<name>.yaml comes first.
+SHIPPED_TEMPLATES = Path(__file__).resolve().parents[2] / TEMPLATE_DIR
+
+
 def template_path(name: str) -> str:
     """The template file for `name`, relative to the project root."""
     return f"{TEMPLATE_DIR}/{name}.yaml"
 
 
+def template_file(name: str, root: Path) -> Path:
+    """The project's `merges/<name>.yaml`, else workbench's shipped one (the project's path when neither is)."""
+    own = root / template_path(name)
+    shipped = SHIPPED_TEMPLATES / f"{name}.yaml"
+    return shipped if not own.is_file() and shipped.is_file() else own
+
+
 def load_template(name: str, root: Path) -> dict[str, Any]:
     """A template's mergekit keys; unknown keys and a missing file are one-line errors."""
-    path = root / template_path(name)
+    path = template_file(name, root)
     if not path.is_file():
-        known = sorted(p.stem for p in (root / TEMPLATE_DIR).glob("*.yaml"))
-        raise StageError(f"merge template '{name}' not found at {path} (templates: {', '.join(known) or 'none'})")
+        known = template_names(root)
+        raise StageError(
+            f"merge template '{name}' not found in {root / TEMPLATE_DIR} or workbench's {SHIPPED_TEMPLATES} "
+            f"(templates: {', '.join(known) or 'none'})"
+        )
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
@@ -76,7 +91,7 @@ def resolve_spec(
 
 
 def template_names(root: Path) -> list[str]:
-    return sorted(p.stem for p in (root / TEMPLATE_DIR).glob("*.yaml"))
+    return sorted({p.stem for folder in (root / TEMPLATE_DIR, SHIPPED_TEMPLATES) for p in folder.glob("*.yaml")})
 
 
 def template_problems(name: str, root: Path) -> list[str]:
@@ -97,6 +112,6 @@ def template_problems(name: str, root: Path) -> list[str]:
 TEMPLATES = Namespace(
     name="merge template",
     names=template_names,
-    definition=lambda name, root: (template_path(name), root / template_path(name)),
+    definition=lambda name, root: (template_path(name), template_file(name, root)),
     check=template_problems,
 )
