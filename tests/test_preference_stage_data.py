@@ -48,8 +48,19 @@ def test_our_format_and_trl_explicit_and_implicit_formats_agree():
         ({"messages": PROMPT, "chosen": "hi"}, "with a prompt but no 'rejected' response"),
         ({"chosen": "hi", "rejected": "no"}, "without a prompt ('prompt' or 'messages')"),
         ({"messages": [{"role": "robot", "content": "x"}], "chosen": "a", "rejected": "b"}, "unknown role"),
+        # the roles in the wrong places: the pair would train a second assistant turn, or the user's part
+        ({"messages": [*PROMPT, {"role": "assistant", "content": "ref"}], "chosen": "a", "rejected": "b"},
+         "with a prompt whose last turn is assistant, not user or tool"),
+        ({"prompt": PROMPT, "chosen": [{"role": "user", "content": "a"}], "rejected": "b"},
+         "with a chosen response of user turns, not the assistant's"),
+        ({"prompt": PROMPT, "chosen": "a", "rejected": [{"role": "assistant", "content": "b"},
+                                                        {"role": "system", "content": "c"}]},
+         "with a rejected response of assistant -> system turns"),
+        ({"chosen": [*PROMPT, {"role": "assistant", "content": "a"}, {"role": "user", "content": "more?"}],
+          "rejected": [*PROMPT, {"role": "assistant", "content": "b"}]},
+         "with a chosen response of assistant -> user turns"),  # implicit prompt: the shared turns
     ],
-)
+)  # fmt: skip
 def test_each_invalid_pair_is_named(record, problem):
     pair, problems = normalize_pair(3, record)
     assert pair is None

@@ -103,6 +103,22 @@ def _turn_problems(turns: list, what: str) -> list[str]:
     return sorted(problems)
 
 
+def _role_order_problems(prompt: list[dict], chosen: list[dict], rejected: list[dict]) -> list[str]:
+    """A pair trains the reply to its prompt: the prompt ends where the model speaks next (a user turn or a tool
+    result), and each response is the model's turns (assistant, with tool results between calls). A prompt
+    ending in an assistant turn would train a second assistant turn after it; a user turn in a response would
+    train the model to write the user's part."""
+    problems = []
+    last = prompt[-1].get("role")
+    if last not in ("user", "tool"):
+        problems.append(f"with a prompt whose last turn is {last}, not user or tool (the turns the model answers)")
+    for side, turns in (("chosen", chosen), ("rejected", rejected)):
+        roles = [turn.get("role") for turn in turns]
+        if roles and (roles[0] != "assistant" or roles[-1] != "assistant" or not set(roles) <= {"assistant", "tool"}):
+            problems.append(f"with a {side} response of {' -> '.join(roles)} turns, not the assistant's")
+    return problems
+
+
 def _split_implicit(chosen: list, rejected: list) -> tuple[list, list, list]:
     shared = 0
     while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
@@ -135,6 +151,9 @@ def normalize_pair(location: int, data: dict[str, Any]) -> tuple[Pair | None, li
     problems = (
         _turn_problems(prompt, "prompt") + _turn_problems(chosen, "response") + _turn_problems(rejected, "response")
     )
+    if problems:
+        return None, problems
+    problems = _role_order_problems(prompt, chosen, rejected)
     if problems:
         return None, problems
     # OpenAI `tool_calls` become LFM2 call blocks in the content (checked above), as for training chats.
