@@ -128,6 +128,11 @@ def _recipe(tmp_path, stage: dict):
         ({"loss_fn": "none", "delta": 0}, "leaves no loss term"),
         ({"beta": -1}, "greater than 0"),
         ({"data": None}, "give 'data'"),
+        (
+            {"preset": "simpo", "reference_from": "base"},
+            r"reference_from 'base' is unused: the loss is reference-free \(preset simpo\)",
+        ),
+        ({"reference_free": True, "reference_from": "base"}, r"reference-free \(reference_free: true\)"),
     ],
 )
 def test_bad_loss_settings_fail_at_load_time(tmp_path, extra, message):

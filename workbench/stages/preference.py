@@ -114,7 +114,10 @@ class PreferenceStageConfig(StageConfig, ModelSource, TrainerFields):
     def _check(self) -> PreferenceStageConfig:
         if self.data is None and self.pairs_from is None:
             raise ValueError("give 'data' (a pairs file) or 'pairs_from' (a pairs stage), or both")
-        self.loss_config()
+        if self.loss_config().reference_free and self.reference_from is not None:
+            # it would still be an input of the stage and in its hash, and never be read
+            why = "reference_free: true" if self.reference_free else f"preset {self.preset.value}"
+            raise ValueError(f"reference_from '{self.reference_from}' is unused: the loss is reference-free ({why})")
         return self
 
     def loss_config(self) -> PreferenceLossConfig:
