@@ -520,7 +520,17 @@ CASES = {
     # -- merge -----------------------------------------------------------------------------------------------------
     "merge: unknown template": (
         HEADER + stage("name: m", "kind: merge", "template: tie", "base: base", "models: [base, base]"),
-        ["r.yaml:11: m.template: unknown merge template 'tie' (did you mean 'ties'?); known: ties"],
+        [
+            "r.yaml:11: m.template: unknown merge template 'tie' (did you mean 'ties'?); known: dare-ties, della, "
+            "slerp, soup, task-arithmetic, ties"
+        ],  # the shipped templates are known from any project
+    ),
+    "merge: candidates_of written as a list entry": (
+        HEADER + stage("name: m", "kind: merge", "method: linear", "models: [{candidates_of: base}]"),
+        [
+            "r.yaml:12: m.models[0]: unknown field 'candidates_of'; 'candidates_of' goes directly under 'models:' "
+            "(models: {candidates_of: ...}), not in a list entry"
+        ],
     ),
     "merge: template written with .yaml": (
         HEADER + stage("name: m", "kind: merge", "template: ties.yaml", "base: base", "models: [base, base]"),

@@ -4,7 +4,8 @@ where the field belongs when it sits in the wrong place."""
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple, get_args
+from types import UnionType
+from typing import Annotated, Any, NamedTuple, Union, get_args, get_origin
 
 from pydantic import ValidationError
 
@@ -48,6 +49,10 @@ def _problem(model: type, loc: tuple, item: dict, prefix: tuple, catalog: Catalo
         parent, key = prefix + loc[:-1], loc[-1]
         message = f"unknown field '{key}'{did_you_mean(str(key), _field_names(model, loc[:-1]))}"
         message += _elsewhere(model, loc, str(key), catalog)
+        if len(loc) >= 3 and isinstance(loc[-2], int) and key in _field_names(model, loc[:-2]):
+            # a field of the mapping form of a field that also takes a list, written in a list entry
+            field = loc[-3]
+            message += f"; '{key}' goes directly under '{field}:' ({field}: {{{key}: ...}}), not in a list entry"
         return SchemaProblem(parent, message, prefix + loc)
     if kind == "missing":
         return SchemaProblem(prefix + loc[:-1], f"missing required field '{loc[-1]}'", prefix + loc[:-1])
@@ -83,18 +88,27 @@ def _elsewhere(model: type, loc: tuple, key: str, catalog: Catalog) -> str:
 
 
 def _field_names(model: type, loc: tuple) -> list[str]:
-    """Field names (aliases where set) of the sub-model at `loc`, for did-you-mean hints."""
-    current = model
+    """Field names (aliases where set) of the sub-model at `loc`, for did-you-mean hints: a list index steps into
+    the list's items, so `models[0]` is an entry of `models:` and not its mapping form."""
+    annotation: Any = model
     for part in loc:
         if isinstance(part, int):
+            annotation = next((get_args(a)[0] for a in _shapes(annotation) if get_origin(a) is list), None)
             continue
-        field_info = getattr(current, "model_fields", {}).get(part)
-        annotation = getattr(field_info, "annotation", None)
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        current = next((c for c in candidates if hasattr(c, "model_fields")), None)
-        if current is None:
+        current = next((a for a in _shapes(annotation) if hasattr(a, "model_fields")), None)
+        fields = {(f.alias or name): f for name, f in getattr(current, "model_fields", {}).items()}
+        annotation = fields[part].annotation if part in fields else None
+        if annotation is None:
             return []
-    return [f.alias or name for name, f in current.model_fields.items()]
+    current = next((a for a in _shapes(annotation) if hasattr(a, "model_fields")), None)
+    return [f.alias or name for name, f in current.model_fields.items()] if current else []
+
+
+def _shapes(annotation: Any) -> list[Any]:
+    """The types a value of `annotation` may have: through Optional, unions and Annotated, not into lists."""
+    if get_origin(annotation) in (Union, UnionType, Annotated):
+        return [shape for arg in get_args(annotation) for shape in _shapes(arg)]
+    return [annotation]
 
 
 def _models_in(annotation: Any) -> list[type]:
@@ -173,6 +187,10 @@ def _collapse_unions(errors: list[dict], data: Any) -> list[tuple[tuple, dict]]:
             groups.setdefault(loc[:union_at], []).append((loc, item))
     for root, members in groups.items():
         deeper = [(loc, item) for loc, item in members if loc != root or item["type"] not in _TYPE_WORDS]
+        # a type mismatch of one shape is noise where another shape of the same value got further (a list entry
+        # that is no string but a mapping with an unknown field: only the unknown field is the mistake)
+        deeper = [(loc, item) for loc, item in deeper if item["type"] not in _TYPE_WORDS
+                  or not any(len(other) > len(loc) and other[: len(loc)] == loc for other, _ in deeper)]  # fmt: skip
         if deeper:
             plain += list({(loc, item["msg"]): (loc, item) for loc, item in deeper}.values())
             continue
