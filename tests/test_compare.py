@@ -133,6 +133,8 @@ def test_parent_summaries_figures_and_compare(two_runs, review_server):
     assert "learning_rate" in page and page.count("data:image/png;base64,") == 4
     report = _cli("report", "recipe.yaml", cwd=root)
     assert "figures of the latest run:" in report.stdout and "suites.png" in report.stdout
+    same = _cli("compare", "recipe.yaml", b.info.run_id, "--tracking-uri", review_server, cwd=root)
+    assert same.returncode == 1 and "are the same run" in same.stderr, "the recipe's latest run is B"
     missing = _cli("compare", "0123456789abcdef", b.info.run_id, "--tracking-uri", review_server, cwd=root)
     assert missing.returncode == 1 and "no MLflow run '0123456789abcdef'" in missing.stderr
 

@@ -307,7 +307,14 @@ def compare(
     uri = tracking_uri or _tracking_uri_of(a, b)
     check_reachable(uri)
     client = MlflowClient(uri)
-    comparison = compare_runs(client, find_run(client, a), find_run(client, b))
+    run_a, run_b = find_run(client, a), find_run(client, b)
+    if run_a.info.run_id == run_b.info.run_id:
+        # two recipe files with one `name:` share their runs: the latest of that name is both sides
+        raise WorkbenchError(
+            f"{a} and {b} are the same run ({run_a.info.run_id[:8]}): nothing to compare; name runs by their ids "
+            "(the recipe's runs are listed in the MLflow UI)"
+        )
+    comparison = compare_runs(client, run_a, run_b)
     print_comparison(comparison, console)
     if html is not None:
         from workbench.fsio import write_text_atomic
@@ -389,9 +396,9 @@ def eval_model(
     model: Annotated[Path, typer.Argument(help="A model folder (e.g. a stage's model/).", show_default=False)],
     suite: Annotated[list[str], typer.Option("--suite", help="Suite or stock lm-eval task; repeatable.")],
     limit: Annotated[
-        int | None, typer.Option(help="Only the first N samples of each task (tool_use: of each category).")
+        int | None, typer.Option(min=1, help="Only the first N samples of each task (tool_use: of each category).")
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Prompts generated together.")] = 16,
+    batch_size: Annotated[int, typer.Option(min=1, help="Prompts generated together.")] = 16,
     data: Annotated[
         list[str] | None, typer.Option("--data", help="SUITE=FILE: use FILE instead of the suite's data.")
     ] = None,
