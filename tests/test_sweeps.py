@@ -204,6 +204,10 @@ def test_validate_and_plan_show_every_candidate(project, monkeypatch):
         assert plan[name].hash[:12] in rows[name] and "will run" in rows[name]
     assert "sft (2 candidates)" in rows["soup"]
     assert "sft: 2 candidates over learning_rate" in planned.output
+    monkeypatch.setattr(cli.console, "width", 80)  # a narrow terminal: names and hashes stay whole, inputs wrap
+    narrow = CliRunner().invoke(app, ["plan", "r.yaml"]).output.splitlines()
+    for name in LR:
+        assert any(f"│ {name} " in line and plan[name].hash[:12] in line for line in narrow), narrow
 
 
 def test_the_shipped_candidates_recipe_validates_and_its_merge_reads_every_candidate():

@@ -138,8 +138,13 @@ def plan(recipe: RecipeArg) -> None:
     loaded = _load(recipe)
     the_plan = make_plan(loaded)
     table = Table(title=f"{loaded.recipe.name} ({recipe})")
-    for column in ("stage", "kind", "inputs", "hash", "status"):
-        table.add_column(column)
+    # names and hashes whole (candidates differ only at their end: `sft@learning_rate=0.001`); the rest wraps
+    longest = max((len(stage.name) for stage in the_plan.stages), default=5)
+    table.add_column("stage", no_wrap=True, min_width=longest)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("inputs")
+    table.add_column("hash", no_wrap=True, min_width=12)
+    table.add_column("status")
     colors = {"cached": "green", "damaged": "red", "resume": "yellow", "run": "cyan"}
     labels = {"cached": "cached", "damaged": "will run again", "resume": "resume from checkpoint", "run": "will run"}
     for stage in the_plan.stages:
