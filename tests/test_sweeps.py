@@ -99,6 +99,13 @@ ERRORS = {
             "; the candidates of 'sft': sft@learning_rate=0.001, sft@learning_rate=0.003"
         ],
     ),
+    "a candidate value spelt another way": (
+        HEADER + SWEPT_SFT + EVAL_FROM_SFT.replace("from: sft", "from: sft@learning_rate=1.0e-3"),
+        [
+            "r.yaml:16: ev.from: unknown candidate 'sft@learning_rate=1.0e-3' (written 'sft@learning_rate=0.001')"
+            "; the candidates of 'sft': sft@learning_rate=0.001, sft@learning_rate=0.003"
+        ],
+    ),
     "sweeping from": (
         HEADER + stage("name: sft", "kind: sft", "from: {sweep: [base, other]}", "data: data/chat.jsonl"),
         [
@@ -243,3 +250,12 @@ def test_the_json_schema_lets_a_sweepable_field_take_a_sweep():
     for field in ("name", "kind", "from", "logging_steps"):
         assert "Sweep" not in str(schema["$defs"]["SFTStageConfig"]["properties"][field]), field
     assert "Sweep" not in str(schema["$defs"]["EvaluateStageConfig"]["properties"]["limit"])
+
+
+def test_a_candidate_name_is_spelt_as_candidate_names_spell_values():
+    from workbench.api.sweeps import spelled_as_candidate
+
+    assert spelled_as_candidate("sft@learning_rate=1e-3") == "sft@learning_rate=0.001"
+    assert spelled_as_candidate("sft@learning_rate=1.0E-3@lora.r=8.0") == "sft@learning_rate=0.001@lora.r=8.0"
+    assert spelled_as_candidate("sft@optim=adamw_torch@packing=true") == "sft@optim=adamw_torch@packing=true"
+    assert spelled_as_candidate("sft") == "sft" and spelled_as_candidate("sft@broken") == "sft@broken"

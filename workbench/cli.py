@@ -170,12 +170,13 @@ def path(
     Folders are named by content hash and older ones stay, so a glob can pick a stale one: use
     `$(workbench path recipes/quickstart.yaml device)/gguf/model-q8_0.gguf` instead.
     """
-    from workbench.api.sweeps import CANDIDATE_MARK
+    from workbench.api.sweeps import CANDIDATE_MARK, spelled_as_candidate
     from workbench.errors import WorkbenchError, did_you_mean
     from workbench.runner.plan import make_plan
 
     the_plan = make_plan(_load(recipe))
     planned = the_plan.by_name()
+    stage = stage if stage in planned else spelled_as_candidate(stage)  # `lr=1e-3` names `lr=0.001`
     if stage not in planned:
         swept = [name for name in planned if name.startswith(f"{stage}{CANDIDATE_MARK}")]
         hint = (

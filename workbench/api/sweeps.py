@@ -66,3 +66,19 @@ def value_text(value: Any) -> str:
 def candidate_name(stage: str, choices: dict[str, Any]) -> str:
     """`stage@field=value@...` for the swept fields (dotted paths below the stage) and this candidate's values."""
     return stage + "".join(f"{CANDIDATE_MARK}{field}={value_text(value)}" for field, value in choices.items())
+
+
+def spelled_as_candidate(name: str) -> str:
+    """A candidate name with each value written as candidate names write it: `sft@learning_rate=1.0e-3` ->
+    `sft@learning_rate=0.001` (the same number spelt another way); the name itself when nothing parses."""
+    stage, *parts = name.split(CANDIDATE_MARK)
+    choices: dict[str, Any] = {}
+    for part in parts:
+        field, found, text = part.partition("=")
+        if not found:
+            return name
+        try:
+            choices[field] = json.loads(text)  # numbers, true/false/null as JSON reads them; anything else as text
+        except ValueError:
+            choices[field] = text
+    return candidate_name(stage, choices)

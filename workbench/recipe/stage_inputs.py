@@ -10,7 +10,7 @@ from typing import Any
 
 from workbench.api.kinds import Catalog
 from workbench.api.markers import DataPath, Named, StageRef
-from workbench.api.sweeps import stage_of
+from workbench.api.sweeps import spelled_as_candidate, stage_of
 from workbench.errors import article, did_you_mean
 from workbench.recipe.grid import Sweep
 
@@ -50,7 +50,8 @@ def ref_problem(
             return None
         if stage_of(ref) in sweeps:
             candidates = sweeps[stage_of(ref)].candidates
-            hint = did_you_mean(ref, list(candidates))
+            spelled = spelled_as_candidate(ref)
+            hint = f" (written '{spelled}')" if spelled in candidates else did_you_mean(ref, list(candidates))
             return f"unknown candidate '{ref}'{hint}; the candidates of '{stage_of(ref)}': {', '.join(candidates)}"
         return f"unknown stage '{ref}'{did_you_mean(ref, [n for n in kinds if n != stage])}"
     kind = kinds[ref]
