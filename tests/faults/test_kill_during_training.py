@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_killed_stage_resumes_and_is_never_marked_done_early(tiny_project):
-    path = tiny_project({"max_steps": 30, "save_steps": 2})
+    path = tiny_project({"max_steps": 30, "save_steps": 2, "logging_steps": 1})
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [*workbench_cli(), "run", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -39,6 +39,15 @@ def test_killed_stage_resumes_and_is_never_marked_done_early(tiny_project):
     (done,) = tiny_project.root.glob("runs/tiny/sft/*/stage.json")
     info = json.loads(done.read_text())
     assert info["resumed"] is True and info["metrics"]["train/steps"] == 30.0
+    # the metrics of a resumed stage are those of a run never interrupted (trl's own loss would average only the
+    # steps after the checkpoint; the held-out "before" was measured by the killed run, before any step)
+    fresh = subprocess.run([*workbench_cli(), "run", str(path), "--force", "sft"], capture_output=True, text=True,
+                           env=env)  # fmt: skip
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    (again,) = tiny_project.root.glob("runs/tiny/sft/*/stage.json")
+    whole = json.loads(again.read_text())["metrics"]
+    assert info["metrics"]["train/loss"] == pytest.approx(whole["train/loss"], rel=1e-3)
+    assert info["metrics"]["eval/loss_before"] == pytest.approx(whole["eval/loss_before"], rel=1e-6)
 
     client = MlflowClient(f"sqlite:///{tiny_project.root}/runs/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
