@@ -245,3 +245,16 @@ def test_lineage_datasets_logged_models_and_the_registered_version(two_runs, rev
     version = client.get_model_version("reviewed", b.data.tags["workbench.registered_version"])
     assert version.source == model.artifact_location and version.tags["workbench.logged_model_id"] == output.model_id
     assert version.model_id in (None, output.model_id)  # the REST API of mlflow 3.17 does not return it
+
+
+def test_a_swept_stage_shows_its_candidates_statuses():
+    from workbench.runner.compare import _stage_changes
+
+    resolved = {"sft": {"hash": "h1", "learning_rate": {"sweep": [1e-3, 3e-3]}}}
+    summaries = [
+        {"stages": {"sft@learning_rate=0.001": "ran", "sft@learning_rate=0.003": "ran"}},
+        {"stages": {"sft@learning_rate=0.001": "cached", "sft@learning_rate=0.003": "ran"}},
+    ]
+    (change,) = _stage_changes([resolved, resolved], summaries)
+    assert (change.stage, change.change) == ("sft", "same")
+    assert (change.status_a, change.status_b) == ("ran", "1 cached, 1 ran")

@@ -163,7 +163,7 @@ def _stage_changes(resolved: list[dict[str, dict]], summaries: list[dict]) -> li
     names = list(b) + [name for name in a if name not in b]
     changes = []
     for name in names:
-        statuses = [s.get("stages", {}).get(name, "-") for s in summaries]
+        statuses = [_status(s.get("stages", {}), name) for s in summaries]
         if name not in a or name not in b:
             changes.append(StageChange(name, "added" if name not in a else "removed", [], *statuses))
             continue
@@ -176,6 +176,21 @@ def _stage_changes(resolved: list[dict[str, dict]], summaries: list[dict]) -> li
                   if flat_a.get(key) != flat_b.get(key)]  # fmt: skip
         changes.append(StageChange(name, "config changed" if fields else "inputs changed", fields, *statuses))
     return changes
+
+
+def _status(statuses: dict[str, str], name: str) -> str:
+    """A stage's status in a run; a swept stage's from its candidates' (`ran` when all ran, else `1 ran, 2 cached`)."""
+    from workbench.api.sweeps import stage_of
+
+    if name in statuses:
+        return statuses[name]
+    counts: dict[str, int] = {}
+    for candidate, status in statuses.items():
+        if stage_of(candidate) == name:
+            counts[status] = counts.get(status, 0) + 1
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{count} {status}" for status, count in counts.items()) or "-"
 
 
 def _metric_deltas(summaries: list[dict]) -> list[MetricDelta]:
