@@ -36,6 +36,9 @@ class StageKind:
     """Whether a distributed run gives exactly the one-process output (work split across ranks and gathered, as
     evaluate, pairs and teacher_cache do), so the process count stays out of the stage's hash. Training kinds: no,
     their batch is per process."""
+    scores: bool = False
+    """Whether the stage's metrics are suite scores (`suite/metric`): the run's score table, `workbench report` and
+    the run summary list them (the evaluate kind, or a plug-in one that scores models)."""
     sweepable: bool = False
     """Whether the kind's fields may be written `{sweep: [...]}`: the stage then becomes one candidate per grid point,
     each hashed, cached, run and tracked as the stage written with those values (`workbench.api.sweeps`)."""

@@ -337,7 +337,7 @@ def _log_cached(
         run.log_dict(info, "stage.json")
         console.print(f"[green]✓[/] {stage.name} ({stage.kind}) cached [dim]{stage.hash[:12]}[/]")
         # a halt the stage asked for when it ran holds for its cached output too
-        summary.stage_done(stage.name, stage.kind, "cached", info)
+        summary.stage_done(stage.name, stage.kind, "cached", info, scores=kind.scores)
         halt = info.get("halt") or _review(loaded, plan, stage, run, console, info, inputs, summary)
     outcome = StageOutcome(stage.name, "cached", plan.store.final_dir(stage.name, stage.hash), 0.0, info)
     return outcome, halt
@@ -433,7 +433,7 @@ def _execute(
             finish_stage_model(tracker.client, run.run_id, info[MODEL_ID], final_model, _uploads(loaded, tracker))
         console.print(f"[green]✓[/] {stage.name} done in {info['seconds']:.1f}s → {final}")
         recorded = _as_recorded(info)
-        summary.stage_done(stage.name, stage.kind, "resumed" if resuming else "ran", recorded)
+        summary.stage_done(stage.name, stage.kind, "resumed" if resuming else "ran", recorded, scores=kind.scores)
         halt = result.halt or _review(loaded, plan, stage, run, console, recorded, inputs, summary)
     outcome = StageOutcome(stage.name, "resumed" if resuming else "ran", final, info["seconds"], recorded)
     return outcome, halt

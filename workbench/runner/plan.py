@@ -158,12 +158,13 @@ def make_plan(loaded: LoadedRecipe) -> Plan:
 def finished_evaluations(
     loaded: LoadedRecipe, plan: Plan, known: dict[str, dict] | None = None
 ) -> dict[str, dict[str, float]]:
-    """Metrics of every evaluate stage of `plan` whose output exists, by stage name, in recipe order; `known` holds
+    """Metrics of every scoring stage (evaluate) of `plan` whose output exists, by stage name, in recipe order; `known` holds
     the `stage.json` of stages finished since the plan was made (a run's own)."""
     known = known or {}
     evaluations = {}
     for stage in plan.stages:
         info = known.get(stage.name, stage.info)
-        if stage.kind == "evaluate" and info is not None:
+        kind = loaded.catalog.kinds.get(stage.kind)
+        if kind is not None and kind.scores and info is not None:
             evaluations[stage.name] = info.get("metrics", {})
     return evaluations

@@ -53,12 +53,13 @@ class RunSummary:
     failure: str | None = None
     status: str = "RUNNING"
 
-    def stage_done(self, name: str, kind: str, status: str, info: dict[str, Any]) -> None:
+    def stage_done(self, name: str, kind: str, status: str, info: dict[str, Any], scores: bool = False) -> None:
+        """Record a finished stage; `scores`: its metrics are suite scores (the kind's `scores`)."""
         self.statuses[name] = status
         self.kinds[name] = kind
         if info.get("mlflow_run_id"):
             self.runs[name] = str(info["mlflow_run_id"])
-        if kind == "evaluate":
+        if scores:
             self.metrics[name] = {k: float(v) for k, v in info.get("metrics", {}).items() if not k.startswith("eval/")}
 
     def reviewed(self, name: str, details: dict[str, Any]) -> None:

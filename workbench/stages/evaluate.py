@@ -246,6 +246,7 @@ KIND = StageKind(
     makes_model=False,
     distributed=True,
     same_on_any_world_size=True,
+    scores=True,
     review=review,
     summary="score a model on evaluation suites through lm-eval; gates stop the recipe or register the model",
 )
