@@ -655,6 +655,12 @@ def test_schema_lists_every_stage_kind():
     assert kinds == set(default_catalog().kinds)
     assert schema["$defs"]["SFTStageConfig"]["properties"]["learning_rate"]["description"] == "Peak learning rate."
     assert "from" in schema["$defs"]["SFTStageConfig"]["properties"]
+    # fields that name a suite, a judge or a merge template list the names known here, for an editor's completion
+    definitions = schema["$defs"]
+    assert definitions["EvaluateStageConfig"]["properties"]["suites"]["items"]["examples"] == [
+        "instruction_following", "json_schema", "tool_use"]  # fmt: skip
+    assert definitions["PairsStageConfig"]["properties"]["judge"]["examples"] == ["llm", "reward_model", "verifier"]
+    assert "ties" in definitions["MergeStageConfig"]["properties"]["template"]["examples"]
 
 
 def test_a_model_folder_must_look_loadable(project):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from pathlib import Path
+from typing import Annotated, Any, Union, get_args
 
-from pydantic import Field, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter
 
 from workbench.api.kinds import Catalog
+from workbench.api.markers import Named
 from workbench.recipe.schema import Recipe
 
 
@@ -17,6 +19,7 @@ def recipe_json_schema(catalog: Catalog) -> dict[str, Any]:
     stage_schema = TypeAdapter(stage_union).json_schema(by_alias=True, ref_template="#/$defs/{model}")
     schema.setdefault("$defs", {}).update(stage_schema.pop("$defs", {}))
     schema["properties"]["stages"]["items"] = stage_schema
+    _name_choices(schema["$defs"], catalog)
     _allow_sweeps(schema["$defs"], catalog)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "workbench recipe"
@@ -50,3 +53,53 @@ def _allow_sweeps(definitions: dict[str, Any], catalog: Catalog) -> None:
             inner = {k: v for k, v in field.items() if k not in KEPT_OUTSIDE}
             outer = {k: v for k, v in field.items() if k in KEPT_OUTSIDE}
             definition["properties"][key] = outer | {"anyOf": [inner, {"$ref": "#/$defs/Sweep"}]}
+
+
+def _name_choices(definitions: dict[str, Any], catalog: Catalog, root: Path | None = None) -> None:
+    """A field that names a thing of a catalog namespace (a suite, a judge, a merge template) lists the names known
+    here as `examples`, for an editor's completion; not `enum`: a suite may be any stock lm-eval task and a
+    template any file of the project."""
+    root = root or Path.cwd()
+    for name, model in _models(catalog).items():
+        definition = definitions.get(name)
+        if definition is None:
+            continue
+        for field_name, info in model.model_fields.items():
+            namespace, in_list = _namespace_of([info.annotation, *info.metadata])
+            prop = definition.get("properties", {}).get(info.alias or field_name)
+            if namespace is None or prop is None or namespace not in catalog.namespaces:
+                continue
+            names = sorted(catalog.namespaces[namespace].names(root))
+            target = prop.get("items", prop) if in_list else prop
+            target["examples"] = names
+
+
+def _models(catalog: Catalog) -> dict[str, type[BaseModel]]:
+    """Every config model of the catalog's kinds, nested ones included, by class name."""
+    found: dict[str, type[BaseModel]] = {}
+    pending = [kind.config for kind in catalog.kinds.values()]
+    while pending:
+        model = pending.pop()
+        if model.__name__ in found:
+            continue
+        found[model.__name__] = model
+        for info in model.model_fields.values():
+            pending += [t for t in _types(info.annotation) if isinstance(t, type) and issubclass(t, BaseModel)]
+    return found
+
+
+def _types(annotation: Any) -> list[Any]:
+    return [annotation, *(t for arg in get_args(annotation) for t in _types(arg))]
+
+
+def _namespace_of(annotations: list[Any], in_list: bool = False) -> tuple[str | None, bool]:
+    """The namespace a `Named` marker anywhere in these annotations names, and whether it marks a list's items."""
+    for annotation in annotations:
+        if isinstance(annotation, Named):
+            return annotation.namespace, in_list
+        origin_is_list = getattr(annotation, "__origin__", None) is list
+        found, listed = _namespace_of(list(get_args(annotation)) + list(getattr(annotation, "__metadata__", ())),
+                                      in_list or origin_is_list)  # fmt: skip
+        if found is not None:
+            return found, listed
+    return None, in_list
