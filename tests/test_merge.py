@@ -872,3 +872,25 @@ def test_a_sliced_lfm2_moe_stack_keeps_its_dense_layers_first(moe_zoo, tmp_path)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     with pytest.raises(StageError, match="dense layer after an expert layer.*taken: dense experts dense"):
         run_mergekit(sliced((0, 2), (0, 1)), tmp_path / "bad")
+
+
+def test_ranking_and_selection_on_one_file_read_it_once(tiny_project, monkeypatch):
+    """A merge that keeps the best candidates by held-out loss and selects its own candidate on the same file
+    reads and tokenizes that file once for both."""
+    from workbench.data import chat
+    from workbench.runner import load_recipe
+    from workbench.runner.executor import run_recipe
+
+    path = tiny_project({"max_steps": 1, "save_steps": 1, "learning_rate": {"sweep": [1e-3, 3e-3]}})
+    run_recipe(load_recipe(path))
+    recipe = yaml.safe_load(path.read_text())
+    held_out = {"metric": "eval_loss", "data": "data/eval.jsonl"}
+    recipe["stages"].append({"name": "soup", "kind": "merge", "method": "linear", "dtype": "float32",
+                             "models": {"candidates_of": "sft", "top_k": 1, "by": held_out},
+                             "parameters": {"normalize": {"sweep": [True, False]}}, "select": held_out})  # fmt: skip
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    reads = []
+    load = chat.load_chat_records
+    monkeypatch.setattr(chat, "load_chat_records", lambda *args, **kw: reads.append(args[1]) or load(*args, **kw))
+    outcomes = {o.name: o for o in run_recipe(load_recipe(path))}
+    assert outcomes["soup"].status == "ran" and reads == ["data/eval.jsonl"]

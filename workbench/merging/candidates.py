@@ -38,9 +38,15 @@ class Merged:
 
 
 def merge_candidates(
-    ctx: StageContext, spec: MergeSpec, models: list[MergeInput], base: MergeInput | None, select: SelectSpec | None
+    ctx: StageContext,
+    spec: MergeSpec,
+    models: list[MergeInput],
+    base: MergeInput | None,
+    select: SelectSpec | None,
+    read: HeldOutData | None = None,
 ) -> StageResult:
-    """Merge every candidate of `spec` into `ctx.model_dir`: the only one, or the best by `select`."""
+    """Merge every candidate of `spec` into `ctx.model_dir`: the only one, or the best by `select`. `read`: held-out
+    data already read in this stage (the inputs' ranking), reused when `select` scores on the same file."""
     from workbench.merging.card import input_rows, write_card
     from workbench.merging.select import pick_best
 
@@ -54,6 +60,8 @@ def merge_candidates(
     held_out = None
     if select is not None and select.data is not None:
         held_out = HeldOutData(ctx.resolve(select.data), select.data, select.max_length)  # read once, on first use
+        if read is not None and (read.data, read.max_length) == (held_out.data, held_out.max_length):
+            held_out = read
     merged = [_merge_one(ctx, candidate, spec, resolved_base, resolved, select, held_out) for candidate in candidates]
     metrics: dict[str, float] = {"merge/candidates": float(len(candidates))}
     chosen, selection = 0, None

@@ -20,6 +20,9 @@ class Picked:
     inputs: list[MergeInput]
     details: dict[str, Any] = field(default_factory=dict)
     """For stage.json: the swept stage, and each candidate's scores and whether it was kept."""
+    held_out: Any = None
+    """The `HeldOutData` that scored them (by eval_loss), for the merge's own selection to reuse when it reads the
+    same file: read and tokenized once for both."""
 
 
 def pick_candidates(ctx: StageContext, spec: CandidateInputs) -> Picked:
@@ -51,4 +54,4 @@ def pick_candidates(ctx: StageContext, spec: CandidateInputs) -> Picked:
     ]
     ctx.tracker.log_table(rows, TABLE)
     details = {"candidates_of": spec.candidates_of, "by": by.metric, "kept": kept, "candidates": rows}
-    return Picked(spec.inputs(kept), details)
+    return Picked(spec.inputs(kept), details, held_out)

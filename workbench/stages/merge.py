@@ -135,7 +135,7 @@ def run(ctx: StageContext) -> StageResult:
         from workbench.merging.pick import pick_candidates
 
         picked = pick_candidates(ctx, config.models)
-        result = merge_candidates(ctx, spec, picked.inputs, config.base_input(), config.select)
+        result = merge_candidates(ctx, spec, picked.inputs, config.base_input(), config.select, picked.held_out)
         result.details["inputs_of"] = picked.details
         return result
     except StageError as error:
