@@ -894,3 +894,48 @@ def test_ranking_and_selection_on_one_file_read_it_once(tiny_project, monkeypatc
     monkeypatch.setattr(chat, "load_chat_records", lambda *args, **kw: reads.append(args[1]) or load(*args, **kw))
     outcomes = {o.name: o for o in run_recipe(load_recipe(path))}
     assert outcomes["soup"].status == "ran" and reads == ["data/eval.jsonl"]
+
+
+def test_a_hub_id_pins_its_revision_for_loading_and_for_the_stage_hash(zoo, tmp_path, monkeypatch):
+    """`org/name@revision` loads that commit from the Hugging Face cache (no download here: HF_HUB_OFFLINE) and
+    hashes apart from another revision; `org/name` is the main branch."""
+    from workbench.merging.engine import resolve_model
+    from workbench.runner import load_recipe
+    from workbench.runner.plan import make_plan
+
+    cache = tmp_path / "hub"
+    repo = cache / "models--acme--tiny"
+    main, pinned = "a" * 40, "b" * 40
+    for commit, model in ((main, "m1"), (pinned, "m2")):
+        shutil.copytree(zoo[model], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(main)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    assert resolve_model("acme/tiny", tmp_path) == repo / "snapshots" / main
+    assert resolve_model(f"acme/tiny@{pinned}", tmp_path) == repo / "snapshots" / pinned
+
+    (tmp_path / "d.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    hashes = []
+    for model in ("acme/tiny", f"acme/tiny@{pinned}"):
+        recipe = {"name": "r", "tokenizer": {"train": {"files": ["d.jsonl"]}}, "stages": [
+            {"name": "m", "kind": "merge", "method": "linear", "models": [{"model": model}]}]}  # fmt: skip
+        (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+        hashes.append(make_plan(load_recipe(tmp_path / "recipe.yaml", root=tmp_path)).by_name()["m"].hash)
+    assert hashes[0] != hashes[1], "a pinned revision is another input"
+    from workbench.runner.executor import run_recipe
+
+    (outcome,) = run_recipe(load_recipe(tmp_path / "recipe.yaml", root=tmp_path))  # the pinned one, written last
+    assert_same_weights(outcome.dir / "model", zoo["m2"])
+
+    # the tokenizer and a training stage's start, pinned the same way, load that commit too
+    chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}]}
+    (tmp_path / "chat.jsonl").write_text("\n".join([json.dumps(chat)] * 8) + "\n")
+    recipe = {"name": "r2", "tokenizer": {"path": f"acme/tiny@{pinned}"}, "stages": [
+        {"name": "sft", "kind": "sft", "model": f"acme/tiny@{pinned}", "data": "chat.jsonl", "max_steps": 1,
+         "batch_size": 2, "max_length": 64, "sample_count": 0}]}  # fmt: skip
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    (sft,) = run_recipe(load_recipe(tmp_path / "recipe.yaml", root=tmp_path))
+    trained, main_weights, pinned_weights = weights(sft.dir / "model"), weights(zoo["m1"]), weights(zoo["m2"])
+    name = "model.embed_tokens.weight"
+    assert (trained[name] - pinned_weights[name]).norm() < (trained[name] - main_weights[name]).norm() / 10

@@ -167,10 +167,13 @@ class StageContext:
 
         if auto_class is None:
             from transformers import AutoModelForCausalLM as auto_class
+        from workbench.modeling.hub import split_revision
+
         source = str(source) if source is not None else self.input_model()
+        repo, revision = (source, None) if Path(source).exists() else split_revision(source)
         try:
             return auto_class.from_pretrained(
-                source, dtype=torch.float32, trust_remote_code=self.project.trust_remote_code
+                repo, revision=revision, dtype=torch.float32, trust_remote_code=self.project.trust_remote_code
             )
         except OSError as error:
             raise StageError(

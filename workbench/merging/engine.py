@@ -51,8 +51,11 @@ def resolve_model(label: str, project_root: Path) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError
 
+    from workbench.modeling.hub import split_revision
+
+    repo, revision = split_revision(label)
     try:
-        return Path(snapshot_download(label))
+        return Path(snapshot_download(repo, revision=revision))
     except HFValidationError:
         raise StageError(f"model '{label}' is neither a folder under {project_root} nor a hub id") from None
     except Exception as error:  # offline, not cached, or no such repo

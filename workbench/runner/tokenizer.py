@@ -41,10 +41,14 @@ def _build(loaded: LoadedRecipe, chat_template: str, warn: Callable[[str], None]
         return train_bpe_tokenizer(texts, spec.train.vocab_size, chat_template)
     from transformers import AutoTokenizer
 
+    from workbench.modeling.hub import split_revision
+
     local = loaded.resolve(spec.path)
-    source = str(local) if local.exists() else spec.path
+    source, revision = (str(local), None) if local.exists() else split_revision(spec.path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=loaded.recipe.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, revision=revision, trust_remote_code=loaded.recipe.trust_remote_code
+        )
     except (OSError, ValueError) as error:
         raise StageError(f"tokenizer '{spec.path}' could not be loaded: {first_line(error)}") from None
     tokenizer.chat_template = chat_template

@@ -91,8 +91,11 @@ def _local_model(ctx: StageContext) -> Path:
         return Path(location)
     from huggingface_hub import snapshot_download
 
+    from workbench.modeling.hub import split_revision
+
+    repo, revision = split_revision(location)
     try:
-        return Path(snapshot_download(location))
+        return Path(snapshot_download(repo, revision=revision))
     except Exception as error:  # noqa: BLE001 (offline, unknown repo, gated: all one line for the user)
         from workbench.errors import first_line
 
