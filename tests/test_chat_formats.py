@@ -183,3 +183,14 @@ def test_tools_written_as_json_text_read_as_the_list_in_any_record(tmp_path):
     pair, problems = normalize_pair(1, {"prompt": "Weather in Paris?", "chosen": "a", "rejected": "b",
                                         "tools": json.dumps(TOOLS)})  # fmt: skip
     assert not problems and pair.tools == TOOLS
+
+
+def test_reading_a_pair_leaves_the_record_as_it_was_read():
+    import copy
+
+    record = {"prompt": [{"role": "user", "content": "hi"}], "chosen": {"from": "gpt", "value": "hello"},
+              "rejected": [{"role": "assistant", "content": [{"type": "text", "text": "bye"}]}]}  # fmt: skip
+    kept = copy.deepcopy(record)
+    pair, problems = normalize_pair(1, record)
+    assert not problems and pair.chosen == [{"role": "assistant", "content": "hello"}]
+    assert record == kept, "the offline pairs stage keeps the record it read beside the pair"

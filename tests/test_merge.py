@@ -495,6 +495,12 @@ def test_a_mergekit_file_without_a_required_parameter_is_one_line_before_merging
     with pytest.raises(WorkbenchError, match=r"no_t.yaml: slerp needs `t` under `parameters`$"):
         merge_file(config, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    # a mergekit file runs as written: no weight filled in as a merge stage does, one line instead of mergekit's
+    config.write_text(yaml.safe_dump({"merge_method": "linear", "models": [{"model": "m1"}, {"model": "m2",
+                                      "parameters": {"weight": 0.5}}]}))  # fmt: skip
+    with pytest.raises(WorkbenchError, match=r"linear needs `weight` on every input model or under `parameters`; "
+                                             r"missing on 'm1'$"):  # fmt: skip
+        merge_file(config, tmp_path / "out")
 
 
 # --- sweeps and templates ----------------------------------------------------------------------------------

@@ -52,13 +52,13 @@ def test_our_format_and_trl_explicit_and_implicit_formats_agree():
         ({"messages": [*PROMPT, {"role": "assistant", "content": "ref"}], "chosen": "a", "rejected": "b"},
          "with a prompt whose last turn is assistant, not user or tool"),
         ({"prompt": PROMPT, "chosen": [{"role": "user", "content": "a"}], "rejected": "b"},
-         "with a chosen response of user turns, not the assistant's"),
+         "with a chosen response that is not the assistant's turns (user)"),
         ({"prompt": PROMPT, "chosen": "a", "rejected": [{"role": "assistant", "content": "b"},
                                                         {"role": "system", "content": "c"}]},
-         "with a rejected response of assistant -> system turns"),
+         "with a rejected response that is not the assistant's turns (assistant -> system)"),
         ({"chosen": [*PROMPT, {"role": "assistant", "content": "a"}, {"role": "user", "content": "more?"}],
           "rejected": [*PROMPT, {"role": "assistant", "content": "b"}]},
-         "with a chosen response of assistant -> user turns"),  # implicit prompt: the shared turns
+         "with a chosen response that is not the assistant's turns (assistant -> user)"),  # implicit prompt: the shared turns
     ],
 )  # fmt: skip
 def test_each_invalid_pair_is_named(record, problem):

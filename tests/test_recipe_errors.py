@@ -525,6 +525,10 @@ CASES = {
             "slerp, soup, task-arithmetic, ties"
         ],  # the shipped templates are known from any project
     ),
+    "tokenizer that is not a mapping, beside a teacher cache": (
+        HEADER.replace("tokenizer:\n  train:\n    files: [data/chat.jsonl]\n", "tokenizer: org/tok\n") + CACHE,
+        ["r.yaml:2: tokenizer: Input should be a mapping of fields ('key: value' lines) (got 'org/tok')"],
+    ),
     "merge: candidates_of written as a list entry": (
         HEADER + stage("name: m", "kind: merge", "method: linear", "models: [{candidates_of: base}]"),
         [

@@ -38,3 +38,15 @@ def test_an_80_column_terminal_groups_metrics_by_suite_instead_of_cutting_names(
     assert suites == ["deploy/", "instruction_following/", "json_schema/"]
     row = next(line for line in lines if " prompt_strict_acc " in line)
     assert row.replace("│", " ").split()[1:] == ["0.5385"] * 4
+
+
+def test_more_stages_than_fit_side_by_side_are_split_over_tables_with_nothing_cut():
+    stages = {f"eval_stage_{n}": SimpleNamespace(from_=f"model_number_{n}") for n in range(7)}
+    table = scores_table(SimpleNamespace(stages=stages), dict.fromkeys(stages, METRICS), width=80)
+    console = Console(width=80, record=True, color_system=None)
+    console.print(table)
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= 80 for line in lines) and not any("…" in line for line in lines)
+    assert all(any(f"eval_stage_{n}" in line for line in lines) for n in range(7))
+    assert sum("evaluation scores by stage" in line for line in lines) > 1, "several tables"
+    assert sum(line.count("0.5385") for line in lines) == 7, "each stage's score printed once"

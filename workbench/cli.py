@@ -176,13 +176,13 @@ def path(
 
     the_plan = make_plan(_load(recipe))
     planned = the_plan.by_name()
-    stage = stage if stage in planned else spelled_as_candidate(stage)  # `lr=1e-3` names `lr=0.001`
+    written, stage = stage, stage if stage in planned else spelled_as_candidate(stage)  # `lr=1e-3` is `lr=0.001`
     if stage not in planned:
         swept = [name for name in planned if name.startswith(f"{stage}{CANDIDATE_MARK}")]
         hint = (
             f": it is swept, name one of its candidates ({', '.join(swept)})" if swept else did_you_mean(stage, planned)
         )
-        raise WorkbenchError(f"{recipe}: no stage '{stage}'{hint}")
+        raise WorkbenchError(f"{recipe}: no stage '{written}'{hint}")
     found = planned[stage]
     if found.status != "cached":
         why = {"damaged": "its files changed after it finished", "resume": "it was interrupted"}.get(

@@ -55,7 +55,7 @@ def as_pair_messages(data: dict) -> dict:
     turn. Other records unchanged."""
     if is_sharegpt(data) and "prompt" not in data:
         data = _from_sharegpt(data)
-    out = _parsed_tools(data)
+    out = dict(_parsed_tools(data))  # a copy: the caller's record stays as read
     for key in ("prompt", "messages", "chosen", "rejected"):
         value = out.get(key)
         if isinstance(value, dict):

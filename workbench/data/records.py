@@ -142,7 +142,8 @@ def without_arrow_nulls(rows: list[Any]) -> list[Any]:
     Arrow gives every row of a column one struct type, the union of the keys all rows have: a tool's parameters
     gain the other tools' properties as null and a tool call the other calls' arguments (`set_timer(city=None,
     minutes=5)`), a record the columns only other records have. A key whose value is null is dropped at every
-    depth, which is what JSONL of the same records reads as (a null inside a list is kept)."""
+    depth (a null inside a list is kept). Arrow cannot tell such a key from one written null on purpose (a tool
+    argument `unit: null`, a schema's `default: null`): those are dropped too, where JSONL would keep them."""
     return [_dropped_nulls(row) for row in rows]
 
 

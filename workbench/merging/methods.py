@@ -102,16 +102,22 @@ merges/. mergekit itself stops mid-run without them."""
 
 
 def missing_parameter_problems(
-    methods: list[str], shared: Iterable[str], per_model: dict[str, Iterable[str]], base: str | None
+    methods: list[str],
+    shared: Iterable[str],
+    per_model: dict[str, Iterable[str]],
+    base: str | None,
+    defaults: bool = True,
 ) -> list[str]:
     """Parameters a method requires that are set neither under `parameters` nor on every model that needs them
     (mergekit would stop mid-run: "Missing required parameter weight for ..."). `per_model` maps each input's
-    label to its own parameter names; `base` is the base model's label (non_base parameters skip it)."""
+    label to its own parameter names; `base` is the base model's label (non_base parameters skip it). With
+    `defaults`, the parameters `applicable` fills in (REQUIRED_DEFAULTS) count as set: a merge stage's; a mergekit
+    file runs as written, so for it they do not."""
     shared = set(shared)
     problems = []
     for method in methods:
         for name, scope in merge_methods()[method].required:
-            if name in shared or name in REQUIRED_DEFAULTS:
+            if name in shared or (defaults and name in REQUIRED_DEFAULTS):
                 continue
             if scope == "shared":
                 problems.append(f"{method} needs `{name}` under `parameters`")

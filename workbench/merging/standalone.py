@@ -37,7 +37,9 @@ def merge_file(config_file: Path, out_dir: Path, overwrite: bool = False, seed: 
         if not problems:
             own = {str(m.model): (m.parameters or {}) for m in config.models}
             base = str(config.base_model) if config.base_model else None
-            problems = missing_parameter_problems([config.merge_method], config.parameters or {}, own, base)
+            problems = missing_parameter_problems(
+                [config.merge_method], config.parameters or {}, own, base, defaults=False
+            )
         if problems:
             raise WorkbenchError(f"{config_file}: {problems[0]}")
     labels = sorted({str(reference) for reference in config.referenced_models()})

@@ -115,7 +115,7 @@ def _role_order_problems(prompt: list[dict], chosen: list[dict], rejected: list[
     for side, turns in (("chosen", chosen), ("rejected", rejected)):
         roles = [turn.get("role") for turn in turns]
         if roles and (roles[0] != "assistant" or roles[-1] != "assistant" or not set(roles) <= {"assistant", "tool"}):
-            problems.append(f"with a {side} response of {' -> '.join(roles)} turns, not the assistant's")
+            problems.append(f"with a {side} response that is not the assistant's turns ({' -> '.join(roles)})")
     return problems
 
 

@@ -134,7 +134,8 @@ class _Checker:
     def trained_vocab_size(self) -> int | None:
         from workbench.recipe.schema import TokenizerTraining
 
-        train = (self.data.get("tokenizer") or {}).get("train") if isinstance(self.data, dict) else None
+        tokenizer = self.data.get("tokenizer") if isinstance(self.data, dict) else None
+        train = tokenizer.get("train") if isinstance(tokenizer, dict) else None
         if not isinstance(train, dict):
             return None
         size = train.get("vocab_size", TokenizerTraining.model_fields["vocab_size"].default)

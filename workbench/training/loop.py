@@ -92,7 +92,8 @@ def logged_losses(resume: Path | None) -> tuple[int, float, int] | None:
 def whole_run_loss(logged: tuple[int, float, int] | None, session_loss: float, global_step: int) -> float:
     """The mean training loss over every step, as a run that was never interrupted reports it. The Trainer's own
     `training_loss` after a resume averages only the steps since the checkpoint; the steps before it count at the
-    checkpoint's logged mean (exact when save_steps is a multiple of logging_steps)."""
+    checkpoint's logged mean (exact when save_steps is a multiple of logging_steps). When nothing was logged
+    before the checkpoint (logging_steps above save_steps) only the steps since it are known: their mean it is."""
     if logged is None or not logged[2] or global_step <= 0:
         return session_loss
     start, before, _ = logged
