@@ -167,7 +167,7 @@ class StageContext:
 
         if auto_class is None:
             from transformers import AutoModelForCausalLM as auto_class
-        from workbench.modeling.hub import split_revision
+        from workbench.api.hub import split_revision
 
         source = str(source) if source is not None else self.input_model()
         repo, revision = (source, None) if Path(source).exists() else split_revision(source)

@@ -51,7 +51,7 @@ def resolve_model(label: str, project_root: Path) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError
 
-    from workbench.modeling.hub import split_revision
+    from workbench.api.hub import split_revision
 
     repo, revision = split_revision(label)
     try:

@@ -16,7 +16,7 @@ from workbench.recipe.grid import Sweep
 
 # What `datasets.save_to_disk` writes at the top of a Dataset or DatasetDict folder.
 SAVED_DATASET = ("dataset_info.json", "dataset_dict.json")
-# org/name, optionally @revision (a commit, tag or branch: workbench.modeling.hub)
+# org/name, optionally @revision (a commit, tag or branch: workbench.api.hub)
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*(@[A-Za-z0-9][A-Za-z0-9_.\-/]*)?$")
 
 

@@ -41,7 +41,7 @@ def _build(loaded: LoadedRecipe, chat_template: str, warn: Callable[[str], None]
         return train_bpe_tokenizer(texts, spec.train.vocab_size, chat_template)
     from transformers import AutoTokenizer
 
-    from workbench.modeling.hub import split_revision
+    from workbench.api.hub import split_revision
 
     local = loaded.resolve(spec.path)
     source, revision = (str(local), None) if local.exists() else split_revision(spec.path)

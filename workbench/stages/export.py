@@ -91,7 +91,7 @@ def _local_model(ctx: StageContext) -> Path:
         return Path(location)
     from huggingface_hub import snapshot_download
 
-    from workbench.modeling.hub import split_revision
+    from workbench.api.hub import split_revision
 
     repo, revision = split_revision(location)
     try:
