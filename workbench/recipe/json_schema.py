@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, Field, TypeAdapter
 
 from workbench.api.kinds import Catalog
 from workbench.api.markers import Named
 from workbench.recipe.schema import Recipe
+from workbench.recipe.schema_errors import models_in
 
 
 def recipe_json_schema(catalog: Catalog) -> dict[str, Any]:
@@ -84,12 +85,8 @@ def _models(catalog: Catalog) -> dict[str, type[BaseModel]]:
             continue
         found[model.__name__] = model
         for info in model.model_fields.values():
-            pending += [t for t in _types(info.annotation) if isinstance(t, type) and issubclass(t, BaseModel)]
+            pending += models_in(info.annotation)
     return found
-
-
-def _types(annotation: Any) -> list[Any]:
-    return [annotation, *(t for arg in get_args(annotation) for t in _types(arg))]
 
 
 def _namespace_of(annotations: list[Any], in_list: bool = False) -> tuple[str | None, bool]:
@@ -97,9 +94,8 @@ def _namespace_of(annotations: list[Any], in_list: bool = False) -> tuple[str | 
     for annotation in annotations:
         if isinstance(annotation, Named):
             return annotation.namespace, in_list
-        origin_is_list = getattr(annotation, "__origin__", None) is list
-        found, listed = _namespace_of(list(get_args(annotation)) + list(getattr(annotation, "__metadata__", ())),
-                                      in_list or origin_is_list)  # fmt: skip
+        inner = [*get_args(annotation), *getattr(annotation, "__metadata__", ())]
+        found, listed = _namespace_of(inner, in_list or get_origin(annotation) is list)
         if found is not None:
             return found, listed
     return None, in_list

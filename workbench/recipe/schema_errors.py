@@ -81,7 +81,7 @@ def _elsewhere(model: type, loc: tuple, key: str, catalog: Catalog) -> str:
     sections = [
         section
         for section, info in model.model_fields.items()
-        if any(key in _keys(sub) for sub in _models_in(info.annotation))
+        if any(key in _keys(sub) for sub in models_in(info.annotation))
     ]
     hint = f"; '{sections[0]}' takes it: indent it under '{sections[0]}:'" if sections else ""
     return hint + (f"; kinds that take it: {', '.join(takers)}" if takers else "")
@@ -111,11 +111,11 @@ def _shapes(annotation: Any) -> list[Any]:
     return [annotation]
 
 
-def _models_in(annotation: Any) -> list[type]:
+def models_in(annotation: Any) -> list[type]:
     """The pydantic models an annotation holds (through Optional, unions, lists, dicts and Annotated)."""
     if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
         return [annotation]
-    return [model for arg in get_args(annotation) for model in _models_in(arg)]
+    return [model for arg in get_args(annotation) for model in models_in(arg)]
 
 
 def _keys(model: type) -> list[str]:
