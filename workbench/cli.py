@@ -171,7 +171,7 @@ def path(
     `$(workbench path recipes/quickstart.yaml device)/gguf/model-q8_0.gguf` instead.
     """
     from workbench.api.sweeps import CANDIDATE_MARK, spelled_as_candidate
-    from workbench.errors import WorkbenchError, did_you_mean
+    from workbench.errors import did_you_mean
     from workbench.runner.plan import make_plan
 
     the_plan = make_plan(_load(recipe))
@@ -331,7 +331,6 @@ def compare(
 
 def _registered_by(recipe: Path) -> tuple[str, str]:
     """The model name a recipe's evaluate stages register, and the recipe's tracking store."""
-    from workbench.errors import WorkbenchError
     from workbench.tracking import default_tracking_uri
 
     loaded = _load(recipe)
