@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -288,3 +289,17 @@ def test_evaluate_and_pairs_on_two_processes_match_one(sft_project, monkeypatch)
     assert written["pairs1"] == written["pairs2"] and written["pairs1"].strip()
     one_pairs, two_pairs = info("pairs1")["metrics"], info("pairs2")["metrics"]
     assert two_pairs == pytest.approx(one_pairs, rel=1e-12)
+
+
+def test_a_worker_that_fails_leaves_its_reason_and_a_non_zero_exit_without_finalization(tmp_path):
+    # The worker leaves through os._exit (gloo's thread tear-down at interpreter exit can abort a finished rank):
+    # a failing rank must still write its one-line reason for the parent, print its traceback and exit non-zero.
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"kind": "no_such_kind"}))
+    env = _env() | {"RANK": "1", "WORLD_SIZE": "2"}
+    done = subprocess.run([sys.executable, "-m", "workbench.runner.worker", str(spec)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert (tmp_path / "rank1.error").read_text() == "KeyError: 'no_such_kind'"
+    assert "Traceback" in done.stderr and "KeyError" in done.stderr
+    assert not (tmp_path / "result.json").exists()

@@ -114,5 +114,27 @@ def _leave_process_group() -> None:
         dist.destroy_process_group()
 
 
+def _exit(code: int) -> None:
+    """Leave without interpreter finalization. Everything the parent reads (result.json, rank errors) is written
+    atomically and the process group is gone by now; what finalization would still do is tear down C++ threads
+    (gloo's, torch's pools), and with the gloo backend that tear-down now and then aborts a rank that finished
+    ("terminate called without an active exception", SIGABRT), failing a stage whose work was done."""
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        exit_code = main()
+    except SystemExit as stop:
+        exit_code = stop.code if isinstance(stop.code, int) else 1
+    except BaseException:  # noqa: BLE001 (its reason is in the rank's error file; the traceback goes to the log)
+        import traceback
+
+        traceback.print_exc()
+        exit_code = 1
+    _exit(exit_code)
