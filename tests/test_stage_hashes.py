@@ -12,8 +12,10 @@ which also trains the tokenizer): an input change, so every pin below was
 recomputed by the planner then. On 2026-12-01 the shipped data was rebuilt by its generators (the SFT data and
 the suites exclude each other's prompts, and the committed files had drifted from that fixed point): an input
 change again, checked to be the only one (the code before it gave the old pins on the old data, the code after it
-gives these on the new). They guard the code from that point on: a change to hashing that is not a change to a
-stage's output must leave them as they are.
+gives these on the new). Later that day the quickstart's SFT went from one epoch to two: a recipe change to `sft`,
+so `sft`, `pairs` and `preference` were recomputed (with `epochs: 1` the code gives the previous pins). They guard
+the code from that point on: a change to hashing that is not a change to a stage's output must leave them as they
+are.
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ BEFORE_THE_STAGE_API = {
         "teacher": "160b307d0b4eb08646948fbd6475931782095a01e0357026a728ccc03d16155e",
         "teacher_topk": "a85e78e7a93b4014bee05bb6f9b7ec2ed8606ad7918b58ddb828de31da376f3e",
         "base": "90762cb977bdde919fd5abc3c9795843a69df7ae5e3dbdb840256091fd889fc3",
-        "sft": "ab9c1210d8f73f931af709ff8e1d9903d9f5245d64e28f7a933c44876f952a0a",
-        "pairs": "f4b0001631e35131f86f6de6fd5a686e30187bee273b761f184411b17d2702de",
-        "preference": "07116c29c4884b36a28b636e5ceab9f9e0ed15048a4288f5c95db6f9a6bf6605",
+        "sft": "8ad98ea82b5efa4496286dcb9f7e328f5977c81c4b5c349a2c67a8b2c054ecad",
+        "pairs": "4a73745056e9806330b36ec2c6c90a6146e9e409b55667f642e513700eec147d",
+        "preference": "0e439cda2aef4812a815b5384c5e76bc05ad6b59da911e59c958dc00611af0e5",
     },
     "recipes/lfm2-350m-sft.yaml": {"sft": "bec08eaf9b6c3abcd6552127164bbd843048fa14c593c72059155caaac2b5379"},
 }
@@ -43,9 +45,9 @@ BEFORE_THE_STAGE_API = {
 COMPRESSED_TEACHER_CACHE = {
     "teacher_topk": "72b96a23d04bdba112c1bd1f97a334cc739e8acda47d08397c7b8d2c3ea6524d",
     "base": "06f2fab3980066cde2b2c8d1b17209f4e5fd5fd9f01e4ef62af1b667e5e3707e",
-    "sft": "336caec93e054517f32df8ab0c8a37967db9dd4d0f9fb14447667c2348a529f9",
-    "pairs": "12cf15f322ff1cfdc7ec939f4648d210eae53850431517015452a55922fe8a4f",
-    "preference": "7e3ad2d87eba55c71ada395e334c2eccb3fcae75b2ed3e81589a331e99abd113",
+    "sft": "37493c482261bd3b639801930bdf7c5473fab514b6a4a0ffe05dab14fda9eb88",
+    "pairs": "eb1adc792bd1cd6d4b05875755f8d9a7896ee87891acacb81cb938d77462fb8f",
+    "preference": "ada27d1ff821bccec0079313053d682c9c621746ad3c940bedca68cb6be963e6",
 }
 """The quickstart's hashes that the `compressed` default changed."""
 
