@@ -46,7 +46,7 @@ def timed(command: list[str], cwd: Path) -> float:
 
 
 PREFERENCE_DATA = "datasets/quickstart/preference.jsonl"
-QUICKSTART_SFT_STEPS, QUICKSTART_GOAL = 150, 1.02  # the quickstart's SFT: one epoch of 2,400 records, batch 16
+QUICKSTART_SFT_STEPS, QUICKSTART_GOAL = 150, 1.02  # one quickstart SFT epoch (2,400 records, batch 16)
 PLAIN = {"sft": "bench/plain_sft.py", "preference": "bench/plain_dpo.py"}
 
 
