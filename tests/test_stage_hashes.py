@@ -12,10 +12,10 @@ which also trains the tokenizer): an input change, so every pin below was
 recomputed by the planner then. On 2026-12-01 the shipped data was rebuilt by its generators (the SFT data and
 the suites exclude each other's prompts, and the committed files had drifted from that fixed point): an input
 change again, checked to be the only one (the code before it gave the old pins on the old data, the code after it
-gives these on the new). Later that day the quickstart's SFT went from one epoch to two: a recipe change to `sft`,
-so `sft`, `pairs` and `preference` were recomputed (with `epochs: 1` the code gives the previous pins). They guard
-the code from that point on: a change to hashing that is not a change to a stage's output must leave them as they
-are.
+gives these on the new). Later that day the quickstart's SFT went from one epoch to two and its preference
+learning rate from 2e-5 to 1e-4: recipe changes, so `sft`, `pairs` and `preference` were recomputed (with the old
+values the code gives the previous pins). They guard the code from that point on: a change to hashing that is not
+a change to a stage's output must leave them as they are.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ BEFORE_THE_STAGE_API = {
         "base": "90762cb977bdde919fd5abc3c9795843a69df7ae5e3dbdb840256091fd889fc3",
         "sft": "8ad98ea82b5efa4496286dcb9f7e328f5977c81c4b5c349a2c67a8b2c054ecad",
         "pairs": "4a73745056e9806330b36ec2c6c90a6146e9e409b55667f642e513700eec147d",
-        "preference": "0e439cda2aef4812a815b5384c5e76bc05ad6b59da911e59c958dc00611af0e5",
+        "preference": "5172b68ccb94d5e9e96e0d16ebffca259d52978147844520fbf9044d45f7bfef",
     },
     "recipes/lfm2-350m-sft.yaml": {"sft": "bec08eaf9b6c3abcd6552127164bbd843048fa14c593c72059155caaac2b5379"},
 }
@@ -47,7 +47,7 @@ COMPRESSED_TEACHER_CACHE = {
     "base": "06f2fab3980066cde2b2c8d1b17209f4e5fd5fd9f01e4ef62af1b667e5e3707e",
     "sft": "37493c482261bd3b639801930bdf7c5473fab514b6a4a0ffe05dab14fda9eb88",
     "pairs": "eb1adc792bd1cd6d4b05875755f8d9a7896ee87891acacb81cb938d77462fb8f",
-    "preference": "ada27d1ff821bccec0079313053d682c9c621746ad3c940bedca68cb6be963e6",
+    "preference": "5a91f32b3a163e705e47c0a768c1b71864c9e3bc4ff94b05a1563c0293e4a40c",
 }
 """The quickstart's hashes that the `compressed` default changed."""
 
