@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="one suite, 2 samples, q8_0: checks the bench runs")
     args = parser.parse_args()
+    if args.model is not None and not (args.model / "config.json").is_file():
+        parser.error(f"--model {args.model}: no model folder there (config.json missing)")
     repeats = 3
     if args.quick:
         args.quantizations, args.suites, args.limit, repeats = ["q8_0"], ["json_schema"], 2, 1

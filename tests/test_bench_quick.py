@@ -122,3 +122,13 @@ def test_distributed_quick(tmp_path):
 def test_gpu_quick(tmp_path):
     output = run_bench("gpu", tmp_path, timeout=300)
     figure(output, r"workbench / plain trl tokens/s:")
+
+
+def test_export_bench_refuses_a_folder_without_a_model_in_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "bench/export.py", "--model", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert (
+        done.stderr.strip().splitlines()[-1]
+        == f"export.py: error: --model {tmp_path}: no model folder there (config.json missing)"
+    )
