@@ -130,8 +130,10 @@ def _exit(code: int) -> None:
 if __name__ == "__main__":
     try:
         exit_code = main()
-    except SystemExit as stop:
-        exit_code = stop.code if isinstance(stop.code, int) else 1
+    except SystemExit as stop:  # as the interpreter reads it: None is 0, a message is printed and is 1
+        exit_code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
+        if not isinstance(stop.code, int | None):
+            print(stop.code, file=sys.stderr)
     except BaseException:  # noqa: BLE001 (its reason is in the rank's error file; the traceback goes to the log)
         import traceback
 
