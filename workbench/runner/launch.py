@@ -163,27 +163,53 @@ def run_launcher(stage: str, spec: Path, resources: Resources, node_rank: int, a
 
 
 def failure_line(spec: Path, launcher_lines: list[str], code: int) -> str:
-    """Which rank failed and why. The launcher names the first failure it observed (its "root cause"): that rank's
-    own one-line error when it wrote one, else the signal or exit code, with the last line it printed. Other ranks
-    then fail too (a peer vanished from their collective), so their errors are consequences, not the cause."""
-    errors = {int(p.stem.removeprefix("rank")): p for p in spec.parent.glob("rank*.error")}
-    text = "\n".join(launcher_lines)
-    root_cause = text.split("Root Cause", 1)[1] if "Root Cause" in text else text
-    failures = re.findall(r"rank\s*:\s*(\d+)\s*\(local_rank:\s*\d+\)\s*\n\s*exitcode\s*:\s*(-?\d+)", root_cause)
+    """Which rank failed and why: that rank's own one-line error when it wrote one, else the signal or exit code,
+    with the last line it printed. The launcher lists every failed rank, its first observed failure ("root cause")
+    first; but a rank that lost a peer mid-collective, or that the launcher stopped after another failed, failed
+    because of that other rank, and may be observed first (a killed rank writes no error, so it is timed when the
+    launcher notices). The first failure that is not such a consequence is named; if all are, the first observed."""
+    errors = {
+        int(p.stem.removeprefix("rank")): p.read_text(encoding="utf-8").strip() for p in spec.parent.glob("rank*.error")
+    }
+    failures = _launcher_failures("\n".join(launcher_lines))
     if failures:
-        rank, exit_code = int(failures[0][0]), int(failures[0][1])
+        rank, exit_code = sorted(failures, key=lambda failure: _is_consequence(*failure, errors))[0]
         if exit_code < 0:
             last = _last_output_line(spec, rank)
             return f"rank {rank} was killed by {_signal_name(-exit_code)}" + (f" (last output: {last})" if last else "")
         if rank in errors:
-            return f"rank {rank} failed: {errors[rank].read_text(encoding='utf-8').strip()}"
+            return f"rank {rank} failed: {errors[rank]}"
         last = _last_output_line(spec, rank)
         return f"rank {rank} exited with {exit_code}" + (f" (last output: {last})" if last else "")
     if errors:
         rank = min(errors)
-        return f"rank {rank} failed: {errors[rank].read_text(encoding='utf-8').strip()}"
+        return f"rank {rank} failed: {errors[rank]}"
     lines = [line for line in launcher_lines if line.strip()]
     return f"the launcher exited with {code}" + (f": {lines[-1].strip()}" if lines else "")
+
+
+_FAILURE = re.compile(r"rank\s*:\s*(\d+)\s*\(local_rank:\s*\d+\)\s*\n\s*exitcode\s*:\s*(-?\d+)")
+_PEER_LOST = re.compile(  # gloo's and NCCL's words for a peer that went away in the middle of a collective
+    r"closed by peer|reset by peer|logs of the remote worker|remote process exited|communicator was aborted"
+    r"|DistNetworkError|broken pipe",
+    re.IGNORECASE,
+)
+
+
+def _launcher_failures(text: str) -> list[tuple[int, int]]:
+    """(rank, exit code) of each failure in torchrun's summary, its root cause first, then the others in order."""
+    before, _, root = text.rpartition("Root Cause")  # no summary: ("", "", text), every failure in order
+    found = [(int(rank), int(code)) for rank, code in _FAILURE.findall(root)]
+    others = [(int(rank), int(code)) for rank, code in _FAILURE.findall(before)]
+    return found + [failure for failure in others if failure not in found]
+
+
+def _is_consequence(rank: int, exit_code: int, errors: dict[int, str]) -> bool:
+    """Whether the rank failed because another did: stopped by the launcher (SIGTERM, SIGINT) or its own error is
+    a lost peer."""
+    if exit_code in (-signal.SIGTERM, -signal.SIGINT):
+        return True
+    return exit_code > 0 and rank in errors and _PEER_LOST.search(errors[rank]) is not None
 
 
 def _signal_name(number: int) -> str:
