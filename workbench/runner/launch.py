@@ -173,7 +173,7 @@ def failure_line(spec: Path, launcher_lines: list[str], code: int) -> str:
     }
     failures = _launcher_failures("\n".join(launcher_lines))
     if failures:
-        rank, exit_code = sorted(failures, key=lambda failure: _is_consequence(*failure, errors))[0]
+        rank, exit_code = next((f for f in failures if not _is_consequence(*f, errors)), failures[0])
         if exit_code < 0:
             last = _last_output_line(spec, rank)
             return f"rank {rank} was killed by {_signal_name(-exit_code)}" + (f" (last output: {last})" if last else "")
