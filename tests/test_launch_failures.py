@@ -55,7 +55,7 @@ def test_the_root_cause_is_named_when_it_is_not_a_consequence(tmp_path):
 
 
 def test_without_a_summary_the_rank_errors_or_the_launchers_last_line_are_named(tmp_path):
-    spec = spec_with_errors(tmp_path, rank1="OSError: disk full")
+    spec = spec_with_errors(tmp_path, rank0=GLOO_PEER_LOST, rank1="OSError: disk full")
     assert failure_line(spec, ["starting"], 1) == "rank 1 failed: OSError: disk full"
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -182,7 +182,7 @@ def failure_line(spec: Path, launcher_lines: list[str], code: int) -> str:
         last = _last_output_line(spec, rank)
         return f"rank {rank} exited with {exit_code}" + (f" (last output: {last})" if last else "")
     if errors:
-        rank = min(errors)
+        rank = next((r for r in sorted(errors) if not _is_consequence(r, 1, errors)), min(errors))
         return f"rank {rank} failed: {errors[rank]}"
     lines = [line for line in launcher_lines if line.strip()]
     return f"the launcher exited with {code}" + (f": {lines[-1].strip()}" if lines else "")
