@@ -182,7 +182,7 @@ def failure_line(spec: Path, launcher_lines: list[str], code: int) -> str:
         last = _last_output_line(spec, rank)
         return f"rank {rank} exited with {exit_code}" + (f" (last output: {last})" if last else "")
     if errors:
-        rank = next((r for r in sorted(errors) if not _is_consequence(r, 1, errors)), min(errors))
+        rank = next((r for r in sorted(errors) if not _lost_a_peer(errors[r])), min(errors))
         return f"rank {rank} failed: {errors[rank]}"
     lines = [line for line in launcher_lines if line.strip()]
     return f"the launcher exited with {code}" + (f": {lines[-1].strip()}" if lines else "")
@@ -209,7 +209,11 @@ def _is_consequence(rank: int, exit_code: int, errors: dict[int, str]) -> bool:
     a lost peer."""
     if exit_code in (-signal.SIGTERM, -signal.SIGINT):
         return True
-    return exit_code > 0 and rank in errors and _PEER_LOST.search(errors[rank]) is not None
+    return exit_code > 0 and rank in errors and _lost_a_peer(errors[rank])
+
+
+def _lost_a_peer(error: str) -> bool:
+    return _PEER_LOST.search(error) is not None
 
 
 def _signal_name(number: int) -> str:
