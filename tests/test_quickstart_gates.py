@@ -6,6 +6,7 @@ run meets."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -28,10 +29,8 @@ NOTHING_ANSWERED = {  # empty answers: no JSON and no call (instruction followin
 }
 
 
-ALWAYS_CALLS = {  # one call block whatever it is asked: no JSON, no call withheld, no argument right
-    "json_schema/parse_rate": 0.0,
-    "json_schema/valid_rate": 0.0,
-    "json_schema/field_accuracy": 0.0,
+# one call block whatever it is asked: no JSON, no call withheld, no argument right
+ALWAYS_CALLS = NOTHING_ANSWERED | {
     "tool_use/call_rate": 1.0,
     "tool_use/parse_rate": 1.0,
     "tool_use/ast_accuracy": 0.0,
@@ -40,6 +39,7 @@ ALWAYS_CALLS = {  # one call block whatever it is asked: no JSON, no call withhe
 A_CALL = '<|tool_call_start|>[get_weather(city="Paris")]<|tool_call_end|>'
 
 
+@functools.cache  # every stage's gates are checked against the same few replies
 def _instruction_score(reply: str) -> float:
     """prompt_loose_acc of `reply` given to every instruction-following item, by lm-eval's own checkers."""
     from workbench.evaluation.ifeval import check_instructions, ensure_punkt_tab

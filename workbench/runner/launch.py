@@ -171,7 +171,8 @@ def failure_line(spec: Path, launcher_lines: list[str], code: int) -> str:
     errors = {
         int(p.stem.removeprefix("rank")): p.read_text(encoding="utf-8").strip() for p in spec.parent.glob("rank*.error")
     }
-    failures = _launcher_failures("\n".join(launcher_lines))
+    # without torchrun's summary, the ranks that wrote an error (and then exited 1) are the failures known
+    failures = _launcher_failures("\n".join(launcher_lines)) or [(rank, 1) for rank in sorted(errors)]
     if failures:
         rank, exit_code = next((f for f in failures if not _is_consequence(*f, errors)), failures[0])
         if exit_code < 0:
@@ -181,9 +182,6 @@ def failure_line(spec: Path, launcher_lines: list[str], code: int) -> str:
             return f"rank {rank} failed: {errors[rank]}"
         last = _last_output_line(spec, rank)
         return f"rank {rank} exited with {exit_code}" + (f" (last output: {last})" if last else "")
-    if errors:
-        rank = next((r for r in sorted(errors) if not _lost_a_peer(errors[r])), min(errors))
-        return f"rank {rank} failed: {errors[rank]}"
     lines = [line for line in launcher_lines if line.strip()]
     return f"the launcher exited with {code}" + (f": {lines[-1].strip()}" if lines else "")
 
@@ -209,11 +207,7 @@ def _is_consequence(rank: int, exit_code: int, errors: dict[int, str]) -> bool:
     a lost peer."""
     if exit_code in (-signal.SIGTERM, -signal.SIGINT):
         return True
-    return exit_code > 0 and rank in errors and _lost_a_peer(errors[rank])
-
-
-def _lost_a_peer(error: str) -> bool:
-    return _PEER_LOST.search(error) is not None
+    return exit_code > 0 and rank in errors and _PEER_LOST.search(errors[rank]) is not None
 
 
 def _signal_name(number: int) -> str:
